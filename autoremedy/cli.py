@@ -1,0 +1,285 @@
+"""``autoremedy``: one command, sub-commands that import only what they need.
+
+    autoremedy check <class> [options]          checks/<class>.py
+    autoremedy remediate <class> [--dry-run] TARGET
+    autoremedy handle sensu|zabbix|hook ...     handlers/<kind>.py
+    autoremedy replay | status | collect | config
+
+A check class ``rabbitmq-queues`` is the module ``autoremedy.checks.rabbitmq_queues``
+(likewise remediations and handlers): the name is checked against the modules
+that exist before anything is imported, so the command line can never import
+an arbitrary module. Third-party classes can register under the entry-point
+groups ``autoremedy.checks`` / ``autoremedy.remediations``; that (slower) lookup
+only happens when no built-in module has the name.
+"""
+import os
+import re
+import sys
+
+from autoremedy.runtime import ArgumentParser, UsageError, describe, fail, guarded_result
+from autoremedy.result import Result, Status
+
+USAGE = """usage: autoremedy <command> [args]
+
+commands:
+  check <class> [options]        run a check (process, disk, rabbitmq-queues, ...)
+  remediate <class> [--dry-run] TARGET
+                                 run a guarded remediation on an allowlisted target
+  handle sensu|zabbix|hook ...   forward an event to StackStorm, fall back locally
+  replay                         deliver the spool to StackStorm
+  status                         spool, breaker and recent remediations
+  collect --at TIME              incident bundle with a relationship graph
+  config check                   validate the configuration file
+
+'autoremedy check --list' lists the check classes; '<command> --help' shows options.
+"""
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+EXIT_ESCALATED, EXIT_BAD_INPUT, EXIT_CONFIG = 1, 2, 3
+
+
+def _module_name(kind, name):
+    return f"autoremedy.{kind}.{name.replace('-', '_')}"
+
+
+def load(kind, name):
+    """Import the module for class ``name`` of ``kind`` ('checks', 'remediations',
+    'handlers'); raise UsageError for anything that is not one."""
+    if not _NAME.match(name or ""):
+        raise UsageError(f"{kind[:-1]} class {name!r} is not a valid name")
+    import importlib
+    module = _module_name(kind, name)
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise  # the module exists but one of its own imports is missing
+    plugin = _entry_point(kind, name)
+    if plugin is None:
+        known = ", ".join(available(kind)) or "none"
+        raise UsageError(f"unknown {kind[:-1]} class {name!r} (known: {known})")
+    return plugin
+
+
+def _entry_point(kind, name):
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=f"autoremedy.{kind}"):
+        if ep.name == name and not ep.value.startswith("autoremedy."):
+            return ep.load()
+    return None
+
+
+def available(kind):
+    import importlib
+    import pkgutil
+    package = importlib.import_module(f"autoremedy.{kind}")
+    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(package.__path__)
+                  if not m.name.startswith("_"))
+
+
+# --- checks --------------------------------------------------------------------
+
+def check_parser(module, cls_name):
+    parser = ArgumentParser(prog=f"autoremedy check {cls_name}",
+                            description=(module.__doc__ or "").strip().split("\n")[0])
+    defaults = getattr(module, "THRESHOLDS", (None, None))
+    parser.add_argument("-w", "--warning", default=defaults[0], metavar="RANGE",
+                        help=f"warning threshold, Nagios range (default: {defaults[0]})")
+    parser.add_argument("-c", "--critical", default=defaults[1], metavar="RANGE",
+                        help=f"critical threshold, Nagios range (default: {defaults[1]})")
+    parser.add_argument("--format", choices=("nagios", "zabbix", "json"), default="nagios",
+                        help="output for Sensu/Nagios (default), Zabbix or JSON")
+    parser.add_argument("--field", metavar="NAME",
+                        help="with --format zabbix: print one value (status, summary or a metric)")
+    parser.add_argument("--timeout", type=float, default=getattr(module, "TIMEOUT", 10.0),
+                        metavar="SECONDS", help="give up with UNKNOWN after this long")
+    parser.add_argument("--config", metavar="FILE", help="configuration file")
+    if hasattr(module, "discover"):
+        parser.add_argument("--discover", action="store_true",
+                            help="print Zabbix low-level discovery JSON and exit")
+    module.add_arguments(parser)
+    return parser
+
+
+def run_check(cls_name, argv):
+    """Run check ``cls_name`` with ``argv`` in this process; return (Result, args).
+    Every failure (bad class, bad option, exception, timeout) is an UNKNOWN Result."""
+    args = None
+    try:
+        module = load("checks", cls_name)
+        name = getattr(module, "NAME", cls_name)
+        args = check_parser(module, cls_name).parse_args(argv)
+    except UsageError as exc:
+        return Result.unknown(cls_name, str(exc)), args
+    if args.config:
+        os.environ["AUTOREMEDY_CONFIG"] = args.config
+    return guarded_result(name, lambda: _validated(module, args), args.timeout), args
+
+
+def _validated(module, args):
+    from autoremedy.ranges import Range
+    args.warning, args.critical = Range.parse(args.warning), Range.parse(args.critical)
+    return module.check(args)
+
+
+def cmd_check(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: autoremedy check <class> [options]\nclasses: " + ", ".join(available("checks")))
+        return 0
+    if argv[0] == "--list":
+        print("\n".join(available("checks")))
+        return 0
+    cls_name, rest = argv[0], argv[1:]
+    if "--discover" in rest:
+        return _discover(cls_name, rest)
+    result, args = run_check(cls_name, rest)
+    from autoremedy.render import render
+    fmt = getattr(args, "format", "nagios") if args else _peek_format(rest)
+    field = getattr(args, "field", None) if args else None
+    text, code = render(result, fmt, field)
+    sys.stdout.write(text + "\n")
+    return code
+
+
+def _peek_format(argv):
+    """The --format asked for, even when the rest of the command line was bad, so a
+    usage error still reaches Zabbix as a value rather than a Nagios line."""
+    for i, arg in enumerate(argv):
+        if arg == "--format" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--format="):
+            return arg.split("=", 1)[1]
+    return "nagios"
+
+
+def _discover(cls_name, argv):
+    import json
+    try:
+        module = load("checks", cls_name)
+        args = check_parser(module, cls_name).parse_args(argv)
+        if not hasattr(module, "discover"):
+            raise UsageError(f"check {cls_name} has no discovery")
+        if args.config:
+            os.environ["AUTOREMEDY_CONFIG"] = args.config
+        rows = module.discover(args)
+    except Exception as exc:  # Zabbix shows the value; keep it one clear line
+        print(f"ZBX_NOTSUPPORTED: {describe(exc)}")
+        return 0
+    print(json.dumps(rows, sort_keys=True))
+    return 0
+
+
+# --- remediations -------------------------------------------------------------
+
+def cmd_remediate(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: autoremedy remediate <class> [--dry-run] [--config FILE] TARGET\n"
+              "classes: " + ", ".join(available("remediations")))
+        return 0
+    from autoremedy.config import Config, ConfigError
+    from autoremedy.remediation import Trigger, perform
+    cls_name = argv[0]
+    try:
+        module = load("remediations", cls_name)
+        parser = ArgumentParser(prog=f"autoremedy remediate {cls_name}")
+        parser.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+        parser.add_argument("--config", metavar="FILE")
+        parser.add_argument("--event-id", help="the event this run answers (StackStorm passes it)")
+        parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+        module.REMEDIATION.add_arguments(parser)
+        args = parser.parse_args(argv[1:])
+        config = Config.load(args.config)
+        remediation = module.REMEDIATION(config, audit=audit_for(config))
+        target = remediation.target_from_args(args)
+    except UsageError as exc:
+        return fail(str(exc), EXIT_BAD_INPUT)
+    except ConfigError as exc:
+        return fail(str(exc), EXIT_CONFIG)
+    trigger = Trigger(source="cli", event_id=args.event_id)
+    outcome = perform(remediation, target, trigger, dry_run=args.dry_run)
+    print_outcome(outcome, args.json)
+    return EXIT_ESCALATED if outcome.escalate else 0
+
+
+def print_outcome(outcome, as_json=False):
+    if as_json:
+        import json
+        print(json.dumps(outcome.to_dict(), sort_keys=True, default=str))
+        return
+    print(outcome.line())
+    for step in outcome.plan:
+        prefix = "would" if outcome.status == "dry-run" else "plan"
+        argv = f"  [{' '.join(step.argv)}]" if step.argv else ""
+        print(f"  {prefix}: {step.description}{argv}")
+        if outcome.status == "dry-run":
+            for detail in step.details:
+                print(f"      {detail}")
+    for note in outcome.notes:
+        print(f"  done: {note}")
+    if outcome.verify:
+        print(f"  verify: {outcome.verify['status']}: {outcome.verify['summary']}")
+
+
+def audit_for(config):
+    from autoremedy.audit import Audit
+    return Audit(os.path.join(config.state_dir, "audit.log"), hostname=config.hostname)
+
+
+# --- the rest -------------------------------------------------------------------
+
+def cmd_module(module_path):
+    def run(argv):
+        import importlib
+        return importlib.import_module(module_path).main(argv)
+    return run
+
+
+def cmd_handle(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: autoremedy handle sensu|zabbix|hook ...")
+        return 0
+    try:
+        module = load("handlers", argv[0])
+    except UsageError as exc:
+        return fail(str(exc), EXIT_BAD_INPUT)
+    return module.main(argv[1:])
+
+
+COMMANDS = {
+    "check": cmd_check,
+    "remediate": cmd_remediate,
+    "handle": cmd_handle,
+    "replay": cmd_module("autoremedy.handlers.replay"),
+    "status": cmd_module("autoremedy.status"),
+    "collect": cmd_module("autoremedy.collect"),
+    "config": cmd_module("autoremedy.configcheck"),
+}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        sys.stdout.write(USAGE)
+        return 0
+    if argv[0] == "--version":
+        from autoremedy import __version__
+        print(__version__)
+        return 0
+    command = COMMANDS.get(argv[0])
+    if command is None:
+        return fail(f"unknown command {argv[0]!r}; see 'autoremedy --help'", EXIT_BAD_INPUT)
+    try:
+        return command(argv[1:])
+    except KeyboardInterrupt:
+        return fail("interrupted", EXIT_ESCALATED)
+    except BrokenPipeError:
+        return EXIT_ESCALATED
+    except Exception as exc:  # last line of defence: one line, never a traceback
+        if os.environ.get("AUTOREMEDY_DEBUG"):
+            raise
+        code = Status.UNKNOWN if argv[0] == "check" else EXIT_ESCALATED
+        return fail(f"internal error: {describe(exc)}", code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""What every remediation is, and the one guarded way to perform it.
+
+A remediation class (``remediations/<class>.py``) subclasses ``Remediation`` and
+provides ``plan`` (what it would do), ``run`` (do it) and ``verify`` (re-run the
+check). ``perform`` wraps them in every guard (autoremedy.guard), dry-run and
+an audit record for each decision; the node hook, the Sensu/Zabbix handlers,
+``autoremedy remediate`` and the StackStorm pack all end here.
+
+Targets come from the class's allowlist in the configuration, never from event
+text: ``resolve`` looks a name up in the allowlist and refuses anything else.
+"""
+import time
+
+from autoremedy import config as configmod
+from autoremedy import execute
+from autoremedy.guard import Guard, Refused, Skip
+from autoremedy.result import Status
+
+# Outcome words. The first three need nobody; the last two are escalations.
+REMEDIATED, NOOP, DRY_RUN, SKIPPED, REFUSED, FAILED = (
+    "remediated", "noop", "dry-run", "skipped", "refused", "failed")
+ESCALATIONS = (REFUSED, FAILED)
+
+COMMON_SCHEMA = {
+    "enabled": bool,
+    "scope": str,
+    "dry_run": bool,
+    "guards": configmod.Any,     # validated by Config.guards
+    "verify_timeout": configmod.Duration,
+}
+
+
+class Trigger:
+    """Why a remediation is being considered: which event, from where, how bad."""
+
+    def __init__(self, source="cli", event_id=None, status=None, occurrences=None,
+                 silenced=False, history=None):
+        self.source = source
+        self.event_id = event_id
+        self.status = None if status is None else Status.coerce(status)
+        self.occurrences = occurrences
+        self.silenced = bool(silenced)
+        self.history = list(history or [])
+
+
+class Step:
+    """One action of a plan: a description and, usually, the argv it runs."""
+
+    def __init__(self, description, argv=None, timeout=60.0, action=None, detach=False,
+                 allow_failure=False, details=None):
+        self.description = description
+        self.details = list(details or [])  # e.g. the files a cleanup would delete
+        self.allow_failure = allow_failure  # e.g. stopping what is already dead
+        self.argv = list(argv) if argv is not None else None
+        self.timeout = timeout
+        self.action = action          # a callable for API-driven steps
+        self.detach = detach
+
+    def to_dict(self):
+        out = {"step": self.description}
+        if self.argv is not None:
+            out["argv"] = self.argv
+        if self.details:
+            out["details"] = self.details
+        return out
+
+    def __repr__(self):
+        return f"Step({self.description!r})"
+
+
+class Outcome:
+    def __init__(self, cls_name, target, status, reason="", plan=(), notes=(), verify=None,
+                 guard=None, duration=0.0, event_id=None):
+        self.cls_name, self.target, self.status = cls_name, target, status
+        self.reason, self.plan, self.notes = reason, list(plan), list(notes)
+        self.verify, self.guard, self.duration, self.event_id = verify, guard, duration, event_id
+
+    @property
+    def escalate(self):
+        return self.status in ESCALATIONS
+
+    def to_dict(self):
+        return {"class": self.cls_name, "target": str(self.target), "outcome": self.status,
+                "reason": self.reason, "guard": self.guard,
+                "plan": [s.to_dict() for s in self.plan], "notes": self.notes,
+                "verify": self.verify, "duration_s": round(self.duration, 3),
+                "event_id": self.event_id}
+
+    def line(self):
+        text = f"{self.cls_name} {self.target}: {self.status}"
+        return f"{text}: {self.reason}" if self.reason else text
+
+
+class RemediationError(Exception):
+    """A step failed; the remediation stops and escalates."""
+
+
+class Remediation:
+    """Subclass per failure class. Class attributes:
+
+    name    the failure class (``process``, ``disk`` ...)
+    scope   ``node`` (runs only on the failing node) or ``api`` (anywhere with API access)
+    schema  class-specific configuration keys under ``remediations.<name>``
+    """
+
+    name = None
+    scope = "node"
+    schema = {}
+
+    def __init__(self, config, runner=execute.run, audit=None):
+        self.config = config
+        self.runner = runner
+        self.audit = audit
+        section = config.remediation(self.name)
+        where = f"{config.path or 'configuration'}: remediations.{self.name}"
+        try:
+            self.settings = configmod.validate(section, {**COMMON_SCHEMA, **self.schema}, "")
+        except configmod.ConfigError as exc:
+            raise configmod.ConfigError(f"{where}.{str(exc).lstrip('.')}") from None
+
+    # -- what subclasses provide ------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser):
+        parser.add_argument("target", help="a target named in the configuration's allowlist")
+
+    def target_from_args(self, args):
+        return args.target
+
+    def allowlist(self):
+        """{target name: settings} from the configuration."""
+        return self.settings.get("targets") or {}
+
+    def resolve(self, name):
+        """The allowlisted target called ``name``; refuse anything else (an empty or
+        unknown target is an error, never 'all')."""
+        targets = self.allowlist()
+        if not name:
+            raise Refused("allowlist", "no target given")
+        if name not in targets:
+            raise Refused("allowlist", f"{name!r} is not in remediations.{self.name}.targets")
+        return name
+
+    def plan(self, target):
+        """Steps that would fix ``target``; [] when it is already healthy."""
+        raise NotImplementedError
+
+    def run(self, target, plan):
+        """Execute the plan through the subprocess boundary; return notes."""
+        notes = []
+        for step in plan:
+            notes.append(self.run_step(step))
+        return notes
+
+    def run_step(self, step):
+        if step.action is not None:
+            return f"{step.description}: {step.action() or 'done'}"
+        try:
+            done = self.runner(step.argv, timeout=step.timeout, detach=step.detach)
+        except execute.CommandError as exc:
+            raise RemediationError(f"{step.description}: {exc}") from None
+        if done.returncode not in (0, None):
+            if step.allow_failure:
+                return f"{step.description}: exit {done.returncode} (tolerated)"
+            raise RemediationError(f"{step.description}: exit {done.returncode}: {done.brief()}")
+        return f"{step.description}: ok"
+
+    def verify(self, target):
+        """Re-run the check for ``target``; return a Result."""
+        raise NotImplementedError
+
+    # -- shared behaviour ---------------------------------------------------------
+    @property
+    def enabled(self):
+        return bool(self.settings.get("enabled"))
+
+    @property
+    def dry_run(self):
+        return self.config.dry_run or bool(self.settings.get("dry_run"))
+
+
+def perform(remediation, target_name, trigger=None, audit=None, dry_run=None, clock=time.time):
+    """Run one remediation through every guard. Never raises for expected
+    failures: returns an Outcome whose ``escalate`` says whether a human is needed."""
+    trigger = trigger or Trigger()
+    config = remediation.config
+    cls_name = remediation.name
+    audit = audit or remediation.audit
+    dry_run = remediation.dry_run if dry_run is None else (dry_run or remediation.dry_run)
+    started = time.monotonic()
+    base = {"cls": cls_name, "target": str(target_name), "event_id": trigger.event_id,
+            "trigger": trigger.source, "dry_run": dry_run}
+
+    def finish(status, reason="", guard_name=None, plan=(), notes=(), verify=None):
+        outcome = Outcome(cls_name, target_name, status, reason, plan, notes, verify,
+                          guard_name, time.monotonic() - started, trigger.event_id)
+        if audit is not None:
+            audit.record("remediation", "ok" if status in (REMEDIATED, NOOP, DRY_RUN, SKIPPED)
+                         else status, outcome=status, reason=reason, guard=guard_name,
+                         plan=[s.to_dict() for s in plan] or None, notes=list(notes) or None,
+                         verify=verify, duration_ms=round(outcome.duration * 1000), **base)
+        return outcome
+
+    guard = Guard(config.state_dir, cls_name, config.guards(cls_name),
+                  maintenance_file=config.get("maintenance_file"), hostname=config.hostname,
+                  clock=clock)
+    try:
+        if not remediation.enabled:
+            raise Refused("enabled", f"remediations.{cls_name}.enabled is not true")
+        target = remediation.resolve(target_name)
+        guard.admit(target, trigger)
+        with guard.lock(target):
+            entry = guard.reserve(target, trigger.event_id, dry_run=dry_run)
+            try:
+                plan = remediation.plan(target)
+            except Exception as exc:
+                guard.settle(entry, FAILED)
+                return finish(FAILED, f"planning failed: {exc}")
+            if not plan:
+                guard.settle(entry, NOOP)
+                return finish(NOOP, "already healthy, nothing to do")
+            if dry_run:
+                return finish(DRY_RUN, "would run the plan", plan=plan)
+            try:
+                notes = remediation.run(target, plan)
+            except Exception as exc:
+                guard.settle(entry, FAILED)
+                return finish(FAILED, str(exc), plan=plan)
+            try:
+                result = remediation.verify(target)
+            except Exception as exc:
+                guard.settle(entry, FAILED)
+                return finish(FAILED, f"verification could not run: {exc}", plan=plan, notes=notes)
+            verify = {"status": result.status.name, "summary": result.summary}
+            if result.status is Status.OK:
+                guard.settle(entry, REMEDIATED)
+                return finish(REMEDIATED, "verified OK", plan=plan, notes=notes, verify=verify)
+            guard.settle(entry, FAILED)
+            return finish(FAILED, f"verification failed: {result.status.name}: {result.summary}",
+                          plan=plan, notes=notes, verify=verify)
+    except Skip as exc:
+        return finish(SKIPPED, exc.reason, exc.guard)
+    except Refused as exc:
+        return finish(REFUSED, exc.reason, exc.guard)
+    except TimeoutError:
+        return finish(REFUSED, "another remediation of this target is still running", "lock")
+    except configmod.ConfigError as exc:
+        return finish(REFUSED, str(exc), "config")

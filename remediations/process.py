@@ -1,0 +1,97 @@
+"""Restart a dead process: a systemd unit, or a configured start command.
+
+Configuration (every target must be listed; nothing else is ever restarted)::
+
+    remediations:
+      process:
+        enabled: true
+        targets:
+          nova-compute:
+            unit: nova-compute                 # systemctl restart nova-compute
+          metadata-agent:
+            start: [/usr/bin/neutron-metadata-agent, --config-file, /etc/neutron/metadata_agent.ini]
+            stop: [/usr/bin/pkill, -x, neutron-metadata]   # optional, before start
+            check: {cmdline: neutron-metadata-agent}       # how to find it (default: unit or name)
+            settle: 10s                                    # time allowed to come up
+
+The plan is empty when the check already passes (idempotent); the verification
+re-runs the same process check until it passes or ``settle`` expires.
+"""
+import time
+
+from autoremedy import config as configmod
+from autoremedy.remediation import Remediation, Step
+from autoremedy.result import Status
+
+SELECTORS = ("unit", "name", "cmdline", "pidfile")
+
+
+class RestartProcess(Remediation):
+    name = "process"
+    scope = "node"
+    schema = {
+        "targets": configmod.Map({
+            "unit": str,
+            "start": configmod.List(str),
+            "stop": configmod.List(str),
+            "check": {"unit": str, "name": str, "cmdline": str, "pidfile": str},
+            "settle": configmod.Duration,
+            "timeout": configmod.Duration,
+        }),
+    }
+
+    def resolve(self, name):
+        target = super().resolve(name)
+        entry = self.allowlist()[target]
+        if not entry.get("unit") and not entry.get("start"):
+            raise configmod.ConfigError(
+                f"remediations.process.targets.{target}: needs 'unit' or 'start'")
+        return target
+
+    def selector(self, target):
+        """Check options that find this target's processes."""
+        entry = self.allowlist()[target]
+        chosen = entry.get("check") or ({"unit": entry["unit"]} if entry.get("unit") else {"name": target})
+        kind = next((k for k in SELECTORS if chosen.get(k)), None)
+        if kind is None:
+            raise configmod.ConfigError(f"remediations.process.targets.{target}.check: no selector")
+        return [f"--{kind}", str(chosen[kind])]
+
+    def probe(self, target):
+        from autoremedy.cli import run_check
+        result, _ = run_check("process", self.selector(target) + ["--timeout", "10"])
+        return result
+
+    def plan(self, target):
+        current = self.probe(target)
+        if current.status is Status.OK:
+            return []
+        if current.status is Status.UNKNOWN:
+            # Cannot tell whether it runs: restarting blind could double a daemon.
+            raise RuntimeError(f"cannot tell the process state: {current.summary}")
+        entry = self.allowlist()[target]
+        timeout = entry.get("timeout", 60.0)
+        if entry.get("unit"):
+            return [Step(f"restart unit {entry['unit']}",
+                         ["systemctl", "restart", entry["unit"]], timeout=timeout)]
+        steps = []
+        if entry.get("stop"):
+            steps.append(Step(f"stop {target}", entry["stop"], timeout=timeout, allow_failure=True))
+        steps.append(Step(f"start {target}", entry["start"], timeout=timeout, detach=True))
+        return steps
+
+    def verify(self, target):
+        settle = self.allowlist()[target].get("settle", 10.0)
+        deadline = time.monotonic() + settle
+        while True:
+            result = self.probe(target)
+            if result.status is Status.OK or time.monotonic() >= deadline:
+                return result
+            time.sleep(0.25)
+
+    @classmethod
+    def add_arguments(cls, parser):
+        parser.add_argument("target", help="a key of remediations.process.targets")
+
+
+REMEDIATION = RestartProcess
