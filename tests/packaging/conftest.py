@@ -1,0 +1,82 @@
+"""Fixtures for the packaging tests (tests/packaging).
+
+The expensive artefacts (the staged prefix / Sensu asset, the deb, the rpm, a
+running Zabbix) are built once per session and shared. Everything they need is
+installed by scripts/setup.d/40-zabbix.sh and 45-packaging.sh; a missing tool
+fails the test that needs it (never a skip).
+"""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PACKAGING = os.path.join(ROOT, "packaging")
+SCRIPTS = os.path.join(ROOT, "scripts")
+VENV_BIN = os.path.dirname(sys.executable)
+AUTOREMEDY = os.path.join(VENV_BIN, "autoremedy")
+
+
+def need(tool):
+    """The path of an external tool the test needs; fails (never skips) without it."""
+    path = shutil.which(tool) or (tool if os.path.isfile(tool) else None)
+    if path is None:
+        pytest.fail(f"{tool} is not installed: run scripts/setup.d/40-zabbix.sh and 45-packaging.sh")
+    return path
+
+
+def classes():
+    """The check classes this build has (`autoremedy check --list`)."""
+    out = subprocess.run([AUTOREMEDY, "check", "--list"], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def check_classes():
+    return classes()
+
+
+@pytest.fixture(scope="session")
+def artefacts(tmp_path_factory):
+    """A session-wide scratch directory that the zabbix user can traverse
+    (reference/zabbix.md: not under /root)."""
+    path = tmp_path_factory.mktemp("artefacts")
+    for parent in [path] + list(path.parents):
+        if str(parent) in ("/", "/tmp"):
+            break
+        os.chmod(parent, 0o755)
+    return path
+
+
+@pytest.fixture(scope="session")
+def asset_dir(artefacts):
+    """`make asset` for this machine's architecture: the output directory."""
+    out = artefacts / "asset"
+    subprocess.run([os.path.join(SCRIPTS, "build-asset.sh"), str(out)], check=True,
+                   env=dict(os.environ, ASSET_ARCHES="amd64", PYTHON=sys.executable),
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def unpacked_asset(asset_dir, artefacts):
+    """The amd64 tarball unpacked the way the agent does (into a cache dir named
+    after its sha512), after checking the sha512 against the asset definition."""
+    import hashlib
+    import tarfile
+    import yaml
+    definition = yaml.safe_load((asset_dir / "autoremedy-asset.yaml").read_text())
+    build = next(b for b in definition["spec"]["builds"] if "entity.system.arch == 'amd64'" in b["filters"])
+    tarball = asset_dir / os.path.basename(build["url"])
+    digest = hashlib.sha512(tarball.read_bytes()).hexdigest()
+    assert digest == build["sha512"], "asset sha512 does not match its definition"
+    dest = artefacts / "sensu-agent-cache" / digest
+    dest.mkdir(parents=True)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
