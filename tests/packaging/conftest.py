@@ -80,3 +80,31 @@ def unpacked_asset(asset_dir, artefacts):
     with tarfile.open(tarball) as tar:
         tar.extractall(dest, filter="data")
     return dest
+
+
+def build(script, out, **env):
+    """Run scripts/<script> OUT; return the one file it built matching its suffix."""
+    proc = subprocess.run([os.path.join(SCRIPTS, script), str(out)], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHON=sys.executable, **env))
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def deb_file(artefacts):
+    need("dpkg-buildpackage")
+    out = artefacts / "deb"
+    build("build-deb.sh", out)
+    debs = sorted(out.glob("autoremedy_*.deb"))
+    assert len(debs) == 1, debs
+    return debs[0]
+
+
+@pytest.fixture(scope="session")
+def rpm_file(artefacts):
+    need("rpmbuild")
+    out = artefacts / "rpm"
+    build("build-rpm.sh", out)
+    rpms = sorted(out.glob("autoremedy-*.rpm"))
+    assert len(rpms) == 1, rpms
+    return rpms[0]
