@@ -42,15 +42,15 @@ def check_classes():
 
 
 @pytest.fixture(scope="session")
-def artefacts(tmp_path_factory):
+def artefacts():
     """A session-wide scratch directory that the zabbix user can traverse
-    (reference/zabbix.md: not under /root)."""
-    path = tmp_path_factory.mktemp("artefacts")
-    for parent in [path] + list(path.parents):
-        if str(parent) in ("/", "/tmp"):
-            break
-        os.chmod(parent, 0o755)
-    return path
+    (reference/zabbix.md: not under /root; pytest keeps its own tmp dirs 0700)."""
+    import pathlib
+    import tempfile
+    path = pathlib.Path(tempfile.mkdtemp(prefix="autoremedy-packaging-"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -114,3 +114,45 @@ class Receiver(_Base):
 
     def bodies(self):
         return [json.loads(body) for _, _, body in self.requests]
+
+
+class St2Webhooks(_Base):
+    """StackStorm's webhook endpoint as reference/stackstorm.md §1-5 documents it:
+    ``POST /api/v1/webhooks/<hook>`` (also ``/v1/webhooks/<hook>``) with the API
+    key in ``St2-Api-Key``; 401 without a valid credential, 404 for a hook no rule
+    registered, 400 for an unsupported content type or a body that is not JSON,
+    202 with the request body echoed. Accepted requests are kept in ``received``
+    as (hook, headers, body)."""
+
+    def __init__(self, api_key, hooks=("autoremedy",)):
+        super().__init__()
+        self.api_key = api_key
+        self.hooks = set(hooks)
+        self.received = []
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def on_post(self, handler, body):
+        path = handler.path.split("?", 1)[0]
+        for prefix in ("/api/v1/webhooks/", "/v1/webhooks/", "/webhooks/"):
+            if path.startswith(prefix):
+                hook = path[len(prefix):].strip("/")
+                break
+        else:
+            return self.reply(handler, 404, {"faultstring": "Not Found"})
+        if handler.headers.get("St2-Api-Key") != self.api_key:
+            return self.reply(handler, 401, {"faultstring": "Unauthorized - ApiKey with key_hash=... not found."})
+        kind = (handler.headers.get("Content-Type") or "").split(";")[0].strip()
+        if kind != "application/json":
+            return self.reply(handler, 400, {"faultstring": f"Failed to parse request body: Unsupported Content-Type: {kind}"})
+        if hook not in self.hooks:
+            return self.reply(handler, 404, {"faultstring": f"Webhook {hook} not registered with st2"})
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return self.reply(handler, 400, {"faultstring": "Failed to parse request body"})
+        with self.lock:
+            self.received.append((hook, dict(handler.headers), data))
+        self.reply(handler, 202, data)
