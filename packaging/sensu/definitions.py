@@ -1,0 +1,152 @@
+"""Generate the Sensu Go resources (go/autoremedy.yaml) and their Sensu Classic
+equivalents (classic/autoremedy.json) from the table below.
+
+    $ python3 packaging/sensu/definitions.py          # rewrites both files
+
+One table, two dialects: the checks, hooks, handler and filter must say the same
+thing in both (a test keeps the committed files equal to this output).
+
+Where things run (reference/sensu.md §4): checks and hooks on the agent, the
+handler and filters on the backend. So node-scoped remediation is triggered by a
+*check hook* (`autoremedy handle hook <class> ...`, which re-runs the check on the
+node and forwards or falls back locally), and every event also goes through the
+pipe handler (`autoremedy handle sensu`) to StackStorm. API-scoped classes run
+as proxy checks on agents subscribed to `autoremedy-central`, round robin.
+"""
+import json
+import os
+import sys
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ASSET = "autoremedy"
+HANDLER = "autoremedy-st2"
+FILTER = "autoremedy-occurrences"
+INTERVAL = 60
+
+# name, class, check arguments (Sensu Go tokens), Classic tokens, subscriptions,
+# hook statuses, proxy entity (API-scoped classes), hook arguments
+CHECKS = [
+    ("autoremedy-process-nova-compute", "process", "--watch nova-compute", None, ["compute"],
+     ["critical"], None, "--watch nova-compute"),
+    ("autoremedy-process-neutron-ovs-agent", "process", "--watch neutron-openvswitch-agent", None,
+     ["compute", "network"], ["critical"], None, "--watch neutron-openvswitch-agent"),
+    ("autoremedy-process-libvirtd", "process", "--watch libvirtd", None, ["compute"], ["critical"], None,
+     "--watch libvirtd"),
+    ("autoremedy-disk", "disk",
+     '-w {{ .annotations.autoremedy_disk_warning | default "85" }} '
+     '-c {{ .annotations.autoremedy_disk_critical | default "95" }}',
+     "-w :::autoremedy.disk_warning|85::: -c :::autoremedy.disk_critical|95:::",
+     ["autoremedy"], ["warning", "critical"], None, ""),
+    ("autoremedy-rabbitmq-node", "rabbitmq-node", "", None, ["rabbitmq"], ["critical"], None, ""),
+    ("autoremedy-openstack-consistency", "openstack-consistency", "", None, ["compute"],
+     ["warning", "critical"], None, ""),
+    ("autoremedy-spool", "spool", "", None, ["autoremedy"], [], None, ""),
+    ("autoremedy-rabbitmq-queues", "rabbitmq-queues", "", None, ["autoremedy-central"], [], "rabbitmq", ""),
+    ("autoremedy-mysql-replication", "mysql-replication", "", None, ["autoremedy-central"], [], "mysql", ""),
+    ("autoremedy-galera", "galera", "", None, ["autoremedy-central"], [], "galera", ""),
+    ("autoremedy-compute-node", "compute-node", "", None, ["autoremedy-central"], [], "openstack", ""),
+]
+
+# First occurrence, then every 60th (an hour at a 60 s interval), and every
+# resolution: the repeated-events filter of the Sensu docs (reference/sensu.md §1).
+OCCURRENCES_GO = "event.check.occurrences == 1 || event.check.occurrences % 60 == 0"
+OCCURRENCES_CLASSIC = "eval: value == 1 || value % 60 == 0"
+
+
+def command(cls, args):
+    return " ".join(p for p in ("autoremedy check", cls, args) if p)
+
+
+def hook_command(cls, args):
+    return " ".join(p for p in ("autoremedy handle hook", cls, args) if p)
+
+
+def go_resources():
+    docs = []
+    for name, cls, args, _, subs, hook_on, proxy, hook_args in CHECKS:
+        spec = {
+            "command": command(cls, args),
+            "interval": INTERVAL,
+            "timeout": 30,
+            "publish": True,
+            "subscriptions": subs,
+            "runtime_assets": [ASSET],
+            "handlers": [HANDLER],
+            "output_metric_format": "nagios_perfdata",
+        }
+        if proxy:
+            spec.update({"proxy_entity_name": proxy, "round_robin": True})
+        if hook_on:
+            spec["check_hooks"] = [{status: [f"{name}-hook"]} for status in hook_on]
+        docs.append({"type": "CheckConfig", "api_version": "core/v2",
+                     "metadata": {"name": name, "labels": {"autoremedy_class": cls}}, "spec": spec})
+        if hook_on:
+            docs.append({"type": "HookConfig", "api_version": "core/v2", "metadata": {"name": f"{name}-hook"},
+                         "spec": {"command": hook_command(cls, hook_args), "timeout": 120, "stdin": False,
+                                  "runtime_assets": [ASSET]}})
+    docs.append({"type": "CheckConfig", "api_version": "core/v2",
+                 "metadata": {"name": "autoremedy-batch", "labels": {"autoremedy_class": "batch"}},
+                 "spec": {"command": "autoremedy check batch --sensu", "interval": INTERVAL, "timeout": 30,
+                          "publish": False, "subscriptions": ["autoremedy-batch"], "runtime_assets": [ASSET],
+                          "handlers": [HANDLER]}})
+    docs.append({"type": "Handler", "api_version": "core/v2", "metadata": {"name": HANDLER},
+                 "spec": {"type": "pipe", "command": "autoremedy handle sensu", "timeout": 30,
+                          "filters": ["is_incident", FILTER], "runtime_assets": [ASSET],
+                          "env_vars": ["AUTOREMEDY_ST2_URL=https://st2.example.net",
+                                       "AUTOREMEDY_ST2_API_KEY_FILE=/etc/sensu/autoremedy-st2-api-key",
+                                       "AUTOREMEDY_STATE_DIR=/var/lib/sensu/autoremedy"]}})
+    docs.append({"type": "EventFilter", "api_version": "core/v2", "metadata": {"name": FILTER},
+                 "spec": {"action": "allow", "expressions": [OCCURRENCES_GO]}})
+    return docs
+
+
+def classic_resources():
+    checks = {}
+    for name, cls, args, classic_args, subs, hook_on, proxy, hook_args in CHECKS:
+        check = {"command": command(cls, classic_args if classic_args is not None else args),
+                 "subscribers": subs, "interval": INTERVAL, "timeout": 30, "handlers": ["autoremedy"],
+                 "autoremedy_class": cls}
+        if proxy:
+            check["source"] = proxy
+        if hook_on:
+            check["hooks"] = {status: {"command": hook_command(cls, hook_args), "timeout": 120}
+                              for status in hook_on}
+        checks[name] = check
+    return {
+        "checks": checks,
+        "handlers": {"autoremedy": {"type": "pipe", "command": "autoremedy handle sensu", "timeout": 30,
+                                    "severities": ["ok", "warning", "critical", "unknown"],
+                                    "filters": [FILTER]}},
+        "filters": {FILTER: {"attributes": {"occurrences": OCCURRENCES_CLASSIC}}},
+    }
+
+
+GO_HEADER = """\
+# autoremedy for Sensu Go: checks for every class, the check hooks that run the
+# node-side handle path, the StackStorm pipe handler and the occurrences filter.
+# Generated by packaging/sensu/definitions.py. Create the asset first
+# (`make asset` writes autoremedy-asset.yaml), then: sensuctl create -f autoremedy.yaml
+# The batch alternative (one process for every node check, results posted to the
+# agent API) is `autoremedy-batch`: publish it instead of the per-class node checks.
+"""
+
+
+def render_go():
+    return GO_HEADER + "---\n" + yaml.safe_dump_all(go_resources(), sort_keys=False, width=120)
+
+
+def render_classic():
+    return json.dumps(classic_resources(), indent=2, sort_keys=False) + "\n"
+
+
+def main():
+    with open(os.path.join(HERE, "go", "autoremedy.yaml"), "w") as handle:
+        handle.write(render_go())
+    with open(os.path.join(HERE, "classic", "autoremedy.json"), "w") as handle:
+        handle.write(render_classic())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
