@@ -41,7 +41,7 @@ def test_files_are_under_the_private_prefix_and_etc_is_conffiles(deb_file, tmp_p
                  "/usr/share/autoremedy/stackstorm/autoremedy/pack.yaml"):
         assert path in paths, path
     # Nothing generic on PATH, no byte-code owned by the package, no debug files.
-    assert not [p for p in paths if p.startswith("/usr/bin/") and p != "/usr/bin/autoremedy"]
+    assert [p for p in paths if p.startswith("/usr/bin/") and p != "/usr/bin/"] == ["/usr/bin/autoremedy"]
     assert not [p for p in paths if "__pycache__" in p or p.startswith("/usr/lib/debug")]
     sudoers = next(line for line in listing.splitlines() if line.endswith("./etc/sudoers.d/autoremedy"))
     assert sudoers.startswith("-r--r----- root/root")
@@ -66,8 +66,9 @@ def installed(deb_file):
 
 
 def run(*argv, env=None):
-    """Run a command with a minimal environment, the way a monitor or sudo would."""
-    return subprocess.run(list(map(str, argv)), capture_output=True, text=True,
+    """Run a command with a minimal environment, the way a monitor or sudo would
+    (from /, so no source tree in the working directory can shadow anything)."""
+    return subprocess.run(list(map(str, argv)), capture_output=True, text=True, cwd="/",
                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})})
 
 
