@@ -174,11 +174,10 @@ def check(args, runner=None):
 def _selector(args):
     if args.watch:
         entry = watched(args.watch)
-        for kind in ("unit", "pidfile", "cmdline", "name"):
-            if entry.get(kind):
-                return kind, str(entry[kind])
-        if entry.get("process"):
-            return "name", str(entry["process"])
+        # "name" is the entry's own label; the process name is under "process".
+        for key, kind in (("unit", "unit"), ("pidfile", "pidfile"), ("cmdline", "cmdline"), ("process", "name")):
+            if entry.get(key):
+                return kind, str(entry[key])
         raise CheckError(f"checks.process.watch entry {args.watch!r} has no unit, pidfile, cmdline or process")
     chosen = [(k, getattr(args, k)) for k in ("name", "cmdline", "pidfile", "unit") if getattr(args, k)]
     if len(chosen) != 1:
