@@ -11,8 +11,8 @@
     BATCH OK: posted 4 results to http://127.0.0.1:3031/events (1 CRITICAL: nova-compute)
 
 On a compute node sold to tenants the monitor's CPU is the operator's cost: one
-interpreter start, one configuration load and one scan of the process table serve
-every check, where separate checks pay each of them N times.
+interpreter start, one set of imports and one configuration load serve every
+check, where separate checks pay each of them N times (bench/bench_packaging.py).
 
 Configuration (``checks.batch``; every key optional)::
 
@@ -28,7 +28,6 @@ Configuration (``checks.batch``; every key optional)::
 Without ``checks`` the batch runs disk (every real filesystem), one process check
 per ``checks.process.watch`` entry, and the spool check where that class exists.
 """
-import contextlib
 import re
 import time
 
@@ -119,38 +118,6 @@ def selected(all_entries, only):
     return [e for e in all_entries if e[0] in only]
 
 
-# --- one process table for every process check ------------------------------------
-
-@contextlib.contextmanager
-def shared_process_table():
-    """Serve psutil.process_iter from one scan for the whole batch.
-
-    Each process check scans /proc (name and command line of every process: the
-    bulk of its cost on a busy compute node). Inside the batch the first scan
-    fetches every attribute any check asks for and later calls reuse it; the
-    checks still read the live state (status, memory, CPU) of what they match.
-    """
-    try:
-        import psutil
-    except ImportError:
-        yield
-        return
-    original = psutil.process_iter
-    table = {}
-
-    def process_iter(attrs=None, ad_value=None):
-        wanted = tuple(sorted(set(attrs or ()) | {"name", "cmdline", "username"}))
-        if wanted not in table:
-            table[wanted] = list(original(list(wanted), ad_value))
-        return iter(table[wanted])
-
-    psutil.process_iter = process_iter
-    try:
-        yield
-    finally:
-        psutil.process_iter = original
-
-
 # --- run and report ------------------------------------------------------------------
 
 def run_all(todo, budget, clock=time.monotonic):
@@ -158,16 +125,14 @@ def run_all(todo, budget, clock=time.monotonic):
     from autoremedy.cli import run_check
     deadline = clock() + budget
     results = []
-    with shared_process_table():
-        for name, cls, argv in todo:
-            left = deadline - clock() - _RESERVE
-            if left <= 0:
-                results.append((name, cls, Result.unknown(name, f"not run: the batch's {budget:g}s "
-                                                                "budget was spent")))
-                continue
-            result, args = run_check(cls, argv + ["--timeout", f"{_sub_timeout(argv, left):.3f}"])
-            result.name = name
-            results.append((name, cls, result))
+    for name, cls, argv in todo:
+        left = deadline - clock() - _RESERVE
+        if left <= 0:
+            results.append((name, cls, Result.unknown(name, f"not run: the batch's {budget:g}s budget was spent")))
+            continue
+        result, _ = run_check(cls, argv + ["--timeout", f"{_sub_timeout(argv, left):.3f}"])
+        result.name = name
+        results.append((name, cls, result))
     return results
 
 
