@@ -25,28 +25,32 @@ HANDLER = "autoremedy-st2"
 FILTER = "autoremedy-occurrences"
 INTERVAL = 60
 
-# name, class, check arguments (Sensu Go tokens), Classic tokens, subscriptions,
-# hook statuses, proxy entity (API-scoped classes), hook arguments
+# name, class, check arguments (Sensu Go tokens), Classic tokens (None: same),
+# subscriptions, hook statuses, proxy entity (API-scoped classes), remediation
+# target (a key of remediations.<class>.targets: the hook's --target and the
+# autoremedy_target label the StackStorm rules read).
 CHECKS = [
     ("autoremedy-process-nova-compute", "process", "--watch nova-compute", None, ["compute"],
-     ["critical"], None, "--watch nova-compute"),
+     ["critical"], None, "nova-compute"),
     ("autoremedy-process-neutron-ovs-agent", "process", "--watch neutron-openvswitch-agent", None,
-     ["compute", "network"], ["critical"], None, "--watch neutron-openvswitch-agent"),
+     ["compute", "network"], ["critical"], None, "neutron-openvswitch-agent"),
     ("autoremedy-process-libvirtd", "process", "--watch libvirtd", None, ["compute"], ["critical"], None,
-     "--watch libvirtd"),
+     "libvirtd"),
+    # Every real filesystem, for the record; the remediation pairs are per mount below.
     ("autoremedy-disk", "disk",
      '-w {{ .annotations.autoremedy_disk_warning | default "85" }} '
      '-c {{ .annotations.autoremedy_disk_critical | default "95" }}',
      "-w :::autoremedy.disk_warning|85::: -c :::autoremedy.disk_critical|95:::",
-     ["autoremedy"], ["warning", "critical"], None, ""),
-    ("autoremedy-rabbitmq-node", "rabbitmq-node", "", None, ["rabbitmq"], ["critical"], None, ""),
+     ["autoremedy"], [], None, None),
+    ("autoremedy-disk-var", "disk", "-p /var", None, ["autoremedy"], ["warning", "critical"], None, "/var"),
+    ("autoremedy-rabbitmq-node", "rabbitmq-node", "", None, ["rabbitmq"], ["critical"], None, None),
     ("autoremedy-openstack-consistency", "openstack-consistency", "", None, ["compute"],
-     ["warning", "critical"], None, ""),
-    ("autoremedy-spool", "spool", "", None, ["autoremedy"], [], None, ""),
-    ("autoremedy-rabbitmq-queues", "rabbitmq-queues", "", None, ["autoremedy-central"], [], "rabbitmq", ""),
-    ("autoremedy-mysql-replication", "mysql-replication", "", None, ["autoremedy-central"], [], "mysql", ""),
-    ("autoremedy-galera", "galera", "", None, ["autoremedy-central"], [], "galera", ""),
-    ("autoremedy-compute-node", "compute-node", "", None, ["autoremedy-central"], [], "openstack", ""),
+     ["warning", "critical"], None, None),
+    ("autoremedy-spool", "spool", "", None, ["autoremedy"], [], None, None),
+    ("autoremedy-rabbitmq-queues", "rabbitmq-queues", "", None, ["autoremedy-central"], [], "rabbitmq", None),
+    ("autoremedy-mysql-replication", "mysql-replication", "", None, ["autoremedy-central"], [], "mysql", None),
+    ("autoremedy-galera", "galera", "", None, ["autoremedy-central"], [], "galera", None),
+    ("autoremedy-compute-node", "compute-node", "", None, ["autoremedy-central"], [], "openstack", None),
 ]
 
 # First occurrence, then every 60th (an hour at a 60 s interval), and every
@@ -59,13 +63,22 @@ def command(cls, args):
     return " ".join(p for p in ("autoremedy check", cls, args) if p)
 
 
-def hook_command(cls, args):
-    return " ".join(p for p in ("autoremedy handle hook", cls, args) if p)
+def hook_command(cls, args, target):
+    """`handle hook` re-runs the check here (same options) and remediates
+    ``target`` when StackStorm is unreachable."""
+    return " ".join(p for p in ("autoremedy handle hook", cls, f"--target {target}" if target else "", args) if p)
+
+
+def labels(cls, target):
+    out = {"autoremedy_class": cls}
+    if target:
+        out["autoremedy_target"] = target
+    return out
 
 
 def go_resources():
     docs = []
-    for name, cls, args, _, subs, hook_on, proxy, hook_args in CHECKS:
+    for name, cls, args, _, subs, hook_on, proxy, target in CHECKS:
         spec = {
             "command": command(cls, args),
             "interval": INTERVAL,
@@ -81,10 +94,10 @@ def go_resources():
         if hook_on:
             spec["check_hooks"] = [{status: [f"{name}-hook"]} for status in hook_on]
         docs.append({"type": "CheckConfig", "api_version": "core/v2",
-                     "metadata": {"name": name, "labels": {"autoremedy_class": cls}}, "spec": spec})
+                     "metadata": {"name": name, "labels": labels(cls, target)}, "spec": spec})
         if hook_on:
             docs.append({"type": "HookConfig", "api_version": "core/v2", "metadata": {"name": f"{name}-hook"},
-                         "spec": {"command": hook_command(cls, hook_args), "timeout": 120, "stdin": False,
+                         "spec": {"command": hook_command(cls, args, target), "timeout": 120, "stdin": False,
                                   "runtime_assets": [ASSET]}})
     docs.append({"type": "CheckConfig", "api_version": "core/v2",
                  "metadata": {"name": "autoremedy-batch", "labels": {"autoremedy_class": "batch"}},
@@ -104,14 +117,15 @@ def go_resources():
 
 def classic_resources():
     checks = {}
-    for name, cls, args, classic_args, subs, hook_on, proxy, hook_args in CHECKS:
+    for name, cls, args, classic_args, subs, hook_on, proxy, target in CHECKS:
         check = {"command": command(cls, classic_args if classic_args is not None else args),
                  "subscribers": subs, "interval": INTERVAL, "timeout": 30, "handlers": ["autoremedy"],
-                 "autoremedy_class": cls}
+                 # Custom check attributes reach the handler like Sensu Go's labels.
+                 **labels(cls, target)}
         if proxy:
             check["source"] = proxy
         if hook_on:
-            check["hooks"] = {status: {"command": hook_command(cls, hook_args), "timeout": 120}
+            check["hooks"] = {status: {"command": hook_command(cls, args, target), "timeout": 120}
                               for status in hook_on}
         checks[name] = check
     return {

@@ -42,28 +42,57 @@ function tagMap(text) {
 var tags = tagMap(param('EventTags', '[]'));
 var recovery = param('EventValue', '1') === '0';
 var eventId = param('EventID');
-var status = recovery ? 0 : parseInt(tags.autoremedy_status || '2', 10);
+var recoveryId = param('RecoveryEventID', '');
+var severity = parseInt(param('Severity', ''), 10);
+// Our triggers carry the check's own verdict in the autoremedy_status tag; other
+// triggers are mapped from the severity the way `autoremedy handle zabbix` does.
+var status = recovery ? 0 : parseInt(tags.autoremedy_status || '', 10);
+if (isNaN(status)) {
+    status = (isNaN(severity) || severity >= 3) ? 2 : 1;
+}
+var names = ['OK', 'WARNING', 'CRITICAL', 'UNKNOWN'];
+var extra = {event_id: eventId, item_key: param('ItemKey', ''), item_value: param('ItemValue', '')};
+if (recoveryId) {
+    extra.recovery_id = recoveryId;
+}
+if (!isNaN(severity)) {
+    extra.severity = severity;
+}
+// trigger.body = {event, raw, autoremedy}: the document the handlers post
+// (autoremedy/stackstorm.py body()), so one set of rules serves both paths.
 var body = {
-    id: 'zabbix-' + eventId,
-    source: 'zabbix',
-    host: param('Host'),
-    check: param('TriggerName'),
-    'class': tags.autoremedy_class || '',
-    target: tags.autoremedy_target || '',
-    status: isNaN(status) ? 3 : status,
-    state: recovery ? 'resolved' : 'problem',
-    output: param('ItemValue', ''),
-    severity: param('Severity', ''),
-    timestamp: Math.floor(Date.now() / 1000),
-    labels: tags,
+    event: {
+        id: 'zabbix-' + eventId + (recovery && recoveryId ? '-r' + recoveryId : ''),
+        source: 'zabbix',
+        host: param('Host'),
+        check: param('TriggerName'),
+        status: status,
+        state: names[status] || 'UNKNOWN',
+        status_code: status,
+        output: param('ItemValue', ''),
+        occurrences: null,
+        action: recovery ? 'resolve' : 'problem',
+        silenced: false,
+        history: [],
+        started: null,
+        timestamp: Math.floor(Date.now() / 1000),
+        labels: tags,
+        namespace: null,
+        extra: extra
+    },
     raw: {
         eventid: eventId,
-        recovery_eventid: param('RecoveryEventID', ''),
+        recovery_eventid: recoveryId,
         trigger: param('TriggerName'),
-        item_key: param('ItemKey', ''),
-        item_value: param('ItemValue', ''),
         subject: param('Subject', ''),
         message: param('Message', '')
+    },
+    autoremedy: {
+        via: 'zabbix-webhook',
+        replayed: false,
+        remediated_locally: false,
+        local: [],
+        escalated: false
     }
 };
 
@@ -72,7 +101,7 @@ var req = new HttpRequest();
 req.addHeader('Content-Type: application/json');
 req.addHeader('St2-Api-Key: ' + param('ApiKey'));
 // The Zabbix event id is the trace tag: replays and retries of one event share it.
-req.addHeader('St2-Trace-Tag: ' + body.id);
+req.addHeader('St2-Trace-Tag: ' + body.event.id);
 var resp = req.post(url, JSON.stringify(body));
 var code = req.getStatus();
 if (code < 200 || code > 299) {

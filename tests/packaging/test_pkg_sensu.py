@@ -166,6 +166,16 @@ def test_go_resources_are_complete_and_refer_to_each_other():
             assert spec["round_robin"] is True
     for hook in hooks.values():
         assert hook["spec"]["command"].startswith("autoremedy handle hook ")
+    # A hook remediates the target the check's label names, with the check's own options.
+    for check in checks.values():
+        target = check["metadata"]["labels"].get("autoremedy_target")
+        for group in check["spec"].get("check_hooks") or []:
+            for name in next(iter(group.values())):
+                command = hooks[name]["spec"]["command"]
+                cls = check["metadata"]["labels"]["autoremedy_class"]
+                options = check["spec"]["command"][len(f"autoremedy check {cls}"):].strip()
+                assert command == " ".join(p for p in (f"autoremedy handle hook {cls}",
+                                                       f"--target {target}" if target else "", options) if p)
         assert hook["spec"]["runtime_assets"] == ["autoremedy"] and hook["spec"]["stdin"] is False
     handler = handlers["autoremedy-st2"]["spec"]
     assert handler["type"] == "pipe" and handler["command"] == "autoremedy handle sensu"
@@ -182,12 +192,14 @@ def test_every_check_class_has_a_sensu_check(check_classes):
     assert {"process", "disk", "rabbitmq-queues", "rabbitmq-node", "mysql-replication", "galera",
             "compute-node", "openstack-consistency", "spool", "batch"} <= covered
     # Node classes with a remediation get a hook; API-scoped ones are proxy checks.
+    hooked = set()
     for check in by_type("CheckConfig").values():
         cls = check["metadata"]["labels"]["autoremedy_class"]
         if cls in ("rabbitmq-queues", "mysql-replication", "galera", "compute-node"):
             assert check["spec"]["subscriptions"] == ["autoremedy-central"] and check["spec"]["proxy_entity_name"]
-        if cls in ("process", "disk", "rabbitmq-node"):
-            assert check["spec"]["check_hooks"]
+        if check["spec"].get("check_hooks"):
+            hooked.add(cls)
+    assert {"process", "disk", "rabbitmq-node", "openstack-consistency"} <= hooked
 
 
 def test_classic_definitions_match_the_go_ones():

@@ -79,11 +79,12 @@ def test_rules_are_complete_enabled_and_listen_on_the_handlers_webhook():
 
 
 def test_every_failure_class_with_a_remediation_has_a_rule():
-    classes = {r["criteria"]["trigger.body.class"]["pattern"] for r in rules().values()
-               if r.get("criteria", {}).get("trigger.body.class", {}).get("type") == "equals"}
+    key = "trigger.body.event.labels.autoremedy_class"
+    classes = {r["criteria"][key]["pattern"] for r in rules().values()
+               if r.get("criteria", {}).get(key, {}).get("type") == "equals"}
     assert classes == {"process", "disk", "rabbitmq-queues", "rabbitmq-node", "mysql-replication", "galera",
                        "compute-node", "openstack-consistency"}
-    unhandled = rules()["unhandled.yaml"]["criteria"]["trigger.body.class"]
+    unhandled = rules()["unhandled.yaml"]["criteria"][key]
     assert unhandled["type"] == "ninside" and set(unhandled["pattern"]) == classes
 
 
@@ -174,8 +175,8 @@ def matches(criteria, body):
         for part in key.split(".")[2:]:
             value = value.get(part) if isinstance(value, dict) else None
         kind, pattern = criterion["type"], criterion["pattern"]
-        ok = {"equals": lambda: value == pattern, "inside": lambda: value in pattern,
-              "ninside": lambda: value not in pattern}[kind]()
+        ok = {"equals": lambda: value == pattern, "nequals": lambda: value != pattern,
+              "inside": lambda: value in pattern, "ninside": lambda: value not in pattern}[kind]()
         if not ok:
             return False
     return True
@@ -201,8 +202,17 @@ def test_zabbix_webhook_event_matches_exactly_its_class_rule():
     problem, recovery = (body for _, _, body in st2.received)
     assert matching_rules(problem) == ["disk.yaml"]
     assert matching_rules(recovery) == ["resolved.yaml"]
-    assert matching_rules(dict(problem, **{"class": "spool"})) == ["unhandled.yaml"]
-    assert matching_rules(dict(problem, status=3)) == ["cannot_check.yaml"]
+
+    def variant(status=None, **labels):
+        event = dict(problem["event"], labels=dict(problem["event"]["labels"], **labels))
+        if status is not None:
+            event["status"] = status
+        return dict(problem, event=event)
+    assert matching_rules(variant(autoremedy_class="spool")) == ["unhandled.yaml"]
+    assert matching_rules(variant(status=3)) == ["cannot_check.yaml"]
+    # A Zabbix "cannot be checked" trigger arrives as a low-severity problem.
+    assert matching_rules(variant(status=1, autoremedy_status="3")) == ["cannot_check_tagged.yaml"]
+    assert matching_rules(variant(autoremedy_class="process", autoremedy_target="nova-compute")) == ["process.yaml"]
 
 
 # --- the Python actions, through a stand-in for StackStorm's Action base class --------------
@@ -238,13 +248,15 @@ def action_class(monkeypatch):
 def test_notify_posts_to_the_chat_webhook(action_class):
     with Receiver() as chat:
         ok, out = action_class("notify", "Notify", {"notify_url": chat.url}).run(
-            "remediated and verified", {"class": "process", "target": "nova-compute", "host": "c-1", "id": "e-1"})
+            "remediated and verified", {"check": "autoremedy-process-nova-compute", "host": "c-1", "id": "e-1",
+                                        "labels": {"autoremedy_class": "process", "autoremedy_target": "nova-compute"}})
     assert ok and out["sent"]
     assert chat.bodies() == [{"text": "[autoremedy] remediated and verified - process nova-compute on c-1 (event e-1)"}]
 
 
 def test_escalate_reaches_a_human_or_fails_loudly(action_class):
-    event = {"class": "disk", "target": "/var", "host": "c-2", "id": "e-2", "status": 2}
+    event = {"check": "disk", "host": "c-2", "id": "e-2", "status": 2,
+             "labels": {"autoremedy_class": "disk", "autoremedy_target": "/var"}}
     with Receiver() as pager:
         ok, out = action_class("escalate", "Escalate", {"escalation_url": pager.url}).run(
             "verification failed", event, {"check": "DISK CRITICAL"})

@@ -124,10 +124,22 @@ def test_webhook_script_builds_the_event_offline():
         assert out.stdout.strip() == "OK", out
         hook, headers, body = st2.received[0]
         assert hook == "autoremedy" and headers["St2-Trace-Tag"] == "zabbix-77"
-        assert {k: body[k] for k in ("id", "source", "host", "class", "target", "status", "state")} == {
-            "id": "zabbix-77", "source": "zabbix", "host": "node-1", "class": "process",
-            "target": "nova-compute", "status": 2, "state": "problem"}
-        assert body["raw"]["recovery_eventid"] == ""
+        # The document the handlers post: {event, raw, autoremedy}.
+        assert set(body) == {"event", "raw", "autoremedy"}
+        event = body["event"]
+        assert {k: event[k] for k in ("id", "source", "host", "check", "status", "state", "action")} == {
+            "id": "zabbix-77", "source": "zabbix", "host": "node-1", "check": "Process x is CRITICAL",
+            "status": 2, "state": "CRITICAL", "action": "problem"}
+        assert event["labels"] == {"autoremedy_class": "process", "autoremedy_target": "nova-compute",
+                                   "autoremedy_status": "2"}
+        assert event["extra"]["event_id"] == "77" and body["raw"]["recovery_eventid"] == ""
+        assert "k3y" not in json.dumps(body)          # the API key never travels in the body
+        st2.received.clear()
+        subprocess.run([need("zabbix_js"), "-s", os.path.join(ZABBIX, "st2_webhook.js"), "-p",
+                        json.dumps(dict(params, EventValue="0", RecoveryEventID="78"))], check=True,
+                       capture_output=True)
+        resolved = st2.received[0][2]["event"]
+        assert (resolved["id"], resolved["status"], resolved["action"]) == ("zabbix-77-r78", 0, "resolve")
         bad = subprocess.run([need("zabbix_js"), "-s", os.path.join(ZABBIX, "st2_webhook.js"),
                               "-p", json.dumps(dict(params, ApiKey="wrong"))], capture_output=True, text=True)
         assert "HTTP 401" in bad.stdout + bad.stderr and "configuration error" in bad.stdout + bad.stderr
@@ -291,13 +303,14 @@ def test_problem_reaches_stackstorm_and_is_acknowledged_then_recovers(zabbix, mo
     api = zabbix.api()
 
     def problem_bodies(status):
-        return [b for _, _, b in st2.received if b.get("target") == "ar-dead" and b.get("status") == status]
+        return [b["event"] for _, _, b in st2.received
+                if b["event"]["labels"].get("autoremedy_target") == "ar-dead" and b["event"]["status"] == status]
 
-    body = wait_for(lambda: problem_bodies(2), 120, 1, "the problem at the StackStorm double")[0]
-    assert body["class"] == "process" and body["host"] == "ci-host" and body["state"] == "problem"
-    assert body["labels"]["autoremedy_class"] == "process"
-    eventid = body["raw"]["eventid"]
-    assert body["id"] == f"zabbix-{eventid}"
+    event = wait_for(lambda: problem_bodies(2), 120, 1, "the problem at the StackStorm double")[0]
+    assert event["host"] == "ci-host" and event["action"] == "problem"
+    assert event["labels"]["autoremedy_class"] == "process" and event["labels"]["autoremedy_status"] == "2"
+    eventid = event["extra"]["event_id"]
+    assert event["id"] == f"zabbix-{eventid}"
 
     # What the pack's zabbix_ack action does with the remediation's outcome.
     sys.path.insert(0, os.path.join(PACKAGING, "stackstorm", "autoremedy", "actions", "lib"))
@@ -313,7 +326,7 @@ def test_problem_reaches_stackstorm_and_is_acknowledged_then_recovers(zabbix, mo
     daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", zabbix.token])
     try:
         recovered = wait_for(lambda: problem_bodies(0), 120, 1, "the recovery at the StackStorm double")[0]
-        assert recovered["state"] == "resolved" and recovered["raw"]["recovery_eventid"] not in ("", None)
+        assert recovered["action"] == "resolve" and recovered["id"].startswith(f"zabbix-{eventid}-r")
     finally:
         daemon.kill()
         daemon.wait()

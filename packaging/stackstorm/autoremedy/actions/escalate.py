@@ -19,7 +19,7 @@ class Escalate(AutoremedyAction):
                 break
         if event.get("source") == "zabbix" and self.setting("zabbix_url"):
             from lib.zabbix_ack import acknowledge
-            eventid = (event.get("raw") or {}).get("eventid") or str(event.get("id", "")).replace("zabbix-", "")
+            eventid = (event.get("extra") or {}).get("event_id")
             acknowledge(self.setting("zabbix_url"), self.setting("zabbix_user"), self.setting("zabbix_password"),
                         eventid, f"autoremedy escalated: {reason}", verify=self.verify_tls)
             sent_to.append("zabbix")

@@ -20,9 +20,11 @@ def post_json(url, payload, timeout=10.0, verify=True):
 
 
 def describe(event):
-    """One line naming the event for humans."""
+    """One line naming the event (trigger.body.event) for humans."""
     event = event or {}
-    parts = [event.get("class") or "unclassified", event.get("target") or "", "on", event.get("host") or "?"]
+    labels = event.get("labels") or {}
+    parts = [labels.get("autoremedy_class") or event.get("check") or "unclassified",
+             labels.get("autoremedy_target") or "", "on", event.get("host") or "?"]
     text = " ".join(p for p in parts if p)
     if event.get("id"):
         text += f" (event {event['id']})"
