@@ -11,6 +11,7 @@ Receiver is a plain HTTP sink (chat/escalation webhooks of the StackStorm pack).
 """
 import json
 import re
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -156,3 +157,58 @@ class St2Webhooks(_Base):
         with self.lock:
             self.received.append((hook, dict(handler.headers), data))
         self.reply(handler, 202, data)
+
+    def accepted(self):
+        """[{hook, trace_tag, body}] of the requests answered 202."""
+        with self.lock:
+            return [{"hook": h, "trace_tag": headers.get("St2-Trace-Tag"), "body": b}
+                    for h, headers, b in self.received]
+
+
+class St2Process:
+    """The handlers' StackStorm double (tests/doubles/st2.py), run the way its
+    docstring says: ``--port 0`` prints the port, ``--record FILE`` keeps one JSON
+    line per request. Same interface as St2Webhooks (``url``, ``accepted()``)."""
+
+    def __init__(self, script, api_key, record, hooks=("autoremedy",)):
+        self.argv = [sys.executable, script, "--port", "0", "--api-key", api_key, "--record", str(record)]
+        for hook in hooks:
+            self.argv += ["--hook", hook]
+        self.record = record
+
+    def __enter__(self):
+        import subprocess
+        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.port = int(self.proc.stdout.readline().strip())
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def accepted(self):
+        out = []
+        try:
+            with open(self.record) as handle:
+                for line in handle:
+                    entry = json.loads(line)
+                    if entry.get("status") == 202:
+                        out.append({"hook": entry.get("hook"), "trace_tag": entry.get("trace_tag"),
+                                    "body": entry.get("body")})
+        except FileNotFoundError:
+            pass
+        return out
+
+
+def st2_double(api_key, record, root):
+    """The StackStorm double for end-to-end tests: the handlers' own
+    (tests/doubles/st2.py) where it has landed, else St2Webhooks (same contract)."""
+    import os
+    script = os.path.join(root, "tests", "doubles", "st2.py")
+    if os.path.exists(script):
+        return St2Process(script, api_key, record)
+    return St2Webhooks(api_key)

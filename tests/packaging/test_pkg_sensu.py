@@ -11,7 +11,9 @@ import tarfile
 import pytest
 import yaml
 
-from conftest import AUTOREMEDY, PACKAGING, SCRIPTS
+from conftest import AUTOREMEDY, PACKAGING, ROOT, SCRIPTS
+from loopback import st2_double
+from st2_rules import matching_rules, needs_handler
 
 SENSU = os.path.join(PACKAGING, "sensu")
 sys.path.insert(0, SENSU)
@@ -34,13 +36,14 @@ def by_type(kind):
     return {d["metadata"]["name"]: d for d in go_docs() if d["type"] == kind}
 
 
-def agent_sh(asset, command, extra_env=None):
+def agent_sh(asset, command, extra_env=None, stdin=None):
     """What the agent does: `sh -c COMMAND` with the asset's bin/ prepended to
     PATH (and lib/ to LD_LIBRARY_PATH), in an otherwise clean environment."""
     env = {"PATH": f"{asset}/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LD_LIBRARY_PATH": f"{asset}/lib",
            "CPATH": f"{asset}/include", "AUTOREMEDY_PATH": str(asset)}
     env.update(extra_env or {})
-    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(["sh", "-c", command], capture_output=True, text=True, env=env, timeout=60,
+                          input=stdin, cwd="/")
 
 
 def venv(*argv, **kw):
@@ -222,3 +225,51 @@ def test_classic_definitions_match_the_go_ones():
     assert handler["type"] == "pipe" and handler["command"] == "autoremedy handle sensu"
     assert handler["filters"] == ["autoremedy-occurrences"]
     assert data["filters"]["autoremedy-occurrences"]["attributes"]["occurrences"].startswith("eval: ")
+
+
+# --- through the handlers (issue 3), from the asset --------------------------------------
+
+def fixture_event(**check):
+    with open(os.path.join(os.path.dirname(__file__), "fixtures", "sensu-go-event.json")) as handle:
+        event = json.load(handle)
+    event["check"].update(check)
+    return event
+
+
+@needs_handler("sensu")
+def test_pipe_handler_forwards_a_sensu_go_event_the_pack_routes(unpacked_asset, tmp_path):
+    """`autoremedy handle sensu` (the Handler resource's command) from the asset,
+    a failing event of our process check on stdin: StackStorm gets it, and exactly
+    the pack's process rule matches it."""
+    handler = by_type("Handler")["autoremedy-st2"]["spec"]
+    check = by_type("CheckConfig")["autoremedy-process-nova-compute"]
+    event = fixture_event(status=2, state="failing", output="PROCESS CRITICAL: 0 processes\n",
+                          metadata={"name": "autoremedy-process-nova-compute", "namespace": "default",
+                                    "labels": check["metadata"]["labels"]})
+    with st2_double("ci-key", tmp_path / "record.jsonl", ROOT) as st2:
+        env = {"AUTOREMEDY_ST2_URL": st2.url, "AUTOREMEDY_ST2_API_KEY": "ci-key",
+               "AUTOREMEDY_STATE_DIR": str(tmp_path / "state")}
+        proc = agent_sh(unpacked_asset, handler["command"], env, stdin=json.dumps(event))
+        assert proc.returncode == 0, proc
+        (accepted,) = st2.accepted()
+    assert accepted["hook"] == "autoremedy" and accepted["trace_tag"] == event["id"]
+    assert matching_rules(accepted["body"]) == ["process.yaml"]
+
+
+@needs_handler("hook")
+def test_hook_definitions_run_from_the_asset(unpacked_asset, tmp_path):
+    """The disk hook exactly as defined (`autoremedy handle hook disk --target /var
+    -p /var`) run by `sh` from the asset: it re-runs the check on the node and
+    forwards the result in a body the pack's rules can route."""
+    hook = by_type("HookConfig")["autoremedy-disk-var-hook"]["spec"]["command"]
+    with st2_double("ci-key", tmp_path / "record.jsonl", ROOT) as st2:
+        env = {"AUTOREMEDY_ST2_URL": st2.url, "AUTOREMEDY_ST2_API_KEY": "ci-key",
+               "AUTOREMEDY_STATE_DIR": str(tmp_path / "state")}
+        proc = agent_sh(unpacked_asset, hook, env)
+        assert proc.returncode == 0, proc
+        bodies = [a["body"] for a in st2.accepted()]
+    assert bodies, proc
+    labels = bodies[0]["event"]["labels"]
+    assert labels.get("autoremedy_class") == "disk" and labels.get("autoremedy_target") == "/var", labels
+    expected = {0: ["resolved.yaml"], 1: ["disk.yaml"], 2: ["disk.yaml"], 3: ["cannot_check.yaml"]}
+    assert matching_rules(bodies[0]) == expected[bodies[0]["event"]["status"]]

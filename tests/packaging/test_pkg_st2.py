@@ -14,6 +14,7 @@ import yaml
 
 from conftest import PACKAGING, need
 from loopback import Receiver, St2Webhooks
+from st2_rules import matching_rules
 
 PACK = os.path.join(PACKAGING, "stackstorm", "autoremedy")
 ACTIONS = os.path.join(PACK, "actions")
@@ -168,24 +169,6 @@ def test_shell_commands_call_the_sudo_gate_with_exactly_the_validated_parameters
 
 # --- an event from our forwarders meets the rules ------------------------------------------
 
-def matches(criteria, body):
-    """The subset of StackStorm's criteria operators the rules use."""
-    for key, criterion in criteria.items():
-        value = body
-        for part in key.split(".")[2:]:
-            value = value.get(part) if isinstance(value, dict) else None
-        kind, pattern = criterion["type"], criterion["pattern"]
-        ok = {"equals": lambda: value == pattern, "nequals": lambda: value != pattern,
-              "inside": lambda: value in pattern, "ninside": lambda: value not in pattern}[kind]()
-        if not ok:
-            return False
-    return True
-
-
-def matching_rules(body):
-    return sorted(name for name, rule in rules().items() if matches(rule.get("criteria", {}), body))
-
-
 def test_zabbix_webhook_event_matches_exactly_its_class_rule():
     with St2Webhooks("k") as st2:
         params = {"URL": st2.url, "Webhook": "autoremedy", "ApiKey": "k", "EventID": "9", "EventValue": "1",
@@ -199,7 +182,7 @@ def test_zabbix_webhook_event_matches_exactly_its_class_rule():
         params.update(EventValue="0", RecoveryEventID="10")
         subprocess.run([need("zabbix_js"), "-s", os.path.join(PACKAGING, "zabbix", "st2_webhook.js"),
                         "-p", json.dumps(params)], capture_output=True, text=True, check=True)
-    problem, recovery = (body for _, _, body in st2.received)
+    problem, recovery = (a["body"] for a in st2.accepted())
     assert matching_rules(problem) == ["disk.yaml"]
     assert matching_rules(recovery) == ["resolved.yaml"]
 

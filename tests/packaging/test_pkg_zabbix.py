@@ -14,6 +14,7 @@ import yaml
 
 from conftest import AUTOREMEDY, PACKAGING, need
 from loopback import St2Webhooks
+from st2_rules import needs_handler
 
 ZABBIX = os.path.join(PACKAGING, "zabbix")
 sys.path.insert(0, ZABBIX)
@@ -122,8 +123,9 @@ def test_webhook_script_builds_the_event_offline():
         out = subprocess.run([need("zabbix_js"), "-s", os.path.join(ZABBIX, "st2_webhook.js"),
                               "-p", json.dumps(params)], capture_output=True, text=True)
         assert out.stdout.strip() == "OK", out
-        hook, headers, body = st2.received[0]
-        assert hook == "autoremedy" and headers["St2-Trace-Tag"] == "zabbix-77"
+        first = st2.accepted()[0]
+        hook, body = first["hook"], first["body"]
+        assert hook == "autoremedy" and first["trace_tag"] == "zabbix-77"
         # The document the handlers post: {event, raw, autoremedy}.
         assert set(body) == {"event", "raw", "autoremedy"}
         event = body["event"]
@@ -134,11 +136,10 @@ def test_webhook_script_builds_the_event_offline():
                                    "autoremedy_status": "2"}
         assert event["extra"]["event_id"] == "77" and body["raw"]["recovery_eventid"] == ""
         assert "k3y" not in json.dumps(body)          # the API key never travels in the body
-        st2.received.clear()
         subprocess.run([need("zabbix_js"), "-s", os.path.join(ZABBIX, "st2_webhook.js"), "-p",
                         json.dumps(dict(params, EventValue="0", RecoveryEventID="78"))], check=True,
                        capture_output=True)
-        resolved = st2.received[0][2]["event"]
+        resolved = st2.accepted()[1]["body"]["event"]
         assert (resolved["id"], resolved["status"], resolved["action"]) == ("zabbix-77-r78", 0, "resolve")
         bad = subprocess.run([need("zabbix_js"), "-s", os.path.join(ZABBIX, "st2_webhook.js"),
                               "-p", json.dumps(dict(params, ApiKey="wrong"))], capture_output=True, text=True)
@@ -248,8 +249,10 @@ def host_with_template(api, macros):
 
 
 @pytest.fixture(scope="module")
-def st2(zabbix):
-    with St2Webhooks("ci-api-key") as double:
+def st2(zabbix, artefacts):
+    from conftest import ROOT
+    from loopback import st2_double
+    with st2_double("ci-api-key", artefacts / "st2-record.jsonl", ROOT) as double:
         yield double
 
 
@@ -303,8 +306,9 @@ def test_problem_reaches_stackstorm_and_is_acknowledged_then_recovers(zabbix, mo
     api = zabbix.api()
 
     def problem_bodies(status):
-        return [b["event"] for _, _, b in st2.received
-                if b["event"]["labels"].get("autoremedy_target") == "ar-dead" and b["event"]["status"] == status]
+        return [a["body"]["event"] for a in st2.accepted()
+                if a["body"]["event"]["labels"].get("autoremedy_target") == "ar-dead"
+                and a["body"]["event"]["status"] == status]
 
     event = wait_for(lambda: problem_bodies(2), 120, 1, "the problem at the StackStorm double")[0]
     assert event["host"] == "ci-host" and event["action"] == "problem"
@@ -330,3 +334,48 @@ def test_problem_reaches_stackstorm_and_is_acknowledged_then_recovers(zabbix, mo
     finally:
         daemon.kill()
         daemon.wait()
+
+
+@pytest.mark.integration
+@needs_handler("zabbix")
+def test_alert_script_media_type_delivers_through_the_handler(zabbix, monitored_host, st2):
+    """The spooled path: problem -> action -> alert-script media type ->
+    `autoremedy handle zabbix` (as the zabbix user, from the asset) -> StackStorm,
+    in a body the pack's process rule matches."""
+    import pwd
+    from zabbix_stack import wait_for
+    api = zabbix.api()
+    key = zabbix.path("st2.key")
+    with open(key, "w") as handle:
+        handle.write("ci-api-key\n")
+    user = pwd.getpwnam("zabbix")
+    os.chown(key, user.pw_uid, user.pw_gid)
+    os.chmod(key, 0o600)
+    config = yaml.safe_load(zabbix.config.read_text())
+    config["stackstorm"] = {"url": st2.url, "api_key_file": key}
+    zabbix.config.write_text(yaml.safe_dump(config))
+
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", zabbix.token])
+    try:
+        wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) == "0", 60,
+                 what="the watched process to be seen running")
+        ran = setup_cmd("--via", "script", env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+        assert ran.returncode == 0, ran
+        subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R",
+                        "config_cache_reload"], capture_output=True)
+        time.sleep(6)                     # CacheUpdateFrequency: the action now uses the script media
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+    def via_handler():
+        return [a["body"] for a in st2.accepted() if "handler_host" in a["body"].get("autoremedy", {})
+                and a["body"]["event"]["labels"].get("autoremedy_target") == "ar-dead"
+                and a["body"]["event"]["status"] == 2]
+
+    body = wait_for(via_handler, 120, 1, "the problem forwarded by `autoremedy handle zabbix`")[0]
+    assert body["event"]["source"] == "zabbix" and body["event"]["host"] == "ci-host"
+    from st2_rules import matching_rules
+    assert matching_rules(body) == ["process.yaml"]
+    alerts = api.alert.get(eventids=body["event"]["extra"]["event_id"], output=["alerttype", "status", "error"])
+    assert any(a["alerttype"] == "0" and a["status"] == "1" for a in alerts), alerts
