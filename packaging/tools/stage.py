@@ -62,8 +62,9 @@ def vendor(lib, wheel, arch, python):
     platforms = []
     for tag in MANYLINUX:
         platforms += ["--platform", f"{tag}_{machine}"]
+    # [zabbix]: pyzabbix, so `autoremedy zabbix-setup` works from a package install.
     pip("install", "--target", lib, "--no-compile", "--only-binary=:all:", "--implementation", "cp",
-        "--python-version", python, *platforms, wheel)
+        "--python-version", python, *platforms, f"{wheel}[zabbix]")
     # pip --target also writes console scripts (with this build's shebang) to lib/bin.
     shutil.rmtree(os.path.join(lib, "bin"), ignore_errors=True)
     _drop_build_paths(lib)

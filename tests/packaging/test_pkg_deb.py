@@ -82,6 +82,10 @@ def test_installed_commands_run_like_the_dev_install(installed, check_classes, t
                 env={"PYTHONPATH": "/usr/lib/autoremedy/lib"})
     assert where.stdout.split() == ["/usr/lib/autoremedy/lib/autoremedy/__init__.py",
                                     "/usr/lib/autoremedy/lib/psutil/__init__.py"]
+    # The Zabbix installer (pyzabbix is vendored too) answers bad input in one line.
+    setup = run("/usr/bin/autoremedy", "zabbix-setup", "--url", "http://127.0.0.1:9", "--password-file",
+                "/nonexistent")
+    assert setup.returncode == 2 and setup.stderr == "autoremedy: /nonexistent: No such file or directory\n"
 
 
 def test_postinst_sets_up_group_state_dir_and_bytecode(installed):
