@@ -8,7 +8,7 @@ import os
 import pytest
 import yaml
 
-from conftest import PACKAGING
+from pkgenv import PACKAGING
 
 RULES = os.path.join(PACKAGING, "stackstorm", "autoremedy", "rules")
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import AUTOREMEDY, need
+from pkgenv import AUTOREMEDY, need
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from conftest import need
+from pkgenv import need
 
 pytestmark = pytest.mark.integration
 

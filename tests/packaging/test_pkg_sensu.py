@@ -11,7 +11,7 @@ import tarfile
 import pytest
 import yaml
 
-from conftest import AUTOREMEDY, PACKAGING, ROOT, SCRIPTS
+from pkgenv import AUTOREMEDY, PACKAGING, ROOT, SCRIPTS
 from loopback import st2_double
 from st2_rules import matching_rules, needs_handler
 

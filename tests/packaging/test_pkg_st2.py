@@ -12,7 +12,7 @@ import types
 import pytest
 import yaml
 
-from conftest import PACKAGING, need
+from pkgenv import PACKAGING, need
 from loopback import Receiver, St2Webhooks
 from st2_rules import matching_rules
 

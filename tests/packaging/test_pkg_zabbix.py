@@ -12,7 +12,7 @@ import uuid
 import pytest
 import yaml
 
-from conftest import AUTOREMEDY, PACKAGING, need
+from pkgenv import AUTOREMEDY, PACKAGING, need
 from loopback import St2Webhooks
 from st2_rules import needs_handler
 
@@ -250,7 +250,7 @@ def host_with_template(api, macros):
 
 @pytest.fixture(scope="module")
 def st2(zabbix, artefacts):
-    from conftest import ROOT
+    from pkgenv import ROOT
     from loopback import st2_double
     with st2_double("ci-api-key", artefacts / "st2-record.jsonl", ROOT) as double:
         yield double
