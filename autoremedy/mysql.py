@@ -425,8 +425,11 @@ def connect(server, timeout=None, lock_wait=None):
         read_timeout = min(read_timeout, timeout)
     kwargs = {
         "user": server.user, "password": server.password or "", "charset": "utf8mb4",
-        "connect_timeout": max(connect_timeout, 0.1), "read_timeout": max(read_timeout, 0.1),
-        "write_timeout": max(read_timeout, 0.1), "autocommit": True,
+        # PyMySQL applies read_timeout to the handshake as well: a server that accepts
+        # the TCP connection but never greets would hold us for the whole read timeout.
+        # Connect with the connect timeout everywhere, then widen it (below).
+        "connect_timeout": max(connect_timeout, 0.1), "read_timeout": max(connect_timeout, 0.1),
+        "write_timeout": max(connect_timeout, 0.1), "autocommit": True,
         "cursorclass": pymysql.cursors.DictCursor,
     }
     if server.socket:
@@ -446,6 +449,9 @@ def connect(server, timeout=None, lock_wait=None):
         raise error(exc, f"cannot connect to {server.describe()} as {server.user!r}") from None
     except (OSError, ValueError) as exc:
         raise SQLError(f"cannot connect to {server.describe()}: {_one_line(exc)}") from None
+    # PyMySQL re-applies these before each socket read/write (pinned <2, tested in
+    # tests/mysql/test_mysql_connection.py).
+    conn._read_timeout = conn._write_timeout = max(read_timeout, 0.1)
     return Session(conn, server)
 
 

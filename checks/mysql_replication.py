@@ -109,7 +109,8 @@ def _renamed(key):
     # MySQL 8.0.22+ renamed Slave->Replica and Master->Source in the columns.
     if key == "Channel_Name":
         return "Connection_name"
-    return key.replace("Replica", "Slave").replace("Source", "Master")
+    words = {"Replica": "Slave", "Source": "Master"}
+    return "_".join(words.get(part, part) for part in key.split("_"))
 
 
 class Channel:
