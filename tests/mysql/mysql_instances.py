@@ -20,6 +20,10 @@ import pymysql
 BASE_PREFIX = "autoremedy-mysql-"
 GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 PAIR_PORTS = (3317, 3318)
+# The Galera nodes binlog in GTID domain 5, so g1 can be a second primary of the
+# replica (multi-source needs another server: two connections to one primary fight
+# over the replica's server_id).
+GALERA_DOMAIN = 5
 GALERA_NODES = {"g1": (3321, 4571, 4572, 4574), "g2": (3322, 4581, 4582, 4584)}
 
 
@@ -270,18 +274,18 @@ class Pair:
         for inst in (self.primary, self.replica):
             inst.wait_ready()
         self.primary.sql(
-            f"CREATE USER '{self.REPL_USER}'@'127.0.0.1' IDENTIFIED BY '{self.REPL_PASSWORD}'",
-            f"GRANT REPLICATION SLAVE ON *.* TO '{self.REPL_USER}'@'127.0.0.1'")
+            f"CREATE USER '{self.REPL_USER}'@'127.0.0.%' IDENTIFIED BY '{self.REPL_PASSWORD}'",
+            f"GRANT REPLICATION SLAVE ON *.* TO '{self.REPL_USER}'@'127.0.0.%'")
         self.change_master("")
         self.replica.sql("START SLAVE")
         self.wait_caught_up()
 
-    def change_master(self, connection, domains="IGNORE_DOMAIN_IDS=(5)", retry=60):
+    def change_master(self, connection, domains="IGNORE_DOMAIN_IDS=(5)", retry=60, port=None):
         """(Re)point a connection at the primary. MASTER_CONNECT_RETRY stays at the
         server default of 60 s, so a replica never recovers from a dead primary by
         itself within a test: what brings it back is the remediation."""
         self.replica.sql(
-            f"CHANGE MASTER '{connection}' TO MASTER_HOST='127.0.0.1', MASTER_PORT={self.primary.port}, "
+            f"CHANGE MASTER '{connection}' TO MASTER_HOST='127.0.0.1', MASTER_PORT={port or self.primary.port}, "
             f"MASTER_USER='{self.REPL_USER}', MASTER_PASSWORD='{self.REPL_PASSWORD}', "
             f"MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY={retry}, {domains}")
 
@@ -338,6 +342,7 @@ class Pair:
 def galera_settings(name, others, ports):
     sql, gcomm, ist, sst = ports
     return {
+        "server-id": 10 + int(name[1:]), "log-bin": "binlog", "gtid-domain-id": GALERA_DOMAIN,
         "binlog_format": "ROW", "default_storage_engine": "InnoDB", "innodb_autoinc_lock_mode": 2,
         "wsrep_on": "ON", "wsrep_provider": GALERA_PROVIDER, "wsrep_cluster_name": "autoremedy-test",
         "wsrep_cluster_address": "gcomm://" + ",".join(f"127.0.0.1:{p[1]}" for p in others),
@@ -363,6 +368,11 @@ class Galera:
         self.g1.start("--wsrep-new-cluster")
         self.g2.start()
         self.wait_size(2)
+        # A replication login (not binlogged), so the pair's replica can use g1 as a
+        # second primary.
+        self.g1.sql("SET SESSION sql_log_bin=0",
+                    f"CREATE USER '{Pair.REPL_USER}'@'127.0.0.1' IDENTIFIED BY '{Pair.REPL_PASSWORD}'",
+                    f"GRANT REPLICATION SLAVE ON *.* TO '{Pair.REPL_USER}'@'127.0.0.1'")
 
     def wsrep(self, node):
         return {r["Variable_name"]: r["Value"] for r in node.sql("SHOW GLOBAL STATUS LIKE 'wsrep%'")}
