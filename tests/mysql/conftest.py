@@ -61,6 +61,21 @@ def galera(mysql_base):
 
 
 @pytest.fixture
+def second_source(replication, galera):
+    """Multi-source: a named connection 'east' on the replica, from Galera node g1,
+    which binlogs in GTID domain 5 (the default connection ignores domain 5)."""
+    galera.heal()
+    replication.change_master("east", domains="DO_DOMAIN_IDS=(5)", port=galera.g1.port)
+    replication.replica.sql("START SLAVE 'east'")
+    galera.g1.sql("CREATE DATABASE IF NOT EXISTS east_db")
+    mi.wait_until(lambda: replication.replica.sql("SHOW DATABASES LIKE 'east_db'"), 15,
+                  what="east_db replicated through 'east'")
+    mi.wait_until(lambda: (lambda r: r and r["Slave_IO_Running"] == r["Slave_SQL_Running"] == "Yes")(
+        replication.replica.status("east")), 15, what="'east' running")
+    return galera
+
+
+@pytest.fixture
 def table(replication):
     """A fresh table app_<id>.t (id INT PRIMARY KEY, v VARCHAR) replicated to the replica."""
     db = "app_" + uuid.uuid4().hex[:8]
@@ -74,8 +89,12 @@ def table(replication):
 @pytest.fixture
 def mysql_config(make_config, root_cnf, pair):
     """Write a configuration with the throwaway servers in mysql.servers and any
-    remediation sections given; guards relaxed so tests can repeat runs."""
+    remediation sections given; guards relaxed so tests can repeat runs. Each call
+    writes its own file."""
+    count = [0]
+
     def make(remediations=None, servers=None, **top):
+        count[0] += 1
         data = {
             "mysql": {
                 "option_file": root_cnf,
@@ -93,5 +112,5 @@ def mysql_config(make_config, root_cnf, pair):
             "remediations": remediations or {},
         }
         data.update(top)
-        return make_config(data)
+        return make_config(data, name=f"autoremedy-{count[0]}.yaml")
     return make

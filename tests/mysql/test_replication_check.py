@@ -182,19 +182,6 @@ def test_lag_from_a_long_transaction_is_a_warning(replication, table, run_cli, r
     assert replication.replica.one(f"SELECT v FROM {table}.t WHERE id = 1")["v"] == "from the primary"
 
 
-@pytest.fixture
-def second_source(replication, galera):
-    """Multi-source: a named connection 'east' on the replica, from Galera node g1,
-    which binlogs in GTID domain 5 (the default connection ignores domain 5)."""
-    galera.heal()
-    replication.change_master("east", domains="DO_DOMAIN_IDS=(5)", port=galera.g1.port)
-    replication.replica.sql("START SLAVE 'east'")
-    galera.g1.sql("CREATE DATABASE IF NOT EXISTS east_db")
-    mi.wait_until(lambda: replication.replica.sql("SHOW DATABASES LIKE 'east_db'"), 15,
-                  what="east_db replicated through 'east'")
-    return galera
-
-
 @pytest.mark.integration
 def test_multi_source_connections_are_each_checked(replication, second_source, run_cli, root_cnf):
     ran = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf)
