@@ -437,6 +437,7 @@ class ReplicationRepair(Remediation):
             payload["evidence_error"] = str(exc)
         primary = self.server(target, "primary")
         databases = self.entry(target)["resync"]["databases"] or ["<databases>"]
+        payload["procedures"] = {c.label: procedure_for(c) for c in channels if procedure_for(c)}
         payload["resync_procedure"] = [
             resync_procedure(primary, session.server, c.name, databases) for c in channels] or None
         path = mysql.save_evidence(self.config.state_dir, self.name, target, payload)
@@ -675,7 +676,24 @@ def _caught_up(replica, primary, channel):
             and channel.exec_pos == channel.read_pos == int(status.get("Position") or -1))
 
 
-# --- the resync procedure -------------------------------------------------------------------
+# --- the procedures a human follows ---------------------------------------------------------
+
+def procedure_for(channel):
+    """The fix for errors that need a human but not a resync, or None."""
+    conn = f"'{channel.name}'"
+    if channel.io_errno == 1045:
+        return [f"the replication user's password no longer matches the primary's: STOP SLAVE {conn}; "
+                f"CHANGE MASTER {conn} TO MASTER_PASSWORD='<the current one>'; START SLAVE {conn};"]
+    if channel.sql_errno in (1594, 1595) or channel.io_errno in (1594, 1595):
+        return [f"relay log damage: with GTID, STOP SLAVE {conn}; RESET SLAVE {conn}; START SLAVE {conn}; "
+                "fetches the events again (only while the primary still has its binlogs), else resync"]
+    if channel.sql_errno == 1950:
+        return ["errant local transaction under gtid_strict_mode: delete the replica-local change with "
+                "sql_log_bin=0, then on a leaf replica RESET MASTER and SET GLOBAL gtid_slave_pos to the value "
+                "before it (reference §4), or resync"]
+    return None
+
+
 
 def resync_procedure(primary, replica, name, databases):
     """The exact commands a human runs to rebuild this replica's data from the primary."""
