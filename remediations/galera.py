@@ -42,7 +42,7 @@ from autoremedy import config as configmod
 from autoremedy import execute, mysql
 from autoremedy.guard import Refused
 from autoremedy.remediation import Remediation, RemediationError, Step
-from autoremedy.result import Result, Status
+from autoremedy.result import CheckError, Result, Status
 
 from autoremedy.checks import galera as check
 
@@ -118,7 +118,7 @@ class GaleraBootstrap(Remediation):
         server is provably down (recovering a live datadir would be wrong)."""
         try:
             options = mysql.read_option_file(defaults_file, list(SERVER_GROUPS))
-        except mysql.CheckError as exc:
+        except CheckError as exc:
             state.error += f"; {exc}"
             return
         datadir = options.get("datadir") or "/var/lib/mysql"

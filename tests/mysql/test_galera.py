@@ -1,6 +1,5 @@
 """check galera and remediate galera: verdict tables, the bootstrap decision, then quorum loss on a real 2-node cluster."""
 import argparse
-import json
 import os
 import re
 

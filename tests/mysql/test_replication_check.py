@@ -2,8 +2,6 @@
 import argparse
 import json
 import os
-import threading
-import time
 
 import pytest
 

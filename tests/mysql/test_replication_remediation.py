@@ -9,7 +9,6 @@ from autoremedy.audit import Audit
 from autoremedy.config import Config
 from autoremedy.remediation import Trigger, perform
 from autoremedy.remediations import mysql_replication as rem
-from autoremedy.result import Status
 
 import mysql_instances as mi
 
