@@ -157,12 +157,16 @@ class ReplicationRepair(Remediation):
                     if lag:
                         problems.append(lag)
                     continue
+                mine = []
                 for finding in findings:
                     step = self._step_for(session, target, channel, finding)
                     if isinstance(step, str):
                         problems.append(step)
                     elif step is not None:
-                        steps.append(step)
+                        mine.append(step)
+                # A resync rebuilds and restarts the whole connection: nothing else to do there.
+                resync = [s for s in mine if getattr(s, "resync", False)]
+                steps.extend(resync[:1] or mine)
             if problems:
                 self.escalate(target, session, channels, problems)
             return steps
@@ -200,7 +204,10 @@ class ReplicationRepair(Remediation):
                         details=[thread_statement(session, "STOP", channel.name, "IO_THREAD"),
                                  thread_statement(session, "START", channel.name, "IO_THREAD")])
         if finding.kind == check.SQL_ERROR and finding.errno == DUPLICATE_KEY:
-            return self._duplicate_key_step(session, target, channel, label)
+            step = self._duplicate_key_step(session, target, channel, label)
+            if not isinstance(step, str) or not entry["resync"]["allowed"]:
+                return step
+            # Not repairable row by row, but this replica may be resynced.
         if finding.kind in (check.SQL_ERROR, check.IO_ERROR) and finding.errno in RESYNCABLE:
             if entry["resync"]["allowed"]:
                 return self._resync_step(session, target, channel)
@@ -407,10 +414,12 @@ class ReplicationRepair(Remediation):
             return (f"[{channel.label}] a resync is needed; automatic resync is implemented for MariaDB "
                     "with GTID only (see the procedure in the evidence)")
         databases = self.entry(target)["resync"]["databases"]
-        return Step(f"resync {', '.join(databases)} of connection {channel.label!r} from the primary "
+        step = Step(f"resync {', '.join(databases)} of connection {channel.label!r} from the primary "
                     "(dump with --gtid, load with sql_log_bin=0, restart from the dump's GTID)",
                     action=self._resyncer(target, channel.name), details=resync_procedure(
                         self.server(target, "primary"), self.server(target), channel.name, databases))
+        step.resync = True
+        return step
 
     def _resyncer(self, target, name):
         entry = self.entry(target)
