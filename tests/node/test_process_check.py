@@ -154,14 +154,40 @@ def test_unknown_check_class_and_command(run_cli):
     assert "disk" in ran.stdout and "process" in ran.stdout
 
 
+def traversable_by_others(path):
+    """Add o+x to every directory above ``path`` that lacks it (a CI checkout under a
+    0700 temp dir); return the changes so the caller can undo them."""
+    changed = []
+    path = os.path.dirname(os.path.realpath(path))
+    while path != "/":
+        mode = os.stat(path).st_mode & 0o7777
+        if not mode & 0o001:
+            os.chmod(path, mode | 0o001)
+            changed.append((path, mode))
+        path = os.path.dirname(path)
+    return changed
+
+
 def test_unprivileged_user_reading_other_users_processes(daemon_binary, spawn, state_dir):
     """As `nobody`, root's processes deny some /proc reads: still a clear answer."""
     import subprocess
     autoremedy = os.path.join(os.path.dirname(sys.executable), "autoremedy")
     spawn([daemon_binary, "300"])
-    os.chmod(os.path.dirname(daemon_binary), 0o755)
-    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                           autoremedy, "check", "process", "--name", os.path.basename(daemon_binary)],
-                          capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    changed = traversable_by_others(autoremedy) + traversable_by_others(os.path.realpath(sys.executable))
+    try:
+        proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                               autoremedy, "check", "process", "--name", os.path.basename(daemon_binary)],
+                              capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    finally:
+        for path, mode in changed:
+            os.chmod(path, mode)
     assert "Traceback" not in proc.stdout + proc.stderr
     assert proc.stdout.startswith("PROCESS OK: 1 process matching name"), proc
+
+
+def test_processes_whose_proc_entries_deny_reading_are_skipped(monkeypatch):
+    """hidepid / other users' kernel threads: unreadable entries are not counted, no error."""
+    from autoremedy.checks import process
+    real = process._read
+    monkeypatch.setattr(process, "_read", lambda path: None if path.endswith("/comm") else real(path))
+    assert process._proc_scan(process.by_name("sshd"), None, set()) == []
