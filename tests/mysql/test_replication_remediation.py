@@ -314,3 +314,25 @@ def test_refusals_for_configuration(replication, mysql_config):
     for path, reason in cases:
         outcome, _ = repair(path)
         assert outcome.status == "refused" and reason in outcome.reason, outcome.to_dict()
+
+
+@pytest.mark.integration
+def test_a_duplicate_that_cannot_be_repaired_row_by_row_is_resynced_where_allowed(replication, table, mysql_config):
+    path = target_config(mysql_config, duplicate_key={"tables": ["other.*"]},
+                         resync={"allowed": True, "databases": [table]})
+    duplicate(replication, table, ["(100, 'replica')"], ["(100, 'primary')"])
+    outcome, _ = repair(path)
+    assert outcome.status == "remediated", outcome.to_dict()
+    assert [s.description.split(" ")[0] for s in outcome.plan] == ["resync"]
+    assert rows(replication.replica, table) == rows(replication.primary, table)
+
+
+def test_config_check_validates_the_mysql_sections(mysql_config, run_cli):
+    good = mysql_config({"mysql-replication": {"enabled": True, "targets": {"replica": {
+        "server": "replica", "primary": "primary", "duplicate_key": {"tables": ["app.*"]}}}},
+        "galera": {"enabled": True, "targets": {"c": {"nodes": {"g1": {"server": "g1"}, "g2": {"server": "g2"}}}}}})
+    ran = run_cli("config", "check", "--config", good)
+    assert ran.returncode == 0 and ran.stdout.strip().endswith(": OK"), ran
+    bad = mysql_config({"galera": {"enabled": True, "targets": {"c": {"nodes": {"g1": {"server": "g9"}}}}}})
+    ran = run_cli("config", "check", "--config", bad)
+    assert ran.returncode == 3 and "remediations.galera.targets.c.nodes: list every member" in ran.stderr, ran
