@@ -227,9 +227,11 @@ class GaleraBootstrap(Remediation):
         payload = {"class": self.name, "target": target, "problems": problems,
                    "nodes": {n.name: n.to_dict() for n in nodes.values()},
                    "most_advanced": None if best is None else best.name}
-        down = [n for n in nodes.values() if n.seqno is not None]
-        if down:
-            leader = max(down, key=lambda n: n.seqno)
+        known = [n for n in nodes.values() if n.seqno is not None]
+        if known:
+            # A clean shutdown of the last member marks it safe_to_bootstrap: 1; otherwise
+            # the highest committed seqno decides.
+            leader = max(known, key=lambda n: ((n.grastate or {}).get("safe_to_bootstrap") == 1, n.seqno))
             payload["procedure"] = bootstrap_procedure(leader, nodes)
         path = mysql.save_evidence(self.config.state_dir, self.name, target, payload)
         if self.audit is not None:
