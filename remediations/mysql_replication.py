@@ -23,22 +23,20 @@ Configuration (nothing is touched unless its replica is listed here)::
 
 What it does, per replication connection:
 
-=====================================================  ==============================================
-finding                                                action
-=====================================================  ==============================================
-IO and/or SQL thread stopped without an error          START SLAVE / START REPLICA of that thread
-IO thread: primary unreachable (2002/2003/2005/2006/   only once the primary answers again: restart the
-2013) or stuck "Connecting"                            IO thread, with backoff, until it is connected
-SQL thread: duplicate key (1062) on an allowlisted     delete-row: delete the replica's conflicting row
-table                                                  with sql_log_bin=0 and re-apply the event (the
-                                                       replica ends equal to the primary); skip: skip
-                                                       the event (only when configured). Capped per
-                                                       hour, every row and GTID in the audit log, the
-                                                       table's checksum compared on both sides after
-purged binlogs (1236), drift (1032, 1950, 1062 on     escalate with the evidence and the exact resync
-other tables), relay log damage, auth (1045), lag      procedure; a resync runs only where
-                                                       ``resync.allowed`` says so (MariaDB with GTID)
-=====================================================  ==============================================
+- IO and/or SQL thread stopped without an error: START SLAVE / START REPLICA of that thread.
+- IO thread cannot reach the primary (2002/2003/2005/2006/2013) or is stuck
+  "Connecting": only once the primary answers again, restart the IO thread with
+  backoff until it is connected; while it is down, escalate.
+- SQL thread stopped by a duplicate key (1062) on an allowlisted table:
+  ``delete-row`` deletes the replica's conflicting row with sql_log_bin=0 and lets
+  the event re-apply (the replica ends equal to the primary); ``skip`` skips the
+  event (only where configured: the tables stay divergent). Capped per hour; every
+  row, GTID and position in the audit log; the table's checksum compared on both
+  sides afterwards.
+- Purged binlogs (1236), drift (1032, 1950, other 1062s): escalate with the
+  evidence and the exact resync procedure; resync only where ``resync.allowed``
+  says so (MariaDB with GTID).
+- Relay log damage, authentication (1045), lag, anything else: escalate.
 
 Every run ends with a verification: the replication check until it is OK
 (``catch_up_timeout``), plus the checksums above.
