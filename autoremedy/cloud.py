@@ -31,6 +31,7 @@ Configuration (validated here: the core schema leaves ``openstack:`` free-form):
       sensu:                           # keepalive events (Sensu Go API)
         url: https://sensu-backend:8080
         namespace: default
+        entity: "{host}"               # the Sensu entity name of a compute host
         api_key_file: /etc/autoremedy/sensu.key
         verify: true
 """
@@ -56,13 +57,12 @@ SCHEMA = {
     "compute_microversion": (str, float),
     "compute": {
         "max_down_share": configmod.Number,
-        "min_computes": int,
         "probe": _PROBE,
         "ipmi": _IPMI,
         "hosts": configmod.Map({"address": str, "probe": _PROBE, "ipmi": _IPMI}),
     },
     "sensu": {"url": str, "namespace": str, "api_key_file": str, "verify": (bool, str),
-              "timeout": configmod.Duration},
+              "timeout": configmod.Duration, "entity": str},
     "consistency": configmod.Any,      # validated by checks/openstack_consistency.py
 }
 
@@ -71,12 +71,11 @@ DEFAULTS = {
     "compute_microversion": DEFAULT_MICROVERSION,
     "compute": {
         "max_down_share": 0.34,
-        "min_computes": 3,
         "probe": {"icmp": True, "tcp_ports": [22], "timeout": 2.0},
         "ipmi": {"interface": "lanplus", "enabled": True, "timeout": 15.0},
         "hosts": {},
     },
-    "sensu": {"namespace": "default", "verify": True, "timeout": 5.0},
+    "sensu": {"namespace": "default", "verify": True, "timeout": 5.0, "entity": "{host}"},
 }
 
 
