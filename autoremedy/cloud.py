@@ -124,6 +124,7 @@ def connect(config, concurrency=1):
     their keep-alive connections instead of opening a new one per call.
     """
     osconf = settings(config)
+    _quiet_sdk_warnings()
     try:
         import openstack
         import openstack.config
@@ -162,6 +163,21 @@ def connect(config, concurrency=1):
     if concurrency > 1:
         _widen_pool(conn, concurrency)
     return conn
+
+
+def _quiet_sdk_warnings():
+    """The SDK warns about deprecated fields and its own future on stderr, which
+    Zabbix would merge into the item value; our output is the result, not these."""
+    import warnings
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"openstack(\.|$)")
+    warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=r"openstack(\.|$)")
+    try:
+        from openstack import warnings as oswarnings
+    except ImportError:
+        return
+    for kind in (oswarnings.OpenStackDeprecationWarning, oswarnings._RemovedInSDKWarning,
+                 oswarnings.OpenStackWarning):
+        warnings.simplefilter("ignore", kind)
 
 
 def _widen_pool(conn, size):

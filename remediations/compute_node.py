@@ -241,10 +241,11 @@ class EvacuateHost(Remediation):
             owner = (hyp.service_details or {}).get("host")
             if owner not in wanted:
                 continue
-            if hyp.vcpus is None or hyp.memory_size is None:
+            vcpus, vcpus_used, ram, ram_used = resources(hyp)
+            if vcpus is None or ram is None:
                 return   # Nova >= 2.88 hides these; placement would know (not checked)
-            free_cpu += max(0.0, hyp.vcpus * cpu_ratio - (hyp.vcpus_used or 0))
-            free_ram += max(0.0, hyp.memory_size * ram_ratio - (hyp.memory_used or 0))
+            free_cpu += max(0.0, vcpus * cpu_ratio - (vcpus_used or 0))
+            free_ram += max(0.0, ram * ram_ratio - (ram_used or 0))
         need_cpu = sum((s.flavor.vcpus if s.flavor else 0) or 0 for s in servers)
         need_ram = sum((s.flavor.ram if s.flavor else 0) or 0 for s in servers)
         if need_cpu > free_cpu or need_ram > free_ram:
@@ -392,6 +393,16 @@ class EvacuateHost(Remediation):
             return Result(self.name, "; ".join(problems), status=Status.CRITICAL)
         return Result(self.name, f"{host} fenced and empty", status=Status.OK)
 
+def resources(hypervisor):
+    """(vcpus, vcpus_used, memory_mb, memory_mb_used); the SDK marks these fields
+    deprecated (gone at 2.88) and warns on every read; we pin 2.53 where they exist."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return (hypervisor.vcpus, hypervisor.vcpus_used, hypervisor.memory_size,
+                hypervisor.memory_used)
+
+
 class EvacuationFailed(Exception):
     pass
 
@@ -406,8 +417,8 @@ class Placer:
         for hyp in conn.compute.hypervisors(details=True):
             owner = (hyp.service_details or {}).get("host")
             if owner in hosts:
-                self.free[owner] = [(hyp.vcpus or 0) - (hyp.vcpus_used or 0),
-                                    (hyp.memory_size or 0) - (hyp.memory_used or 0)]
+                vcpus, vcpus_used, ram, ram_used = resources(hyp)
+                self.free[owner] = [(vcpus or 0) - (vcpus_used or 0), (ram or 0) - (ram_used or 0)]
 
     def take(self, server):
         cpu = (server.flavor.vcpus if server.flavor else 0) or 0
