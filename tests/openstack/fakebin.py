@@ -12,6 +12,7 @@ is appended to ``calls.log`` for assertions.
   status|off|on``; "silent" = BMC unreachable (exit 1).
 - virsh: ``{"domains": [{"uuid", "name", "state"}]}``; ``list --all`` (table),
   ``list --all --uuid``, ``list --all --name``, ``domstate``, ``dominfo``.
+- systemctl: records the call, exits 0.
 """
 import json
 import os
@@ -103,12 +104,20 @@ sys.stderr.write("error: unknown command\n")
 sys.exit(1)
 '''
 
+SYSTEMCTL = r'''
+import json, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+open(os.path.join(here, "calls.log"), "a").write(json.dumps(["systemctl"] + sys.argv[1:]) + "\n")
+sys.exit(0)
+'''
+
 
 class FakeBin:
     def __init__(self, directory):
         self.dir = str(directory)
         os.makedirs(self.dir, exist_ok=True)
-        for name, body in (("ping", PING), ("ipmitool", IPMITOOL), ("virsh", VIRSH)):
+        for name, body in (("ping", PING), ("ipmitool", IPMITOOL), ("virsh", VIRSH),
+                           ("systemctl", SYSTEMCTL)):
             path = os.path.join(self.dir, name)
             with open(path, "w") as handle:
                 handle.write(f"#!{sys.executable}\n{body}")
