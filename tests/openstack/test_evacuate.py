@@ -236,7 +236,8 @@ def test_cli_remediate_evacuates_and_prints_per_instance_outcome(cloud, computes
     outcome = done.json
     assert outcome["outcome"] == "remediated" and outcome["verify"]["status"] == "OK"
     assert cloud.on_host("cmp1") == []
-    audit = [json.loads(line) for line in open(f"{Config.load(path).state_dir}/audit.log")]
+    with open(f"{Config.load(path).state_dir}/audit.log") as handle:
+        audit = [json.loads(line) for line in handle]
     evac = [a for a in audit if a["what"] == "evacuation"]
     assert evac and len(evac[0]["instances"]) == 3 and all(r["result"] == "evacuated" for r in evac[0]["instances"])
 
