@@ -15,9 +15,6 @@ host that still answers is a WARNING (restart nova-compute there; do not
 evacuate). More computes down than ``openstack.compute.max_down_share`` is
 reported as a probable partition: the evacuation refuses it.
 """
-import socket
-import time
-
 from autoremedy.result import CheckError, Metric, Result, Status
 
 NAME = "compute-node"
@@ -56,9 +53,11 @@ def ping(address, timeout, runner):
     return {0: True, 1: False}.get(done.returncode)
 
 
-def tcp(address, port, timeout, connect=socket.create_connection):
+def tcp(address, port, timeout, connect=None):
     """True when the host answered (connected, or refused with a RST: its kernel
     is alive), False on a timeout or no route."""
+    import socket
+    connect = connect or socket.create_connection
     try:
         connect((address, port), timeout=timeout).close()
         return True
@@ -68,7 +67,7 @@ def tcp(address, port, timeout, connect=socket.create_connection):
         return False
 
 
-def reachability(address, probe, runner, connect=socket.create_connection):
+def reachability(address, probe, runner, connect=None):
     """(reachable: True/False/None, evidence words). Any answer means alive."""
     answers, evidence = [], []
     if probe.get("icmp", True):
@@ -197,7 +196,7 @@ class HostState:
                 "evidence": self.evidence}
 
 
-def assess(host_state, osconf, runner, connect=socket.create_connection):
+def assess(host_state, osconf, runner, connect=None):
     """Probe one down host and set its verdict (thread-safe: no shared state)."""
     from autoremedy.cloud import host_settings
     if not host_state.down:
@@ -239,7 +238,7 @@ def instances_on(conn, host):
     return servers
 
 
-def survey(conn, osconf, hosts=None, runner=None, probe=True, connect=socket.create_connection):
+def survey(conn, osconf, hosts=None, runner=None, probe=True, connect=None):
     """Assess every nova-compute service; return (states, total computes)."""
     from concurrent.futures import ThreadPoolExecutor
     from autoremedy import execute
