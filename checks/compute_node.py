@@ -118,7 +118,7 @@ def keepalive(sensu, host, session=None):
     """The Sensu Go keepalive status of the host's entity: 0 passing, >0 failing,
     None when not configured or not known (reference: GET .../events/<entity>/keepalive)."""
     if not sensu.get("url") or not sensu.get("api_key_file"):
-        return None, "no Sensu API configured"
+        return None, None        # not configured: not evidence either way
     import requests
     from urllib.parse import quote
     try:
@@ -208,7 +208,8 @@ def assess(host_state, osconf, runner, connect=None):
     if hs["ipmi"].get("configured"):
         host_state.evidence.append(f"power {host_state.power or 'unknown (BMC silent)'}")
     host_state.keepalive, word = keepalive(osconf["sensu"], host_state.host)
-    host_state.evidence.append(word)
+    if word:
+        host_state.evidence.append(word)
     return host_state.judge()
 
 

@@ -82,6 +82,7 @@ class EvacuateHost(Remediation):
         self._conn = conn
         self._connect = connect
         self._host_state = None
+        self._reports = []
 
     # -- settings ----------------------------------------------------------------------
     def opt(self, key, default):
@@ -295,10 +296,19 @@ class EvacuateHost(Remediation):
         with statefile.updating(path) as state:
             state.setdefault("runs", []).append({"ts": time.time(), "reports": reports})
             state["runs"] = state["runs"][-10:]
+        self._reports = reports
         if self.audit is not None:
             self.audit.record("evacuation", "ok" if all(r["result"] == "evacuated" for r in reports)
                               else "failed", cls=self.name, target=host, instances=reports)
         return summarise(host, reports, watch.reason)
+
+    def run(self, host, plan):
+        self._reports = []
+        notes = super().run(host, plan)
+        for r in self._reports:
+            notes.append(f"{r['id']} ({r['name']}): {r['result']}, {r['from']} -> {r['to'] or '-'}, "
+                         f"{r['detail']}")
+        return notes
 
     def _evacuate_one(self, host, server, original, placer, watch):
         compute = self.conn().compute
