@@ -83,6 +83,7 @@ class EvacuateHost(Remediation):
         self._connect = connect
         self._host_state = None
         self._reports = []
+        self.osconf()     # validate the openstack: section now (`autoremedy config check`)
 
     # -- settings ----------------------------------------------------------------------
     def opt(self, key, default):

@@ -56,6 +56,7 @@ class Reconcile(Remediation):
         from autoremedy import execute
         super().__init__(config, runner or execute.run, audit)
         self._conn = conn
+        self.conf(None)   # validate openstack.consistency now (`autoremedy config check`)
         for action in self.settings.get("actions") or []:
             if action not in ACTIONS:
                 raise configmod.ConfigError(f"remediations.{self.name}.actions: {action!r} is not "
