@@ -129,6 +129,7 @@ def connect(config, concurrency=1):
         import openstack
         import openstack.config
         from openstack import exceptions as sdkexc
+        from keystoneauth1 import exceptions as ksexc
     except ImportError:
         raise configmod.ConfigError("openstacksdk is not installed "
                                     "(pip install 'autoremedy[openstack]')") from None
@@ -158,8 +159,9 @@ def connect(config, concurrency=1):
             loader = openstack.config.OpenStackConfig(config_files=files, load_envvars=False)
             region = loader.get_one(cloud=osconf["cloud"], **common)
             conn = openstack.connection.Connection(config=region)
-    except sdkexc.ConfigException as exc:
-        raise configmod.ConfigError(f"openstack: {_one_line(exc)}") from None
+    except (sdkexc.SDKException, ksexc.ClientException) as exc:
+        # e.g. no auth_url anywhere: a configuration problem, said in one line
+        raise configmod.ConfigError(f"openstack: cannot build the connection: {describe(exc)}") from None
     if concurrency > 1:
         _widen_pool(conn, concurrency)
     return conn

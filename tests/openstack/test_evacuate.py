@@ -245,3 +245,27 @@ def test_cli_remediate_evacuates_and_prints_per_instance_outcome(cloud, computes
 def deep(a, b):
     from conftest import deep_merge
     return deep_merge(b, a)
+
+
+def test_the_class_global_cap_stops_a_second_host(cloud, computes, os_config):
+    computes(8, dead=["cmp1", "cmp2"])
+    cloud.add_server("cmp1")
+    cloud.add_server("cmp2")
+    path = os_config({"remediations": {"compute-node": {"guards": {"global_cap": {"max": 1, "per": "1h"}}}}})
+    assert evacuate(path, "cmp1").status == "remediated"
+    second = evacuate(path, "cmp2")
+    assert second.status == "refused" and second.guard == "global_cap"
+    assert len(cloud.on_host("cmp2")) == 1
+
+
+def test_no_credentials_is_a_one_line_refusal(make_config):
+    path = make_config({"openstack": {"cloud": "envvars"},
+                        "remediations": {"compute-node": {"enabled": True, "host_patterns": ["cmp*"]}}})
+    import os
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("OS_")}
+    try:
+        outcome = evacuate(path, "cmp1")
+    finally:
+        os.environ.update(saved)
+    assert outcome.status in ("refused", "failed") and outcome.escalate
+    assert "cannot build the connection" in outcome.reason and "\n" not in outcome.reason
