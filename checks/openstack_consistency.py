@@ -27,7 +27,7 @@ Configuration (``openstack.consistency``)::
 import re
 import time
 
-from autoremedy.result import CheckError, Metric, Result, Status
+from autoremedy.result import CheckError, Metric, Result
 
 NAME = "openstack-consistency"
 THRESHOLDS = ("0", "0")      # -w on automatable findings, -c on those to escalate

@@ -367,7 +367,6 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- routes --------------------------------------------------------------------------
     def _route(self, method, path, query, body, microversion):
-        cloud = self.cloud
         if path.startswith("/api/core/v2/"):
             return self._sensu(path)
         if path == "/v3/auth/tokens" and method == "POST":

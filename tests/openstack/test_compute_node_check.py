@@ -3,7 +3,6 @@ import socket
 
 import pytest
 
-from conftest import address
 from fakecloud import keepalive_event
 
 from autoremedy.cli import run_check
