@@ -70,7 +70,9 @@ def test_unforcing_is_refused_while_evacuated_instances_remain(cloud, dead_host,
     service = list(conn.compute.services(binary="nova-compute", host="cmp1"))[0]
     conn.compute.update_service_forced_down(service, "cmp1", "nova-compute", True)
     conn.compute.evacuate_server(dead_host)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while cloud.migrations[-1]["status"] != "done" and time.monotonic() < deadline:
+        time.sleep(0.05)
     code, _ = status_of(lambda: conn.compute.update_service_forced_down(service, "cmp1", "nova-compute", False))
     assert code == 400
     assert [m.status for m in conn.compute.migrations(migration_type="evacuation")] == ["done"]
