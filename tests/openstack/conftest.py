@@ -10,11 +10,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from fakebin import FakeBin  # noqa: E402
 from fakecloud import Cloud, FakeCloud  # noqa: E402
-
-
-def address(host):
-    """Compute hosts live at 127.0.1.N: loopback, so even a real ping stays here."""
-    return "127.0.1." + str(int("".join(c for c in host if c.isdigit()) or 0) % 250 + 1)
+from osworld import address, deep_merge  # noqa: E402
 
 
 @pytest.fixture
@@ -30,16 +26,6 @@ def fakebin(tmp_path, monkeypatch):
     fake = FakeBin(tmp_path / "bin")
     monkeypatch.setenv("AUTOREMEDY_EXEC_PATH", fake.path)
     return fake
-
-
-def deep_merge(base, extra):
-    out = dict(base)
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from conftest import address
+from osworld import address, deep_merge
 
 from autoremedy.config import Config
 from autoremedy.remediation import Trigger, perform
@@ -243,7 +243,6 @@ def test_cli_remediate_evacuates_and_prints_per_instance_outcome(cloud, computes
 
 
 def deep(a, b):
-    from conftest import deep_merge
     return deep_merge(b, a)
 
 
