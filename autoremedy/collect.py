@@ -266,9 +266,11 @@ def collect(config, when, window=None, host=None, check=None, sources=None, out_
 
 def for_event(config, host, check, when):
     """For the handlers: build the bundle of an escalated event; never raises.
-    Returns {"path", "summary", "effort", ...} or {"error": reason}."""
+    ``when`` is the event's time (epoch seconds, or any form ``--at`` takes).
+    Returns {"path", "summary", "effort", ...}, or {"path": None, "summary", "error"}."""
     try:
-        return collect(config, float(when), host=host, check=check)
+        from autoremedy.logwindow import parse_when
+        return collect(config, parse_when(str(when)), host=host, check=check)
     except Exception as exc:   # an escalation must go out even when collecting fails
         from autoremedy.runtime import describe
         return {"path": None, "summary": f"no incident bundle: {describe(exc)}", "error": describe(exc)}

@@ -335,3 +335,12 @@ def _why(st):
     if st.keepalive is not None:
         words.append("keepalive " + ("passing" if st.keepalive == 0 else "failing"))
     return words
+
+
+def discover(args):
+    """Zabbix LLD: one row per nova-compute service."""
+    from autoremedy.cloud import connect
+    from autoremedy.config import Config
+    conn = connect(Config.load(args.config))
+    return [{"{#OS.COMPUTE}": s.host, "{#OS.ZONE}": s.availability_zone or ""}
+            for s in compute_services(conn)]

@@ -52,6 +52,7 @@ from autoremedy.guard import Refused
 from autoremedy.remediation import Remediation, RemediationError, Step
 from autoremedy.result import Result, Status
 
+DEAD_KEYWORD = "dead"
 HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 EVACUABLE = ("active", "stopped", "error")
 REBUILDING = ("rebuilding", "rebuild_block_device_mapping", "rebuild_spawning")
@@ -105,6 +106,8 @@ class EvacuateHost(Remediation):
         return self._conn
 
     def resolve(self, name):
+        if name == DEAD_KEYWORD:
+            return self._first_dead()
         if not name or not HOSTNAME.match(name):
             raise Refused("allowlist", f"{name!r} is not a compute host name")
         if name in (self.settings.get("targets") or {}):
@@ -114,9 +117,30 @@ class EvacuateHost(Remediation):
         raise Refused("allowlist", f"{name!r} is not in remediations.compute-node.targets "
                       "or host_patterns")
 
+    def _first_dead(self):
+        """``dead``: the first allowlisted host the check confirms dead, for triggers
+        that cannot name the host (a cloud-wide Sensu proxy check). Each run takes one
+        host through every guard; the next event takes the next."""
+        from autoremedy.checks import compute_node as cn
+        from autoremedy.cloud import CloudError
+        try:
+            states, _ = cn.survey(self.conn(), self.osconf(), runner=self.runner)
+        except CloudError as exc:
+            raise Refused("precondition", f"cannot list the compute services: {exc}") from None
+        dead = sorted(st.host for st in states if st.verdict in (cn.DEAD, cn.UNREACHABLE_ON)
+                      and (st.instances or not st.service.is_forced_down))
+        for host in dead:
+            try:
+                return self.resolve(host)
+            except Refused:
+                continue
+        raise Refused("precondition", "no allowlisted compute host is confirmed dead"
+                      + (f" (dead but not allowlisted: {', '.join(dead)})" if dead else ""))
+
     @classmethod
     def add_arguments(cls, parser):
-        parser.add_argument("target", help="the dead compute host (allowlisted)")
+        parser.add_argument("target", help="the dead compute host (allowlisted), or 'dead' for the "
+                                           "first allowlisted host the check confirms dead")
 
     # -- state kept across runs ----------------------------------------------------------
     def state_path(self, host):

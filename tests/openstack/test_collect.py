@@ -183,3 +183,11 @@ def test_cli_collect_prints_the_bundle_and_its_size(incident, run_cli, tmp_path)
     assert os.path.isdir(result["path"]) and result["effort"]["services"] == 5
     text = run_cli("collect", "--config", incident, "--at", "2026-13-45", "--window", "15m")
     assert text.returncode == 2 and text.stderr.startswith("autoremedy: cannot read time") and "Traceback" not in text.stderr
+
+
+def test_for_event_takes_the_event_time_in_any_form(incident):
+    config = Config.load(incident)
+    by_epoch = collect.for_event(config, "cmp1", "compute-node", T0)
+    by_text = collect.for_event(config, "cmp1", "compute-node", str(int(T0)))
+    assert by_epoch["effort"] == by_text["effort"] and by_epoch["path"] != by_text["path"]
+    assert by_epoch["summary"].startswith(by_epoch["path"] + ": 3 service(s)")

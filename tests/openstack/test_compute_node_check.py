@@ -1,4 +1,5 @@
 """`autoremedy check compute-node` against the fake cloud, ping/IPMI fakes and the Sensu API double."""
+import json
 import socket
 
 import pytest
@@ -141,3 +142,10 @@ def test_cli_nagios_output_and_exit_code(cloud, computes, os_config, run_cli, en
     zbx = run_cli("check", "compute-node", "--config", os_config(), "--format", "zabbix", "--field", "dead",
                   env=env_for)
     assert zbx.returncode == 0 and zbx.stdout.strip() == "1"
+
+
+def test_zabbix_discovery_lists_the_computes(cloud, computes, os_config, run_cli, env_for):
+    computes(3)
+    ran = run_cli("check", "compute-node", "--config", os_config(), "--discover", env=env_for)
+    assert ran.returncode == 0
+    assert [row["{#OS.COMPUTE}"] for row in json.loads(ran.stdout)] == ["cmp1", "cmp2", "cmp3"]

@@ -268,3 +268,15 @@ def test_no_credentials_is_a_one_line_refusal(make_config):
         os.environ.update(saved)
     assert outcome.status in ("refused", "failed") and outcome.escalate
     assert "cannot build the connection" in outcome.reason and "\n" not in outcome.reason
+
+
+def test_the_dead_keyword_takes_the_first_allowlisted_dead_host(cloud, computes, os_config):
+    computes(8, dead=["cmp2", "cmp5"])
+    two = cloud.add_server("cmp2")
+    five = cloud.add_server("cmp5")
+    path = os_config({"remediations": {"compute-node": {"host_patterns": ["cmp5", "cmp6"]}}})
+    outcome = evacuate(path, "dead")
+    assert outcome.status == "remediated", outcome.to_dict()
+    assert cloud.servers[five]["host"] != "cmp5" and cloud.servers[two]["host"] == "cmp2"
+    again = evacuate(path, "dead", event_id="next")
+    assert again.status == "refused" and "dead but not allowlisted: cmp2" in again.reason
