@@ -105,7 +105,11 @@ def parse_table(text):
 
 
 def domain_uuid(virsh, name, runner):
-    done = runner(virsh + ["domuuid", name], timeout=10)
+    from autoremedy import execute
+    try:
+        done = runner(virsh + ["domuuid", name], timeout=10)
+    except execute.CommandError as exc:
+        raise CheckError(f"cannot ask libvirt: {exc}") from None
     text = done.stdout.strip() if done.returncode == 0 else ""
     return text if UUID.match(text) else None
 
@@ -126,8 +130,20 @@ def _age(stamp, now):
     return now - when.timestamp()
 
 
+def _unless_absent(read, notes, note):
+    """``read()``, or [] and a note when the service is not in the catalog (a cloud
+    without Cinder is not an UNKNOWN)."""
+    from keystoneauth1 import exceptions as ksexc
+    from openstack import exceptions as sdkexc
+    try:
+        return read()
+    except (ksexc.EndpointNotFound, sdkexc.ServiceDisabledException):
+        notes.append(note)
+        return []
+
+
 def survey(conn, conf, runner, network=True, volumes=True, now=None):
-    """All findings for ``conf['host']``."""
+    """(findings, Nova's servers of the host, notes) for ``conf['host']``."""
     from autoremedy.checks.compute_node import instances_on
     from autoremedy.cloud import guarded
     now = time.time() if now is None else now
@@ -149,11 +165,16 @@ def survey(conn, conf, runner, network=True, volumes=True, now=None):
         if uuid in by_id:
             continue
         found.append(_stranger(conn, uuid, dom, host))
+    notes = []
     if network:
-        found.extend(_network(conn, host, servers))
+        with guarded("listing network agents and DOWN ports"):
+            found.extend(_unless_absent(lambda: _network(conn, host, servers), notes,
+                                        "no network service in the catalog: agents and ports not checked"))
     if volumes:
         with guarded("listing detaching volumes"):
-            stuck = list(conn.block_storage.volumes(details=True, all_projects=True, status="detaching"))
+            stuck = _unless_absent(
+                lambda: list(conn.block_storage.volumes(details=True, all_projects=True, status="detaching")),
+                notes, "no block-storage service in the catalog: volumes not checked")
         for vol in stuck:
             mine = [a for a in (vol.attachments or []) if a.get("server_id") in by_id
                     or a.get("host_name") == host]
@@ -164,7 +185,7 @@ def survey(conn, conf, runner, network=True, volumes=True, now=None):
                                      f"{_for(age)}: a status reset while the backend still exports it "
                                      "lets a second VM attach it (force-detach is a human decision)",
                                      evidence={"attachments": mine}))
-    return found, servers
+    return found, servers, notes
 
 
 def _for(age):
@@ -230,10 +251,8 @@ def _stranger(conn, uuid, dom, host):
 
 
 def _network(conn, host, servers):
-    from autoremedy.cloud import guarded
     out = []
-    with guarded("listing network agents"):
-        agents = list(conn.network.agents(host=host))
+    agents = list(conn.network.agents(host=host))
     for agent in agents:
         if agent.is_alive is False and agent.is_admin_state_up is not False:
             out.append(Finding("dead-agent", AUTO, agent.id,
@@ -241,8 +260,7 @@ def _network(conn, host, servers):
                                f"(last heartbeat {agent.last_heartbeat_at})", "restart-agent",
                                {"binary": agent.binary}))
     active = {s.id for s in servers if s.vm_state == "active"}
-    with guarded("listing DOWN ports"):
-        ports = list(conn.network.ports(status="DOWN", **{"binding:host_id": host}))
+    ports = list(conn.network.ports(status="DOWN", **{"binding:host_id": host}))
     for port in ports:
         if port.device_id in active and (port.device_owner or "").startswith("compute:"):
             out.append(Finding("port-down", ESCALATE, port.id,
@@ -266,14 +284,14 @@ def check(args, runner=None, conn=None):
         if args.stuck_after:
             conf["stuck_after"] = units.duration(args.stuck_after)
         conn = conn or connect(config)
-        found, servers = survey(conn, conf, runner or execute.run, network=not args.no_network,
-                                volumes=not args.no_volumes)
+        found, servers, notes = survey(conn, conf, runner or execute.run, network=not args.no_network,
+                                       volumes=not args.no_volumes)
     except (ConfigError, CloudError, ValueError) as exc:
         raise CheckError(str(exc)) from None
-    return judge(found, servers, conf["host"], args)
+    return judge(found, servers, conf["host"], args, notes)
 
 
-def judge(found, servers, host, args):
+def judge(found, servers, host, args, notes=()):
     auto = [f for f in found if f.severity == AUTO]
     human = [f for f in found if f.severity == ESCALATE]
     metrics = [Metric("escalate", len(human), "", None, args.critical, min=0),
@@ -287,6 +305,6 @@ def judge(found, servers, host, args):
     else:
         summary = "; ".join(f.detail + (f" (auto: {f.action})" if f.severity == AUTO else " (escalate)")
                             for f in human + auto)
-    details = [f"{f.severity}: {f.kind}: {f.detail}" for f in human + auto]
+    details = [f"{f.severity}: {f.kind}: {f.detail}" for f in human + auto] + list(notes)
     data = {"host": host, "findings": [f.to_dict() for f in found]}
     return Result(NAME, summary, metrics=metrics, details=details, data=data)

@@ -308,7 +308,12 @@ class EvacuateHost(Remediation):
             for s in servers:
                 originals.setdefault(s.id, s.vm_state if s.task_state not in REBUILDING else "active")
             originals = dict(originals)
-        placer = Placer(self.conn(), reserved) if reserved else None
+        from autoremedy.cloud import CloudError, guarded
+        try:
+            with guarded("reading the reserved hosts' room"):
+                placer = Placer(self.conn(), reserved) if reserved else None
+        except CloudError as exc:
+            raise RemediationError(str(exc)) from None
         watch = HostWatch(self, host)
         watch.start()
         try:

@@ -98,7 +98,7 @@ class Reconcile(Remediation):
         return survey(self.conn(), self.conf(host), self.runner)
 
     def plan(self, host):
-        found, _ = self.findings(host)
+        found, _, _ = self.findings(host)
         allowed = set(self.settings.get("actions") or ACTIONS)
         conf = self.conf(host)
         steps, restarts = [], set()
@@ -155,17 +155,17 @@ class Reconcile(Remediation):
     def verify(self, host):
         from autoremedy.checks.openstack_consistency import judge
         from autoremedy.ranges import Range
-        found, servers = self.findings(host)
+        found, servers, notes = self.findings(host)
 
         class Args:
             warning = critical = Range.parse("0")
-        result = judge(found, servers, host, Args)
+        result = judge(found, servers, host, Args, notes)
         # Nova's own bookkeeping lags: a stop lands asynchronously. Ask again briefly.
         deadline = time.monotonic() + float(self.settings.get("verify_timeout") or 30.0)
         while result.status is Status.WARNING and time.monotonic() < deadline:
             time.sleep(1.0)
-            found, servers = self.findings(host)
-            result = judge(found, servers, host, Args)
+            found, servers, notes = self.findings(host)
+            result = judge(found, servers, host, Args, notes)
         return result
 
 

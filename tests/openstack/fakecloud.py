@@ -74,6 +74,7 @@ class Cloud:
         self.in_flight = self.max_in_flight = 0
         self.evacuations_in_flight = self.max_evacuations_in_flight = 0
         self.port = None
+        self.catalog = ("compute", "network", "block-storage")   # drop one to fake a smaller cloud
 
     # -- building ------------------------------------------------------------------
     def add_compute(self, host, alive=True, enabled=True, vcpus=64, memory_mb=262144):
@@ -387,6 +388,8 @@ class Handler(BaseHTTPRequestHandler):
         for kind, name, url in (("compute", "nova", f"{base}/compute/v2.1"),
                                 ("network", "neutron", f"{base}/network"),
                                 ("block-storage", "cinder", f"{base}/volume/v3/{PROJECT}")):
+            if kind not in self.cloud.catalog:
+                continue
             catalog.append({"type": kind, "name": name, "id": name, "endpoints": [
                 {"interface": iface, "url": url, "region": "RegionOne", "region_id": "RegionOne",
                  "id": f"{name}-{iface}"} for iface in ("public", "internal", "admin")]})

@@ -165,3 +165,13 @@ def test_cli_check_runs_virsh_through_the_boundary(cloud, node, os_config, fakeb
     assert ran.stdout.startswith("OPENSTACK-CONSISTENCY WARNING: ")
     assert "ACTIVE in Nova but shut off here (auto: stop)" in ran.stdout
     assert os.path.exists(os.path.join(fakebin.dir, "calls.log"))
+
+
+def test_a_cloud_without_cinder_or_neutron_is_checked_for_the_rest(cloud, node, os_config, fakebin):
+    cloud.catalog = ("compute",)
+    off = cloud.add_server("cmp1", updated=RECENT)
+    fakebin.domains([dom(cloud, node, "running"), dom(cloud, off, "shut off")])
+    result = check(consistency_config(os_config))
+    assert result.status is Status.WARNING, result
+    assert "no block-storage service in the catalog: volumes not checked" in result.details
+    assert "no network service in the catalog: agents and ports not checked" in result.details
