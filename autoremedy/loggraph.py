@@ -16,7 +16,8 @@ Each line is scanned for the identifiers OpenStack services print:
 The graph has services, hosts, requests and resources as nodes; an edge joins
 a service to every id its lines mention, and a request to the resources on its
 lines, each with a count and the first/last time. An id mentioned by two or
-more services is a *link*: that is where an incident crosses services.
+more services is a *link*: that is where an incident crosses services, and
+``service_links`` are the service-to-service edges those shared ids make.
 """
 import re
 
@@ -136,6 +137,22 @@ class Graph:
         shared = [n for n in self.nodes.values() if len(n["services"]) >= 2]
         return sorted(shared, key=lambda n: (-len(n["services"]), -n["errors"], -n["count"], n["id"]))
 
+    def service_links(self):
+        """Service-to-service edges: the ids two services share, with the first and last
+        time either of them mentioned one (the "link the lines" view of the graph)."""
+        pairs = {}
+        for node in self.links():
+            names = sorted(node["services"])
+            for i, a in enumerate(names):
+                for b in names[i + 1:]:
+                    ea, eb = self.edges[(f"service:{a}", node["id"])], self.edges[(f"service:{b}", node["id"])]
+                    link = pairs.setdefault((a, b), {"source": f"service:{a}", "target": f"service:{b}",
+                                                     "via": [], "first": ea["first"], "last": ea["last"]})
+                    link["via"].append(node["id"])
+                    link["first"] = min(link["first"], ea["first"], eb["first"])
+                    link["last"] = max(link["last"], ea["last"], eb["last"])
+        return [pairs[k] for k in sorted(pairs)]
+
     def to_dict(self, iso):
         nodes = []
         for n in sorted(self.nodes.values(), key=lambda n: (n["kind"], n["id"])):
@@ -143,7 +160,8 @@ class Graph:
             nodes.append(out)
         edges = [dict(e, first=iso(e["first"]), last=iso(e["last"]))
                  for e in sorted(self.edges.values(), key=lambda e: (e["source"], e["target"]))]
-        return {"nodes": nodes, "edges": edges}
+        links = [dict(l, first=iso(l["first"]), last=iso(l["last"])) for l in self.service_links()]
+        return {"nodes": nodes, "edges": edges, "service_links": links}
 
 
 def _label(ident, kind):
@@ -192,6 +210,9 @@ def to_dot(graph, title, max_ids=60):
         if a in shown and b in shown:
             color = " color=red" if e["errors"] else ""
             lines.append(f"  {_q(a)} -> {_q(b)} [label={_q(e['count'])}{color}];")
+    for link in graph.service_links():
+        lines.append(f"  {_q(link['source'])} -> {_q(link['target'])} [dir=none style=dashed color=blue "
+                     f"constraint=false label={_q(str(len(link['via'])) + ' shared')}];")
     hidden = len(ids) - len(shown & {n['id'] for n in ids})
     if hidden:
         lines.append(f"  note [shape=note label={_q(f'{hidden} more ids in graph.json')}];")

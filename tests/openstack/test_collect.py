@@ -65,6 +65,11 @@ def test_bundle_links_the_services_and_sizes_the_problem(incident):
     edge = [e for e in graph["edges"] if e["source"] == oslogs.GLOBAL_REQ and
             e["target"] == oslogs.INSTANCE][0]
     assert edge["count"] == 9 and edge["first"] < edge["last"]
+    pairs = {(l["source"], l["target"]): l for l in graph["service_links"]}
+    agent_rabbit = pairs[("service:neutron-openvswitch-agent", "service:rabbitmq")]
+    assert agent_rabbit["via"] == ["amqp:54321"] and agent_rabbit["first"] <= agent_rabbit["last"]
+    assert sorted(pairs[("service:neutron-server", "service:nova-compute")]["via"]) == sorted(
+        [oslogs.GLOBAL_REQ, oslogs.INSTANCE, oslogs.PORT])
     with open(os.path.join(path, "summary.txt")) as handle:
         text = handle.read()
     assert "Ids shared across services" in text and "First error lines" in text
