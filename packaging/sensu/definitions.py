@@ -21,7 +21,7 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ASSET = "autoremedy"
-HANDLER = "autoremedy-st2"
+HANDLER = "autoremedy"
 FILTER = "autoremedy-occurrences"
 INTERVAL = 60
 
@@ -44,13 +44,20 @@ CHECKS = [
      ["autoremedy"], [], None, None),
     ("autoremedy-disk-var", "disk", "-p /var", None, ["autoremedy"], ["warning", "critical"], None, "/var"),
     ("autoremedy-rabbitmq-node", "rabbitmq-node", "", None, ["rabbitmq"], ["critical"], None, None),
+    # Node side of the OpenStack drift check; its target is this node's Nova host
+    # name, which the handler's routes supply (hooks get no entity tokens).
     ("autoremedy-openstack-consistency", "openstack-consistency", "", None, ["compute"],
      ["warning", "critical"], None, None),
+    # Galera from one of its nodes (local socket); the target is the cluster's key
+    # in remediations.galera.targets.
+    ("autoremedy-galera", "galera", "--expected-size 3", None, ["galera"], ["critical"], None, "openstack-db"),
     ("autoremedy-spool", "spool", "", None, ["autoremedy"], [], None, None),
     ("autoremedy-rabbitmq-queues", "rabbitmq-queues", "", None, ["autoremedy-central"], [], "rabbitmq", None),
-    ("autoremedy-mysql-replication", "mysql-replication", "", None, ["autoremedy-central"], [], "mysql", None),
-    ("autoremedy-galera", "galera", "", None, ["autoremedy-central"], [], "galera", None),
-    ("autoremedy-compute-node", "compute-node", "", None, ["autoremedy-central"], [], "openstack", None),
+    # One check per replica (mysql.servers name = remediations.mysql-replication target).
+    ("autoremedy-mysql-replication", "mysql-replication", "--server db-replica-1", None, ["autoremedy-central"],
+     [], "db-replica-1", "db-replica-1"),
+    # Target "dead": the first allowlisted compute host the check confirms dead.
+    ("autoremedy-compute-node", "compute-node", "", None, ["autoremedy-central"], [], "openstack", "dead"),
 ]
 
 # First occurrence, then every 60th (an hour at a 60 s interval), and every

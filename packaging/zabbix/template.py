@@ -33,10 +33,13 @@ NODE = {                     # key, class, severity, description
 }
 EXTERNAL = {
     "autoremedy_check[rabbitmq-queues]": ("rabbitmq-queues", "HIGH", "RabbitMQ queues: depth, consumers, growth (one management API request)"),
-    "autoremedy_check[mysql-replication]": ("mysql-replication", "HIGH", "MySQL/MariaDB replication threads, errors and lag"),
-    "autoremedy_check[galera]": ("galera", "DISASTER", "Galera cluster status, local state and size"),
+    "autoremedy_check[mysql-replication,--server,{$AR.MYSQL.SERVER}]": ("mysql-replication", "HIGH", "MySQL/MariaDB replication threads, errors and lag of the replica {$AR.MYSQL.SERVER} (mysql.servers)"),
+    "autoremedy_check[galera,--server,{$AR.GALERA.SERVER},--expected-size,{$AR.GALERA.SIZE}]": ("galera", "DISASTER", "Galera cluster status, local state and size, seen from {$AR.GALERA.SERVER}"),
     "autoremedy_check[compute-node]": ("compute-node", "DISASTER", "nova-compute services down and their hosts unreachable"),
 }
+# The remediation target of a class's problems (tag autoremedy_target), where the
+# host's macros or the class itself name it: the StackStorm rules pass it on.
+TARGETS = {"mysql-replication": "{$AR.MYSQL.SERVER}", "galera": "{$AR.GALERA.CLUSTER}", "compute-node": "dead"}
 
 
 def uid(*parts):
@@ -101,6 +104,8 @@ def nodata_trigger(key, what):
 
 def class_items(key, cls, critical, description, kind, delay):
     tag = [{"tag": "autoremedy_class", "value": cls}]
+    if cls in TARGETS:
+        tag.append({"tag": "autoremedy_target", "value": TARGETS[cls]})
     m = master(key, f"autoremedy {cls}: result", kind, delay, description, tag)
     status_key = f"autoremedy.status[{cls}]"
     s = status_item(key, status_key, f"autoremedy {cls}: status", cls)
@@ -219,6 +224,12 @@ def template():
             {"macro": "{$AR.NODATA}", "value": "10m", "description": "no batch result for this long is a problem"},
             {"macro": "{$AR.DISK.PUSED.WARN}", "value": "85", "description": "used % WARNING (context: mount)"},
             {"macro": "{$AR.DISK.PUSED.CRIT}", "value": "95", "description": "used % CRITICAL (context: mount)"},
+            {"macro": "{$AR.MYSQL.SERVER}", "value": "db-replica-1",
+             "description": "the replica to check: a mysql.servers name (also its remediation target)"},
+            {"macro": "{$AR.GALERA.SERVER}", "value": "g1", "description": "a Galera node: a mysql.servers name"},
+            {"macro": "{$AR.GALERA.SIZE}", "value": "3", "description": "the nodes the Galera cluster should have"},
+            {"macro": "{$AR.GALERA.CLUSTER}", "value": "openstack-db",
+             "description": "the cluster's key in remediations.galera.targets"},
         ],
         "items": items,
         "discovery_rules": [batch_rule(), process_rule(), disk_rule(), queue_rule()],

@@ -180,7 +180,7 @@ def test_go_resources_are_complete_and_refer_to_each_other():
                 assert command == " ".join(p for p in (f"autoremedy handle hook {cls}",
                                                        f"--target {target}" if target else "", options) if p)
         assert hook["spec"]["runtime_assets"] == ["autoremedy"] and hook["spec"]["stdin"] is False
-    handler = handlers["autoremedy-st2"]["spec"]
+    handler = handlers["autoremedy"]["spec"]
     assert handler["type"] == "pipe" and handler["command"] == "autoremedy handle sensu"
     assert all(f in filters or f in BUILTIN_FILTERS for f in handler["filters"])
     assert "is_incident" in handler["filters"]          # problems and their resolutions
@@ -194,11 +194,12 @@ def test_every_check_class_has_a_sensu_check(check_classes):
     assert set(check_classes) <= covered
     assert {"process", "disk", "rabbitmq-queues", "rabbitmq-node", "mysql-replication", "galera",
             "compute-node", "openstack-consistency", "spool", "batch"} <= covered
-    # Node classes with a remediation get a hook; API-scoped ones are proxy checks.
+    # Node classes with a remediation get a hook; API-scoped ones are proxy checks
+    # (Galera is checked from one of its own nodes).
     hooked = set()
     for check in by_type("CheckConfig").values():
         cls = check["metadata"]["labels"]["autoremedy_class"]
-        if cls in ("rabbitmq-queues", "mysql-replication", "galera", "compute-node"):
+        if cls in ("rabbitmq-queues", "mysql-replication", "compute-node"):
             assert check["spec"]["subscriptions"] == ["autoremedy-central"] and check["spec"]["proxy_entity_name"]
         if check["spec"].get("check_hooks"):
             hooked.add(cls)
@@ -241,7 +242,7 @@ def test_pipe_handler_forwards_a_sensu_go_event_the_pack_routes(unpacked_asset, 
     """`autoremedy handle sensu` (the Handler resource's command) from the asset,
     a failing event of our process check on stdin: StackStorm gets it, and exactly
     the pack's process rule matches it."""
-    handler = by_type("Handler")["autoremedy-st2"]["spec"]
+    handler = by_type("Handler")["autoremedy"]["spec"]
     check = by_type("CheckConfig")["autoremedy-process-nova-compute"]
     event = fixture_event(status=2, state="failing", output="PROCESS CRITICAL: 0 processes\n",
                           metadata={"name": "autoremedy-process-nova-compute", "namespace": "default",
