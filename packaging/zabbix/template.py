@@ -190,7 +190,9 @@ def queue_rule():
     path = "$.data.queues[?(@.vhost == '{#VHOST}' && @.name == '{#QUEUE}')].messages.first()"
     depth = {"uuid": uid("proto", depth_key), "name": "RabbitMQ queue {#VHOST}/{#QUEUE}: messages",
              "type": "DEPENDENT", "key": depth_key, "delay": "0", "history": "31d", "value_type": "UNSIGNED",
-             "preprocessing": [{"type": "JSONPATH", "parameters": [path]}],
+             # A queue the check did not list this time (filtered, or gone): no value
+             # rather than an unsupported item.
+             "preprocessing": [{"type": "JSONPATH", "parameters": [path], "error_handler": "DISCARD_VALUE"}],
              "master_item": {"key": "autoremedy_check[rabbitmq-queues]"},
              "tags": [{"tag": "component", "value": "autoremedy"},
                       {"tag": "autoremedy_class", "value": "rabbitmq-queues"}]}
