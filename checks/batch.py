@@ -227,9 +227,12 @@ def sensu_event(name, cls, result, handlers, ttl):
 
 def post_events(url, events, timeout=2.0):
     """POST each event over one keep-alive connection; [(name, reason)] of those
-    the agent did not accept (anything but 2xx, or no connection at all)."""
+    the agent did not accept (anything but 2xx, or no connection at all). An agent
+    that refuses or does not answer fails the rest at once: N events must not
+    wait N timeouts inside a check that has a time budget."""
     import http.client
     import json
+    import socket
     from urllib.parse import urlsplit
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -238,12 +241,16 @@ def post_events(url, events, timeout=2.0):
     conn = cls(parts.hostname, parts.port, timeout=timeout)
     failures = []
     try:
-        for name, event in events:
+        for i, (name, event) in enumerate(events):
             try:
                 conn.request("POST", parts.path or "/events", body=json.dumps(event),
                              headers={"Content-Type": "application/json"})
                 response = conn.getresponse()
                 text = response.read(300).decode("utf-8", "replace").strip()
+            except (ConnectionRefusedError, socket.timeout) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                failures += [(n, reason) for n, _ in events[i:]]
+                break
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()  # a broken keep-alive connection: the next request reconnects
                 failures.append((name, f"{type(exc).__name__}: {exc}"))

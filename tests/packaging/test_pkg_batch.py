@@ -125,6 +125,20 @@ def test_sensu_mode_without_an_agent_is_unknown_with_every_result_printed(run_cl
     assert "DEAD CRITICAL" in ran.stdout and "Traceback" not in ran.stdout + ran.stderr
 
 
+def test_sensu_mode_with_an_agent_that_never_answers_waits_one_timeout_not_n(run_cli, batch_config):
+    import socket
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(16)            # connections queue in the kernel; nobody answers
+        port = blackhole.getsockname()[1]
+        started = time.monotonic()
+        ran = run_cli("check", "batch", "--config", batch_config(), "--sensu",
+                      "--agent-api", f"http://127.0.0.1:{port}/events")
+        took = time.monotonic() - started
+    assert ran.returncode == 3 and "3 of 3 result(s) not posted" in ran.stdout, ran
+    assert took < 4.5, took             # one 2 s read timeout, not three
+
+
 def test_a_hung_check_uses_up_only_its_share_of_the_budget(run_cli, make_config, tmp_path):
     fifo = tmp_path / "daemon.pid"
     os.mkfifo(fifo)        # opening it blocks forever: a check stuck on a hung NFS mount
