@@ -259,10 +259,11 @@ def test_pipe_handler_forwards_a_sensu_go_event_the_pack_routes(unpacked_asset, 
 
 @needs_handler("hook")
 def test_hook_definitions_run_from_the_asset(unpacked_asset, tmp_path):
-    """The disk hook exactly as defined (`autoremedy handle hook disk --target /var
-    -p /var`) run by `sh` from the asset: it re-runs the check on the node and
-    forwards the result in a body the pack's rules can route."""
-    hook = by_type("HookConfig")["autoremedy-disk-var-hook"]["spec"]["command"]
+    """The disk hook as defined (`autoremedy handle hook disk --target /var -p /var`),
+    made to fail with `-c 0` (any use is CRITICAL), run by `sh` from the asset: it
+    re-runs the check on the node and forwards the failure in a body the pack's
+    disk rule routes. (A passing check is not forwarded: nothing to do.)"""
+    hook = by_type("HookConfig")["autoremedy-disk-var-hook"]["spec"]["command"] + " -c 0"
     with st2_double("ci-key", tmp_path / "record.jsonl", ROOT) as st2:
         env = {"AUTOREMEDY_ST2_URL": st2.url, "AUTOREMEDY_ST2_API_KEY": "ci-key",
                "AUTOREMEDY_STATE_DIR": str(tmp_path / "state")}
@@ -270,7 +271,8 @@ def test_hook_definitions_run_from_the_asset(unpacked_asset, tmp_path):
         assert proc.returncode == 0, proc
         bodies = [a["body"] for a in st2.accepted()]
     assert bodies, proc
-    labels = bodies[0]["event"]["labels"]
-    assert labels.get("autoremedy_class") == "disk" and labels.get("autoremedy_target") == "/var", labels
-    expected = {0: ["resolved.yaml"], 1: ["disk.yaml"], 2: ["disk.yaml"], 3: ["cannot_check.yaml"]}
-    assert matching_rules(bodies[0]) == expected[bodies[0]["event"]["status"]]
+    event = bodies[0]["event"]
+    assert event["status"] == 2 and event["source"] == "hook"
+    assert event["labels"].get("autoremedy_class") == "disk", event["labels"]
+    assert event["labels"].get("autoremedy_target") == "/var", event["labels"]
+    assert matching_rules(bodies[0]) == ["disk.yaml"]
