@@ -15,7 +15,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from pkgenv import AUTOREMEDY, SCRIPTS, classes, need  # noqa: E402
+from pkgenv import AUTOREMEDY, ROOT, SCRIPTS, classes, need  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -74,9 +74,15 @@ def build(script, out, **env):
 
 @pytest.fixture(scope="session")
 def deb_file(artefacts):
+    """`make deb OUT=...` into a directory that already holds a file: the build
+    must leave it alone (dh's clean once ran the project's `make clean` with OUT)."""
     need("dpkg-buildpackage")
     out = artefacts / "deb"
-    build("build-deb.sh", out)
+    out.mkdir()
+    (out / "keep-me").write_text("an operator's file\n")
+    proc = subprocess.run(["make", "-C", ROOT, "deb", f"OUT={out}"], capture_output=True, text=True)
+    assert proc.returncode == 0, f"make deb failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert (out / "keep-me").read_text() == "an operator's file\n"
     debs = sorted(out.glob("autoremedy_*.deb"))
     assert len(debs) == 1, debs
     return debs[0]
