@@ -15,7 +15,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from pkgenv import AUTOREMEDY, ROOT, SCRIPTS, classes, need  # noqa: E402
+from pkgenv import ROOT, SCRIPTS, classes, need  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tarfile
 
-import pytest
 import yaml
 
 from pkgenv import AUTOREMEDY, PACKAGING, ROOT, SCRIPTS

@@ -10,7 +10,6 @@ is under ``base``, which the zabbix user must be able to traverse. Ports:
 import gzip
 import os
 import pwd
-import shutil
 import signal
 import socket
 import subprocess
@@ -260,7 +259,3 @@ def wait_for(probe, timeout, interval=0.5, what="condition"):
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
-
-def which_all(*tools):
-    missing = [t for t in tools if shutil.which(t) is None and not os.path.exists(t)]
-    return missing
