@@ -66,7 +66,7 @@ def run():
         batch = [AUTOREMEDY, "check", "batch", "--format", "zabbix"]
         n = len(subprocess.run(batch[:3] + ["--discover"], capture_output=True, text=True, env=env).stdout
                 .split("{#AR.CHECK}")) - 1
-        result = compare(batch, one, env=env)
+        result = compare(batch, one, env=env, runs=31)
         rows.append(row(f"check batch ({n} checks) vs one check", "batch", "process --watch", result, target=1.5))
         # The figure the operator pays for on a tenant's compute node: CPU time.
         print(f"check batch ({n} checks) vs one check: CPU time ratio {result['cpu_ratio']:.2f}x", flush=True)
