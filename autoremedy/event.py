@@ -400,12 +400,14 @@ def _zabbix_message(message):
     text = message.strip()
     if not text:
         raise MalformedEvent("the alert message is empty: no event")
-    if text.startswith("{"):
+    if text.startswith(("{", "[")):
         try:
             obj = json.loads(text, parse_constant=_no_constants)
         except RecursionError:
             raise MalformedEvent("alert message: JSON nested too deeply") from None
-        except ValueError:
+        except ValueError as exc:
+            if isinstance(exc, MalformedEvent) or text.startswith("["):
+                raise MalformedEvent(f"alert message is not JSON: {exc}") from None
             obj = _lenient_json(text)
         if not isinstance(obj, dict):
             raise MalformedEvent(f"alert message must be a JSON object, got {_kind(obj)}")
