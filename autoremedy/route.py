@@ -169,7 +169,9 @@ def document(entry_data, event_dict, raw, hostname, replayed=False):
 def dispatch(config, event, path, dry_run=False, cls=None, target=None, audit=None):
     """Spool, forward, fall back. Returns a Decision; never raises for expected
     trouble (network, StackStorm, guards, remediation failures)."""
+    from autoremedy.cli import audit_for
     from autoremedy.spool import Spool
+    audit = audit if audit is not None else audit_for(config)
     decision = Decision(event)
     spool = Spool(config.state_dir)
     hostname = config.hostname
@@ -283,14 +285,14 @@ def _fall_back(config, decision, path, dry_run, cls, target, audit, base):
 
 
 def _remediate(config, decision, path, dry_run, cls, target, audit, base):
-    from autoremedy.cli import audit_for, load
+    from autoremedy.cli import load
     from autoremedy.config import ConfigError
     from autoremedy.remediation import Trigger, perform
     from autoremedy.runtime import UsageError
     event = decision.event
     try:
         module = load("remediations", cls)
-        remediation = module.REMEDIATION(config, audit=audit or audit_for(config))
+        remediation = module.REMEDIATION(config, audit=audit)
     except (UsageError, ConfigError) as exc:
         _escalate(config, decision, f"remediation {cls}: {exc}", audit, base, config_error=True)
         return

@@ -14,6 +14,7 @@ TESTS = os.path.dirname(HERE)
 FIXTURES = os.path.join(TESTS, "fixtures")
 DOUBLE_PATH = os.path.join(TESTS, "doubles", "st2.py")
 API_KEY = "test-key-5b1f0c"
+AUTOREMEDY = os.path.join(os.path.dirname(sys.executable), "autoremedy")
 
 
 def load_double():
@@ -79,9 +80,14 @@ class Service:
         self.procs = []
 
     def start(self):
+        before = self.start_count()
         proc = subprocess.Popen(self.argv, start_new_session=True)
         self.procs.append(proc)
         self.wait_running()
+        deadline = time.monotonic() + 10
+        while self.start_count() == before:       # it has written its start line
+            assert time.monotonic() < deadline, "service did not record its start"
+            time.sleep(0.02)
         return proc
 
     def pids(self):
@@ -168,3 +174,13 @@ def audit_records(state_dir, what=None):
     with open(path) as handle:
         records = [json.loads(line) for line in handle if line.strip()]
     return [r for r in records if what is None or r.get("what") == what]
+
+
+def run_bytes(args, data, state_dir, env=None, timeout=60):
+    """The installed command with raw bytes on stdin (and possibly in argv);
+    stdout/stderr stay bytes. No inherited AUTOREMEDY_* settings."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AUTOREMEDY_")}
+    environ["AUTOREMEDY_STATE_DIR"] = str(state_dir)
+    environ.update(env or {})
+    return subprocess.run([AUTOREMEDY, *args], input=data, capture_output=True, env=environ,
+                          timeout=timeout)
