@@ -164,8 +164,14 @@ def test_check_spool_reports_depth_and_age(run_cli, st2, state_dir, make_config)
     assert warn.stdout.startswith("SPOOL WARNING: 2 event(s) waiting (warn >1), oldest ")
     assert "'depth'=2;1;5;0" in warn.stdout and "'deadletter'=0;0;;0" in warn.stdout
     assert "breaker: open: StackStorm unreachable" in warn.stdout
-    crit = run_cli("check", "spool", "--config", config, "--age-critical", "0s")
-    assert crit.returncode == 2 and "(crit >0s)" in crit.stdout
+    # The oldest event has waited two hours (the age is in its file name).
+    oldest = sorted(n for n in os.listdir(state_dir / "spool") if n[0].isdigit())[0]
+    stamp, rest = oldest.split("-", 1)
+    os.rename(state_dir / "spool" / oldest,
+              state_dir / "spool" / f"{int(stamp) - 7200 * 10**9:020d}-{rest}")
+    crit = run_cli("check", "spool", "--config", config)
+    assert crit.returncode == 2 and "oldest 2.0h (crit >1.0h)" in crit.stdout, crit
+    assert run_cli("check", "spool", "--config", config, "--age-critical", "3h").returncode == 1
     zabbix = run_cli("check", "spool", "--config", config, "--format", "zabbix", "--field", "depth")
     assert (zabbix.returncode, zabbix.stdout.strip()) == (0, "2")
 
