@@ -62,9 +62,19 @@ class Replayer:
         self.stopped = None          # why the run ended early: 'unreachable', 'config', 'limit', 'time'
         self.last_error = None
         self._breaker_closed = False
+        self._remove = spool.remove       # run() overlaps removals on a helper thread
 
     def run(self):
+        remover = _Remover(self.spool)
+        try:
+            self._run(remover)
+        finally:
+            remover.close()
+        return self
+
+    def _run(self, remover):
         from autoremedy.spool import CorruptEntry
+        self._remove = remover.put
         seen = set()
         while self.stopped is None:
             names = [n for n in self.spool.names() if n not in seen]
@@ -92,7 +102,6 @@ class Replayer:
                     continue
                 if not self.deliver(entry):
                     break
-        return self
 
     def deliver(self, entry):
         """True when delivered; False when the run must stop (sets ``stopped``)."""
@@ -105,7 +114,7 @@ class Replayer:
         while True:
             delivery = self.client.post(doc, entry.id)
             if delivery.ok:
-                self.spool.remove(entry)
+                self._remove(entry)
                 self.delivered += 1
                 self._closed()
                 self._audit("replay", "ok", event_id=entry.id, source=event.get("source"),
@@ -162,6 +171,34 @@ class Replayer:
                 "claimed": len(self.claimed), "left": left["depth"], "stopped": self.stopped,
                 "last_error": self.last_error, "seconds": round(elapsed, 3),
                 "rate": round(self.delivered / elapsed, 1) if elapsed > 0 else None}
+
+
+class _Remover:
+    """Unlinks delivered entries on a helper thread, overlapping the next POST:
+    an unlink can cost as much as the request (ext4 with online discard). A crash
+    before the queue drains re-delivers those few events once, same trace tag."""
+
+    def __init__(self, spool):
+        import queue
+        import threading
+        self.spool = spool
+        self.queue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._work, daemon=True)
+        self.thread.start()
+
+    def put(self, entry):
+        self.queue.put(entry)
+
+    def _work(self):
+        while True:
+            entry = self.queue.get()
+            if entry is None:
+                return
+            self.spool.remove(entry)
+
+    def close(self):
+        self.queue.put(None)
+        self.thread.join()
 
 
 def _describe(event):
