@@ -59,7 +59,10 @@ def sensu_classic():
 
 SERVICE = """\
 import os, sys, time
-marker, starts = sys.argv[1], sys.argv[2]
+marker, starts, pidfile = sys.argv[1:4]
+with open(pidfile + ".tmp", "w") as handle:
+    handle.write(f"{os.getpid()}\\n")
+os.rename(pidfile + ".tmp", pidfile)
 with open(starts, "a") as handle:       # one line per start: the remediation count
     handle.write(f"{os.getpid()}\\n")
 while True:
@@ -69,14 +72,22 @@ while True:
 
 class Service:
     """A throwaway daemon the process remediation may restart: its command line
-    carries a unique marker; every start appends a line to ``starts``."""
+    carries a unique marker (for the test's own bookkeeping), it writes a pid
+    file (what the check watches), and every start appends a line to ``starts``.
+
+    The check uses --pidfile, not --cmdline: concurrent ``autoremedy handle hook
+    ... --cmdline MARKER`` processes carry the pattern in their own argv and the
+    process check only excludes its own ancestors, so they would count as the
+    service (see docs/handlers.md, "Known limits")."""
 
     def __init__(self, tmp_path):
         self.script = tmp_path / "svc.py"
         self.script.write_text(SERVICE)
         self.marker = f"ar-test-{os.getpid()}-{time.time_ns()}"
         self.starts = tmp_path / "starts.log"
-        self.argv = [sys.executable, str(self.script), self.marker, str(self.starts)]
+        self.pidfile = tmp_path / "svc.pid"
+        self.argv = [sys.executable, str(self.script), self.marker, str(self.starts),
+                     str(self.pidfile)]
         self.procs = []
 
     def start(self):
@@ -130,10 +141,10 @@ class Service:
 
     @property
     def check_args(self):
-        return ["--cmdline", self.marker]
+        return ["--pidfile", str(self.pidfile)]
 
     def target(self, settle="10s"):
-        return {"start": self.argv, "check": {"cmdline": self.marker}, "settle": settle}
+        return {"start": self.argv, "check": {"pidfile": str(self.pidfile)}, "settle": settle}
 
 
 @pytest.fixture

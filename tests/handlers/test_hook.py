@@ -15,7 +15,7 @@ def test_healthy_node_costs_one_check_and_spools_nothing(run_cli, make_config, s
     config = make_config(service_config(service))
     ran = hook(run_cli, config, service, env=st2_env(st2))
     assert ran.returncode == 0, ran
-    assert ran.stdout.startswith("PROCESS OK: 1 process matching cmdline")
+    assert ran.stdout.startswith("PROCESS OK: 1 process matching pidfile")
     assert "process OK on node-under-test: nothing to do" in ran.stdout
     assert spool_entries(state_dir) == [] and st2.requests == []
 
@@ -29,7 +29,7 @@ def test_dead_process_with_stackstorm_down_is_restarted_then_replayed(run_cli, m
     ran = hook(run_cli, config, service, env=st2_env(st2))
     assert ran.returncode == 0, ran
     lines = ran.stdout.splitlines()
-    assert lines[0].startswith("PROCESS CRITICAL: 0 processes matching cmdline")
+    assert lines[0].startswith("PROCESS CRITICAL: 0 processes matching pidfile")
     assert "StackStorm not reached: connection refused" in ran.stdout
     assert "local process svc: remediated: verified OK [verify: OK: 1 process" in ran.stdout
     assert service.pids() and service.start_count() == 2
