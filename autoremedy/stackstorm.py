@@ -51,13 +51,14 @@ class Delivery:
         return self.outcome == DELIVERED
 
     def line(self):
+        """'HTTP 202, request 9f..., 12 ms' (+ ': reason')."""
         code = f"HTTP {self.code}" if self.code else "no answer"
         rid = f", request {self.request_id}" if self.request_id else ""
-        text = f"{self.outcome} ({code}{rid}, {self.elapsed * 1000:.0f} ms)"
+        text = f"{code}{rid}, {self.elapsed * 1000:.0f} ms"
         return f"{text}: {self.reason}" if self.reason else text
 
     def __repr__(self):
-        return f"Delivery({self.line()})"
+        return f"Delivery({self.outcome}: {self.line()})"
 
 
 class SettingsError(ValueError):

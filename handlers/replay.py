@@ -268,7 +268,7 @@ def main(argv):
 
 def _summary_line(s):
     text = f"{s['delivered']} delivered in {s['seconds']:.1f}s"
-    if s["delivered"] and s["rate"]:
+    if s["delivered"] >= 20 and s["rate"]:
         text += f" ({s['rate']:.0f}/s)"
     if s["retries"]:
         text += f", {s['retries']} retries"

@@ -1,7 +1,7 @@
 """``autoremedy handle sensu``: Sensu Go or Sensu Classic pipe handler.
 
     $ autoremedy handle sensu < event.json
-    autoremedy: sensu-go web-01/proc-nova-compute CRITICAL (id 3c3e68f6-...): delivered to StackStorm (delivered (HTTP 202, request 9f..., 8 ms))
+    autoremedy: sensu-go web-01/proc-nova-compute CRITICAL (id 3c3e68f6-...): delivered to StackStorm (HTTP 202, request 9f..., 8 ms)
 
 The event JSON arrives on stdin (reference/sensu.md §1, §2); the flavour is told
 apart by its shape (``entity`` = Go, ``client`` = Classic). Sensu handlers run on

@@ -42,7 +42,9 @@ Import it (``St2Double(api_key=..., hooks=[...]).start()``; ``.url``,
     python tests/doubles/st2.py --port 0 --api-key K --hook autoremedy --record FILE
 
 which prints the port on the first line of stdout and serves until SIGTERM or
-SIGINT. ``--down-for S`` starts down and comes up after S seconds.
+SIGINT. ``--down-for S`` starts down and comes up after S seconds; ``--mode down``
+keeps the port reserved (connection refused) until SIGUSR1 brings it up (SIGUSR2
+takes it down again), which is how ``scripts/demo.py`` drives it.
 """
 import argparse
 import json
@@ -447,6 +449,11 @@ def main(argv=None):
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: done.set())
     signal.signal(signal.SIGINT, lambda *a: done.set())
+    # Mode switches run off the signal handler (they join the serving thread).
+    up_mode = "up" if args.mode == "down" else args.mode
+    switch = lambda mode: threading.Thread(target=double.set_mode, args=(mode,)).start()  # noqa: E731
+    signal.signal(signal.SIGUSR1, lambda *a: switch(up_mode))
+    signal.signal(signal.SIGUSR2, lambda *a: switch("down"))
     double.start()
     print(double.port, flush=True)
     sys.stderr.write(f"st2 double: {double.url}/api/v1/webhooks/ mode {double.mode}\n")

@@ -12,7 +12,7 @@ def test_sensu_go_fixture_is_delivered(run_cli, st2, state_dir):
     ran = run_cli("handle", "sensu", input=fixture_text("sensu", "sensu-go-event.json"),
                   env=st2_env(st2))
     assert ran.returncode == 0, ran
-    assert "delivered to StackStorm (delivered (HTTP 202" in ran.stdout
+    assert "delivered to StackStorm (HTTP 202, request " in ran.stdout
     assert ran.stderr == ""
     [request] = st2.accepted()
     assert request["trace_tag"] == "3c3e68f6-6db7-40d3-9b84-4d61817ae559"
