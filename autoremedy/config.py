@@ -117,6 +117,8 @@ _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float:
 
 
 def _type_name(node):
+    if node == Number:
+        return "a number"
     if isinstance(node, tuple):
         return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in node)
     return _TYPE_NAMES.get(node, getattr(node, "__name__", str(node)))
