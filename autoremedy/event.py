@@ -278,9 +278,26 @@ def _sensu_go(obj):
         namespace=_get(obj, "metadata.namespace", str) or _get(obj, "entity.metadata.namespace", str),
         extra={k: v for k, v in (("entity_class", _get(obj, "entity.entity_class", str)),
                                  ("proxy_entity_name", _get(obj, "check.proxy_entity_name", str)),
-                                 ("occurrences_watermark", _get(obj, "check.occurrences_watermark", int)))
+                                 ("occurrences_watermark", _get(obj, "check.occurrences_watermark", int)),
+                                 ("hooks", _hooks(_get(obj, "check.hooks", list))))
                if v},
         raw=obj)
+
+
+def _hooks(items):
+    """Check-hook results the agent ran on the node before the event was made
+    (reference/sensu.md §5): how the backend learns what the node hook did."""
+    out = []
+    for item in items or []:
+        if not isinstance(item, dict):
+            continue
+        meta = item.get("metadata") if isinstance(item.get("metadata"), dict) else {}
+        status = item.get("status")
+        out.append({"name": str(meta.get("name", ""))[:MAX_NAME],
+                    "command": str(item.get("command", ""))[:1024],
+                    "status": status if isinstance(status, int) and not isinstance(status, bool) else None,
+                    "output": str(item.get("output", ""))[:2048]})
+    return out[:16]
 
 
 def _incident_start(status, history, last_ok, executed):
@@ -294,6 +311,24 @@ def _incident_start(status, history, last_ok, executed):
     if start is None and status != 0:
         start = last_ok
     return start if start is not None else executed
+
+
+# Sensu Core 1.x check attributes (archived/sensu-core/1.8/reference/checks.md,
+# events.md); anything else in ``check`` is a custom attribute, the Classic
+# counterpart of a Sensu Go label (reference/sensu.md §3).
+CLASSIC_CHECK_KEYS = frozenset("""
+    name type command status output history issued executed subscribers interval handler
+    handlers source total_state_change thresholds standalone publish occurrences refresh
+    dependencies ttl ttl_status timeout low_flap_threshold high_flap_threshold aggregate
+    aggregates subdue hooks proxy_requests extension duration auto_resolve force_resolve
+    handle cron stdin contacts origin labels silenced silenced_by last_ok
+""".split())
+
+
+def _custom(section, known):
+    """Scalar custom attributes of a Classic check, as labels."""
+    return {k: v for k, v in section.items()
+            if k not in known and isinstance(v, (str, int, float)) and not isinstance(v, bool)}
 
 
 def _sensu_classic(obj):
@@ -318,7 +353,8 @@ def _sensu_classic(obj):
         started=_get(obj, "last_ok", (int, float)) or executed,
         timestamp=_get(obj, "timestamp", (int, float)) or executed,
         labels=_labels(("client.labels", _get(obj, "client.labels")),
-                       ("check.labels", _get(obj, "check.labels"))),
+                       ("check.labels", _get(obj, "check.labels")),
+                       ("custom check attributes", _custom(obj["check"], CLASSIC_CHECK_KEYS))),
         extra={k: v for k, v in (("address", _get(obj, "client.address", str)),
                                  ("source", _get(obj, "check.source", str)))
                if v},
@@ -334,6 +370,7 @@ def _sensu_classic(obj):
 ZABBIX_KEYS = {   # accepted spellings (lower-cased) -> our name
     "event_id": "event_id", "eventid": "event_id", "event.id": "event_id",
     "recovery_id": "recovery_id", "event.recovery.id": "recovery_id", "recoveryid": "recovery_id",
+    "recovery_event_id": "recovery_id", "recoveryeventid": "recovery_id",
     "event_value": "event_value", "value": "event_value", "event.value": "event_value",
     "event_status": "event_status", "status": "event_status", "event.status": "event_status",
     "severity": "severity", "nseverity": "severity", "event.nseverity": "severity",
@@ -342,11 +379,13 @@ ZABBIX_KEYS = {   # accepted spellings (lower-cased) -> our name
     "trigger": "trigger", "trigger_name": "trigger", "trigger.name": "trigger",
     "event_name": "trigger", "event.name": "trigger", "name": "trigger",
     "trigger_id": "trigger_id", "trigger.id": "trigger_id", "triggerid": "trigger_id",
-    "item_key": "item_key", "item.key": "item_key",
+    "item_key": "item_key", "item.key": "item_key", "item.key1": "item_key", "itemkey": "item_key",
     "item_value": "item_value", "item.lastvalue": "item_value", "item.value": "item_value",
+    "item.value1": "item_value", "itemvalue": "item_value",
+    "eventvalue": "event_value", "eventtags": "tags", "triggername": "trigger",
     "opdata": "opdata", "event.opdata": "opdata", "operational_data": "opdata",
-    "clock": "clock", "event_date": "date", "event.date": "date", "event_time": "time",
-    "event.time": "time",
+    "clock": "clock", "event_date": "date", "event.date": "date", "date": "date",
+    "event_time": "time", "event.time": "time", "time": "time",
     "update_action": "update_action", "event.update.action": "update_action",
     "tags": "tags", "event.tags": "tags", "event.tagsjson": "tags", "tagsjson": "tags",
     "message": "message", "subject": "subject", "to": "sendto", "sendto": "sendto",
@@ -462,10 +501,17 @@ def _zabbix_event(fields, raw):
     resolved = _zabbix_resolved(fields)
     severity = _zabbix_severity(fields.get("severity"))
     updating = bool(str(fields.get("update_action") or "").strip())
+    labels = _zabbix_tags(fields.get("tags"))
     if resolved:
         status, action = Status.OK, RESOLVE
     else:
-        status = Status.CRITICAL if (severity is None or severity >= 3) else Status.WARNING
+        # Triggers of the autoremedy template carry the check's own verdict in the
+        # autoremedy_status tag; any other trigger is judged by its severity.
+        verdict = str(labels.get("autoremedy_status", "")).strip()
+        if verdict in ("1", "2", "3"):
+            status = Status.coerce(int(verdict))
+        else:
+            status = Status.CRITICAL if (severity is None or severity >= 3) else Status.WARNING
         action = UPDATE if updating else PROBLEM
     check = fields.get("trigger") or fields.get("subject") or fields.get("item_key")
     if not isinstance(check, str) or not check.strip():
@@ -485,7 +531,7 @@ def _zabbix_event(fields, raw):
         extra["severity"] = severity
     return Event("zabbix", host.strip(), check.strip()[:MAX_NAME], status, str(output),
                  id=ident, action=action, started=started,
-                 timestamp=time.time(), labels=_zabbix_tags(fields.get("tags")), extra=extra,
+                 timestamp=time.time(), labels=labels, extra=extra,
                  raw=raw, status_code=int(status))
 
 

@@ -9,7 +9,10 @@
          StackStorm later, marked as remediated locally or escalated).
 
 Routes (``routes:`` in the configuration, first match wins) map an event to a
-failure class and a target of that class's allowlist::
+failure class and a target of that class's allowlist; without a matching route,
+the event's own ``autoremedy_class`` / ``autoremedy_target`` labels (Sensu labels,
+Classic custom attributes, Zabbix tags, the node hook's class and ``--target``)
+name them::
 
     routes:
       - check: "proc-nova-compute*"     # glob on the event's check name
@@ -21,10 +24,11 @@ failure class and a target of that class's allowlist::
         enabled: true                   # false: match, but never act locally here
         fallback: remediate             # remediate | node-hook | escalate
 
-The target always comes from the configuration, never from event text. Whether a
-class may run here is its scope (``remediations.<class>.scope``, else the class's
-own): ``node`` classes only act on the failing node itself, ``api`` classes act
-from anywhere. Enabled flags, allowlists, silences, maintenance, occurrences,
+Either way the target is a key of the class's allowlist, resolved there: event
+text can at most pick one of the configured targets, never define one (an
+unknown or empty target is refused, never "all"). Whether a class may run here
+is its scope (``remediations.<class>.scope``, else the class's own): ``node``
+classes only act on the failing node itself, ``api`` classes act from anywhere. Enabled flags, allowlists, silences, maintenance, occurrences,
 flapping, locks, rate limits, caps and dry-run are all ``perform()``'s guards.
 
 Exit codes (docs/DEVELOPING.md): 0 delivered, or handled locally as configured;
@@ -92,6 +96,20 @@ def match(config, event):
         if route.matches(event):
             return route
     return None
+
+
+CLASS_LABEL, TARGET_LABEL = "autoremedy_class", "autoremedy_target"
+
+
+def from_labels(event):
+    """(class, target) named by the event's labels / Zabbix tags, the way the
+    packaged Sensu checks and Zabbix triggers label themselves. Only a hint: the
+    class must exist and enable itself, and the target must be a key of that
+    class's allowlist (perform() refuses anything else, and an absent target)."""
+    cls = event.labels.get(CLASS_LABEL)
+    if not cls:
+        return None, None
+    return cls, event.labels.get(TARGET_LABEL) or None
 
 
 def same_host(a, b):
@@ -260,28 +278,43 @@ def _fall_back(config, decision, path, dry_run, cls, target, audit, base):
                      f"({event.status.name}); StackStorm hears of it on replay")
         return
     if cls is None:
-        try:
-            route = match(config, event)
-        except RouteError as exc:
-            _escalate(config, decision, f"routing table: {exc}", audit, base, config_error=True)
-            return
-        if route is None:
-            _escalate(config, decision, "no route matches this event: no local remediation "
-                      "while StackStorm is unreachable", audit, base)
-            return
-        if not route.enabled:
-            _escalate(config, decision, f"{route} matches but is disabled", audit, base)
-            return
-        if route.fallback == ESCALATE:
-            _escalate(config, decision, f"{route} says escalate, never remediate here", audit, base)
-            return
-        if route.fallback == NODE_HOOK and path == BACKEND:
-            decision.say(f"{route}: the node hook on {printable(event.host)} remediates; "
-                         "nothing to do on the backend")
-            safe_audit(audit, "fallback", "ok", outcome="deferred-to-node", route=route.index, **base)
-            return
-        cls, target = route.cls, route.target
+        choice = _choose(config, decision, path, audit, base)
+        if choice is None:
+            return                      # escalated or deferred: nothing runs here
+        cls, target = choice
     _remediate(config, decision, path, dry_run, cls, target, audit, base)
+
+
+def _choose(config, decision, path, audit, base):
+    """(class, target) for this event: the first matching route, else the event's
+    autoremedy_class / autoremedy_target labels. None when nothing may run here
+    (the reason is escalated, or the node hook is left to act)."""
+    event = decision.event
+    try:
+        route = match(config, event)
+    except RouteError as exc:
+        _escalate(config, decision, f"routing table: {exc}", audit, base, config_error=True)
+        return None
+    if route is None:
+        cls, target = from_labels(event)
+        if cls is None:
+            _escalate(config, decision, f"no route matches this event and it names no "
+                      f"{CLASS_LABEL}: no local remediation while StackStorm is unreachable",
+                      audit, base)
+            return None
+        return cls, target
+    if not route.enabled:
+        _escalate(config, decision, f"{route} matches but is disabled", audit, base)
+        return None
+    if route.fallback == ESCALATE:
+        _escalate(config, decision, f"{route} says escalate, never remediate here", audit, base)
+        return None
+    if route.fallback == NODE_HOOK and path == BACKEND:
+        decision.say(f"{route}: the node hook on {printable(event.host)} remediates; "
+                     "nothing to do on the backend")
+        safe_audit(audit, "fallback", "ok", outcome="deferred-to-node", route=route.index, **base)
+        return None
+    return route.cls, route.target
 
 
 def _remediate(config, decision, path, dry_run, cls, target, audit, base):
@@ -298,10 +331,7 @@ def _remediate(config, decision, path, dry_run, cls, target, audit, base):
         return
     scope = remediation.settings.get("scope") or remediation.scope
     if scope == "node" and not same_host(event.host, config.hostname):
-        where = "the node hook" if path == BACKEND else "that node"
-        _escalate(config, decision, f"{cls} is node-scoped: it runs only on "
-                  f"{printable(event.host)} (this is {config.hostname}); use {where}",
-                  audit, base)
+        _not_here(config, decision, path, cls, audit, base)
         return
     trigger = Trigger(source=event.source, event_id=event.id, status=event.status,
                       occurrences=event.occurrences, silenced=event.silenced,
@@ -317,6 +347,29 @@ def _remediate(config, decision, path, dry_run, cls, target, audit, base):
     if outcome.escalate:
         _escalate(config, decision, f"{cls} {target}: {outcome.status}: {outcome.reason}",
                   audit, base)
+
+
+def _not_here(config, decision, path, cls, audit, base):
+    """A node-scoped class for another node: only that node may act. A Sensu Go
+    event carries the results of the check hooks the agent ran on the node
+    (``check.hooks``), so the backend can tell whether the node hook handled it."""
+    event = decision.event
+    ours = [h for h in event.extra.get("hooks") or [] if "autoremedy handle hook" in h["command"]]
+    if ours:
+        hook = ours[-1]
+        said = next((line for line in hook["output"].splitlines() if "autoremedy: local " in line),
+                    hook["output"].strip().splitlines()[-1] if hook["output"].strip() else "")
+        if hook["status"] == 0:
+            decision.say(f"the node hook on {printable(event.host)} handled it: {printable(said)}")
+            safe_audit(audit, "fallback", "ok", outcome="handled-by-node-hook", hook=hook["name"],
+                       **base)
+            return
+        _escalate(config, decision, f"the node hook on {printable(event.host)} exited "
+                  f"{hook['status']}: {printable(said)}", audit, base)
+        return
+    where = "the node hook" if path == BACKEND else "that node"
+    _escalate(config, decision, f"{cls} is node-scoped: it runs only on "
+              f"{printable(event.host)} (this is {config.hostname}); use {where}", audit, base)
 
 
 def _escalate(config, decision, reason, audit, base, config_error=False):

@@ -81,9 +81,10 @@ def main(argv):
     if result.status is Status.OK and not was_open:
         print(f"autoremedy: {check_name} OK on {config.hostname}: nothing to do")
         return 0
-    labels = {"autoremedy.class": cls}
+    # The label names the Sensu checks and Zabbix triggers use (packaging/).
+    labels = {"autoremedy_class": cls}
     if own.target:
-        labels["autoremedy.target"] = own.target
+        labels["autoremedy_target"] = own.target
     try:
         event = from_check(result, check_name, config.hostname, rendered,
                            started=incident["start"], occurrences=incident.get("occurrences"),

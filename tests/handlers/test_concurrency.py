@@ -9,7 +9,7 @@ import time
 
 from autoremedy.spool import CorruptEntry, Spool
 
-from conftest import AUTOREMEDY, audit_records, fixture_text, service_config, spool_entries, st2_env
+from handlerkit import AUTOREMEDY, audit_records, fixture_text, service_config, spool_entries, st2_env
 
 
 def env_for(st2, state_dir, config):

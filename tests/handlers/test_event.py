@@ -9,7 +9,7 @@ from autoremedy.event import (Event, MalformedEvent, decode_json, from_check, fr
                               from_zabbix, from_zabbix_params, safe_id, stable_id)
 from autoremedy.result import Result, Status
 
-from conftest import fixture_text
+from handlerkit import fixture_text
 
 
 def test_sensu_go_fixture_parses_field_by_field(sensu_go):
@@ -161,6 +161,37 @@ def test_zabbix_acknowledgement_is_an_update_not_a_problem():
     assert event.action == "update" and event.is_problem is False
 
 
+def test_zabbix_message_of_the_packaged_action():
+    event = from_zabbix("autoremedy-st2", "PROBLEM: nova-compute is not running on cmp-07",
+                        fixture_text("zabbix", "action-message.txt"))
+    assert event.id == "zabbix-4711" and event.host == "cmp-07"
+    assert event.status is Status.CRITICAL               # autoremedy_status, not severity 2
+    assert event.labels["autoremedy_class"] == "process"
+    assert event.labels["autoremedy_target"] == "nova-compute"
+    assert event.extra["item_key"] == "autoremedy_check[process,--watch,nova-compute]"
+    assert event.started == time.mktime(time.strptime("2024.01.31 03:12:45", "%Y.%m.%d %H:%M:%S"))
+    assert "recovery_id" not in event.extra
+
+
+def test_sensu_classic_custom_check_attributes_become_labels(sensu_classic):
+    sensu_classic["check"].update(autoremedy_class="process", autoremedy_target="nova-compute",
+                                  team="compute", refresh=1800, nested={"a": 1}, flag=True)
+    event = from_sensu(sensu_classic)
+    assert event.labels == {"autoremedy_class": "process", "autoremedy_target": "nova-compute",
+                            "team": "compute"}       # refresh is a known attribute; no objects/bools
+
+
+def test_sensu_go_hook_results_travel_with_the_event(sensu_go):
+    sensu_go["check"]["hooks"] = [{"metadata": {"name": "autoremedy-process"},
+                                   "command": "autoremedy handle hook process --target svc",
+                                   "output": "PROCESS CRITICAL ...\nautoremedy: local process svc: remediated",
+                                   "status": 0, "executed": 1, "duration": 0.2}]
+    [hook] = from_sensu(sensu_go).extra["hooks"]
+    assert hook == {"name": "autoremedy-process", "command": "autoremedy handle hook process --target svc",
+                    "output": "PROCESS CRITICAL ...\nautoremedy: local process svc: remediated",
+                    "status": 0}
+
+
 def test_zabbix_webhook_parameters():
     params = json.loads(fixture_text("zabbix", "webhook-params.json"))
     event = from_zabbix_params(params)
@@ -173,7 +204,7 @@ def test_zabbix_webhook_parameters():
 def test_hook_event_from_a_check_result():
     result = Result("process", "0 processes matching unit nova-compute", status=2)
     event = from_check(result, "process", "cmp-07", "PROCESS CRITICAL: ...", started=100.0,
-                       occurrences=3, labels={"autoremedy.class": "process"})
+                       occurrences=3, labels={"autoremedy_class": "process"})
     assert event.source == "hook" and event.host == "cmp-07" and event.check == "process"
     assert event.status is Status.CRITICAL and event.occurrences == 3
     assert event.id == stable_id("hook", "cmp-07", "process", 2, 100.0)

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import API_KEY, audit_records, fixture_text, run_bytes, spool_entries, st2_env
+from handlerkit import API_KEY, audit_records, fixture_text, run_bytes, spool_entries, st2_env
 
 
 def test_sensu_go_fixture_is_delivered(run_cli, st2, state_dir):

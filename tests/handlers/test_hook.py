@@ -2,7 +2,7 @@
 test: forward or guarded local restart, incidents, guards, replay afterwards."""
 import json
 
-from conftest import audit_records, service_config, spool_entries, st2_env
+from handlerkit import audit_records, service_config, spool_entries, st2_env
 
 
 def hook(run_cli, config, service, *extra, env=None):

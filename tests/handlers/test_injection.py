@@ -5,7 +5,7 @@ import json
 import os
 import re
 
-from conftest import fixture_text, run_bytes, service_config, spool_entries, st2_env
+from handlerkit import fixture_text, run_bytes, service_config, spool_entries, st2_env
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -132,17 +132,33 @@ def test_hook_check_name_with_traversal_and_metacharacters(run_cli, make_config,
     assert_state_is_clean(state_dir)
 
 
-def test_a_target_is_never_taken_from_the_event(run_cli, make_config, service, st2):
-    """Labels naming a target change nothing: the route's target is used, and a
-    label that names an unlisted target cannot widen the allowlist."""
+def test_labels_can_only_pick_an_allowlisted_target(run_cli, make_config, service, st2, state_dir):
+    """autoremedy_class / autoremedy_target labels are hints bounded by the
+    allowlist: a route wins over them, an unlisted target is refused, a class
+    name that is not a module name is a configuration error."""
     service.start()
     service.kill()
     st2.set_mode("down")
-    config = make_config(service_config(service, routes=[{"check": "proc-svc", "class": "process",
-                                                          "target": "svc"}]))
-    event = sensu_event("node-under-test", "proc-svc",
-                        **{"metadata": {"name": "proc-svc",
-                                        "labels": {"autoremedy.target": "sshd",
-                                                   "autoremedy.class": "disk"}}})
-    ran = run_cli("handle", "sensu", "--config", config, input=json.dumps(event), env=st2_env(st2))
-    assert ran.returncode == 0 and "local process svc: remediated" in ran.stdout
+    env = st2_env(st2)
+
+    def send(labels, routes=(), ident="lab-1"):
+        config = make_config(service_config(service, routes=list(routes)))
+        event = sensu_event("node-under-test", "proc-svc", ident=ident,
+                            **{"metadata": {"name": "proc-svc", "labels": labels}})
+        return run_cli("handle", "sensu", "--config", config, input=json.dumps(event), env=env)
+
+    unlisted = send({"autoremedy_class": "process", "autoremedy_target": "sshd"}, ident="lab-1")
+    assert unlisted.returncode == 1
+    assert "refused: 'sshd' is not in remediations.process.targets" in unlisted.stdout
+    assert service.pids() == []
+    no_target = send({"autoremedy_class": "process"}, ident="lab-2")
+    assert no_target.returncode == 1 and "refused: no target given" in no_target.stdout
+    traversal = send({"autoremedy_class": "../../bin/sh", "autoremedy_target": "svc"}, ident="lab-3")
+    assert traversal.returncode == 3 and "is not a valid name" in traversal.stderr
+    routed = send({"autoremedy_class": "process", "autoremedy_target": "sshd"}, ident="lab-4",
+                  routes=[{"check": "proc-svc", "class": "process", "target": "svc"}])
+    assert routed.returncode == 0 and "local process svc: remediated" in routed.stdout
+    service.kill()
+    labelled = send({"autoremedy_class": "process", "autoremedy_target": "svc"}, ident="lab-5")
+    assert labelled.returncode == 0 and "local process svc: remediated" in labelled.stdout
+    assert service.start_count() == 3

@@ -13,7 +13,7 @@ from autoremedy import statefile
 from autoremedy.event import from_sensu
 from autoremedy.spool import Spool
 
-from conftest import API_KEY, AUTOREMEDY, fixture_text, spool_entries, st2_env
+from handlerkit import API_KEY, AUTOREMEDY, fixture_text, spool_entries, st2_env
 
 GO = json.loads(fixture_text("sensu", "sensu-go-event.json"))
 

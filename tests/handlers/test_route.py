@@ -11,7 +11,7 @@ from autoremedy.config import Config
 from autoremedy.event import from_sensu
 from autoremedy.route import BACKEND, NODE, Route, RouteError, dispatch, match, routes, same_host
 
-from conftest import API_KEY, audit_records, service_config, spool_entries, st2_env
+from handlerkit import API_KEY, audit_records, service_config, spool_entries, st2_env
 
 
 def load(make_config, data, st2=None, **env):
@@ -159,6 +159,26 @@ def test_routes_that_forbid_local_action_escalate(make_config, sensu_go, st2, ro
     config = load(make_config, {"routes": [route]}, st2)
     decision = dispatch(config, event_for(sensu_go), BACKEND)
     assert decision.exit_code == code and words in decision.escalation
+
+
+@pytest.mark.parametrize("status,code,words", [
+    (0, 0, "the node hook on node-x handled it: autoremedy: local process svc: remediated"),
+    (1, 1, "the node hook on node-x exited 1: autoremedy: local process svc: refused"),
+])
+def test_backend_learns_from_the_node_hooks_result(make_config, sensu_go, st2, status, code, words):
+    st2.set_mode("down")
+    verdict = "remediated: verified OK" if status == 0 else "refused: maintenance"
+    config = load(make_config, {"remediations": {"process": {"enabled": True, "targets": {
+        "svc": {"unit": "svc"}}}}}, st2)
+    event = event_for(sensu_go, host="node-x", hooks=[{
+        "metadata": {"name": "autoremedy-svc"}, "status": status,
+        "command": "autoremedy handle hook process --target svc --unit svc",
+        "output": f"PROCESS CRITICAL: 0 processes\nautoremedy: local process svc: {verdict}\n"}])
+    event.labels = {"autoremedy_class": "process", "autoremedy_target": "svc"}
+    decision = dispatch(config, event, BACKEND)
+    assert decision.exit_code == code
+    text = " ".join(t for _, t in decision.notes)
+    assert words in text
 
 
 def test_node_hook_fallback_defers_on_the_backend(make_config, sensu_go, st2, state_dir):

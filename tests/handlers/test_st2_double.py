@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import API_KEY, DOUBLE_PATH, st2_double
+from handlerkit import API_KEY, DOUBLE_PATH, st2_double
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from autoremedy.stackstorm import CONFIG, DELIVERED, UNREACHABLE, Client, SettingsError, endpoint
 
-from conftest import API_KEY, st2_double
+from handlerkit import API_KEY, st2_double
 
 DOC = {"event": {"id": "evt-1", "check": "proc"}, "raw": {"x": 1}, "autoremedy": {"replayed": False}}
 
