@@ -16,7 +16,7 @@ oldest event's age (default ``spool.warning_age`` / ``spool.critical_age``: 15m 
 state directory is ``$AUTOREMEDY_STATE_DIR`` or the configuration's ``state_dir``.
 """
 from autoremedy import units
-from autoremedy.result import Metric, Result
+from autoremedy.result import CheckError, Metric, Result
 
 NAME = "spool"
 THRESHOLDS = (None, None)        # None: taken from the configuration's spool section
@@ -33,9 +33,12 @@ def add_arguments(parser):
 
 
 def check(args):
-    from autoremedy.config import Config
+    from autoremedy.config import Config, ConfigError
     from autoremedy.spool import Spool
-    config = Config.load()            # no file: defaults and environment, no YAML import
+    try:
+        config = Config.load()        # no file: defaults and environment, no YAML import
+    except ConfigError as exc:
+        raise CheckError(str(exc)) from None
     spool = config.get("spool")
     depth_warn = args.warning if args.warning is not None else f"{spool['warning_depth']}"
     depth_crit = args.critical if args.critical is not None else f"{spool['critical_depth']}"

@@ -194,3 +194,12 @@ def test_status_shows_spool_breaker_and_events(run_cli, st2, state_dir):
     assert "forward sensu-classic client-01/keepalive" in ran.stdout
     as_json = run_cli("status", "--json", env=st2_env(st2)).json
     assert as_json["spool"]["depth"] == 1 and as_json["waiting"][0]["escalated"] is True
+
+
+def test_check_spool_with_a_broken_configuration_is_unknown_with_the_reason(run_cli, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("spool: {warning_depth: many}\n")
+    ran = run_cli("check", "spool", "--config", str(bad))
+    assert ran.returncode == 3
+    assert ran.stdout.startswith("SPOOL UNKNOWN: ") and "spool.warning_depth" in ran.stdout
+    assert "internal error" not in ran.stdout
