@@ -405,6 +405,9 @@ def main(argv=None):
         print(f"demo: {AUTOREMEDY} not found: run it with `make demo` (it builds the venv)",
               file=sys.stderr)
         return 2
+    def terminate(signum, frame):
+        raise KeyboardInterrupt          # SIGTERM (a CI timeout) cleans up like Ctrl-C
+    signal.signal(signal.SIGTERM, terminate)
     base = tempfile.mkdtemp(prefix="autoremedy-demo-")
     demo = Demo(base, mount_allowed=not args.no_mount)
     print(f"autoremedy demo: everything lives under {base}; nothing external is needed.")

@@ -97,7 +97,8 @@ def test_demo_without_a_mount_uses_a_scratch_directory():
     assert leftovers(base_of(ran.stdout)) == []
 
 
-def test_interrupted_demo_still_cleans_up():
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_demo_still_cleans_up(sig):
     proc = subprocess.Popen([sys.executable, DEMO], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=clean_env(), cwd=ROOT)
     lines = []
@@ -109,7 +110,7 @@ def test_interrupted_demo_still_cleans_up():
         if line.startswith("== 3."):      # the service, the double and the mount are all up
             break
         assert time.monotonic() < deadline
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "demo interrupted" in err
