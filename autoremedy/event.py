@@ -34,8 +34,9 @@ PROBLEM, RESOLVE, FLAPPING, UPDATE = "problem", "resolve", "flapping", "update"
 MAX_OUTPUT = 32 * 1024          # normalised output; the raw event keeps everything
 MAX_NAME = 255                  # host and check names (DNS names are <= 253)
 MAX_LABELS = 64
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$")
-_MACRO = re.compile(r"^\{[A-Z0-9_.$#]+\}$")   # a Zabbix macro left unresolved
+# Both are used with fullmatch(): a '$' anchor would let "id\n" through.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
+_MACRO = re.compile(r"\{[A-Z0-9_.$#]+\}")     # a Zabbix macro left unresolved
 
 
 class MalformedEvent(ValueError):
@@ -125,7 +126,7 @@ def safe_id(source, value):
     """The source's id when it is a plain token, else a hash of it (ids become
     header values: no CR/LF, no spaces, bounded length)."""
     text = str(value)
-    if _SAFE_ID.match(text):
+    if _SAFE_ID.fullmatch(text):
         return text
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return f"{source}-h{digest}"
@@ -429,7 +430,7 @@ def _normalise_keys(obj):
         name = ZABBIX_KEYS.get(str(key).strip().lower())
         if name is None or value is None:
             continue
-        if isinstance(value, str) and _MACRO.match(value.strip()):
+        if isinstance(value, str) and _MACRO.fullmatch(value.strip()):
             continue          # e.g. {EVENT.RECOVERY.ID} in a problem message
         out.setdefault(name, value)
     return out

@@ -225,7 +225,8 @@ def test_plain_ids_pass_unchanged(value, expected):
     assert safe_id("sensu-go", value) == expected
 
 
-@pytest.mark.parametrize("value", ["a b", "x\r\nX-Evil: 1", "../../etc/passwd", "é", "x" * 200, "-lead"])
+@pytest.mark.parametrize("value", ["a b", "x\r\nX-Evil: 1", "trailing-newline\n", "../../etc/passwd",
+                                   "é", "x" * 200, "-lead"])
 def test_unsafe_ids_are_hashed_not_passed_on(value):
     ident = safe_id("sensu-go", value)
     assert ident.startswith("sensu-go-h") and len(ident) == len("sensu-go-h") + 32
