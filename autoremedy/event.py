@@ -297,7 +297,7 @@ def _hooks(items):
         out.append({"name": str(meta.get("name", ""))[:MAX_NAME],
                     "command": str(item.get("command", ""))[:1024],
                     "status": status if isinstance(status, int) and not isinstance(status, bool) else None,
-                    "output": str(item.get("output", ""))[:2048]})
+                    "output": str(item.get("output", ""))[-2048:]})   # the verdict is last
     return out[:16]
 
 
@@ -368,27 +368,28 @@ def _sensu_classic(obj):
 # quote breaks strict JSON: the template keeps one key per line and _lenient_json reads
 # such a body line by line. An unresolved macro is left as its literal "{EVENT.X}".
 
-ZABBIX_KEYS = {   # accepted spellings (lower-cased) -> our name
+ZABBIX_KEYS = {   # accepted spellings (lower-cased: message keys, webhook parameter names)
     "event_id": "event_id", "eventid": "event_id", "event.id": "event_id",
-    "recovery_id": "recovery_id", "event.recovery.id": "recovery_id", "recoveryid": "recovery_id",
-    "recovery_event_id": "recovery_id", "recoveryeventid": "recovery_id",
-    "event_value": "event_value", "value": "event_value", "event.value": "event_value",
+    "recovery_id": "recovery_id", "recovery_event_id": "recovery_id",
+    "recoveryid": "recovery_id", "recoveryeventid": "recovery_id", "event.recovery.id": "recovery_id",
+    "event_value": "event_value", "eventvalue": "event_value", "value": "event_value",
+    "event.value": "event_value",
     "event_status": "event_status", "status": "event_status", "event.status": "event_status",
     "severity": "severity", "nseverity": "severity", "event.nseverity": "severity",
     "event.severity": "severity",
     "host": "host", "host.host": "host", "hostname": "host",
-    "trigger": "trigger", "trigger_name": "trigger", "trigger.name": "trigger",
-    "event_name": "trigger", "event.name": "trigger", "name": "trigger",
+    "trigger": "trigger", "trigger_name": "trigger", "triggername": "trigger",
+    "trigger.name": "trigger", "event_name": "trigger", "event.name": "trigger", "name": "trigger",
     "trigger_id": "trigger_id", "trigger.id": "trigger_id", "triggerid": "trigger_id",
-    "item_key": "item_key", "item.key": "item_key", "item.key1": "item_key", "itemkey": "item_key",
-    "item_value": "item_value", "item.lastvalue": "item_value", "item.value": "item_value",
-    "item.value1": "item_value", "itemvalue": "item_value",
-    "eventvalue": "event_value", "eventtags": "tags", "triggername": "trigger",
+    "item_key": "item_key", "itemkey": "item_key", "item.key": "item_key", "item.key1": "item_key",
+    "item_value": "item_value", "itemvalue": "item_value", "item.lastvalue": "item_value",
+    "item.value": "item_value", "item.value1": "item_value",
     "opdata": "opdata", "event.opdata": "opdata", "operational_data": "opdata",
     "clock": "clock", "event_date": "date", "event.date": "date", "date": "date",
     "event_time": "time", "event.time": "time", "time": "time",
     "update_action": "update_action", "event.update.action": "update_action",
-    "tags": "tags", "event.tags": "tags", "event.tagsjson": "tags", "tagsjson": "tags",
+    "tags": "tags", "eventtags": "tags", "event.tags": "tags", "event.tagsjson": "tags",
+    "tagsjson": "tags",
     "message": "message", "subject": "subject", "to": "sendto", "sendto": "sendto",
 }
 
