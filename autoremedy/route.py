@@ -90,6 +90,27 @@ def routes(config):
     return out
 
 
+def check_routes(config):
+    """For ``autoremedy config check``: every route that may act names a known
+    class and a key of that class's allowlist (ConfigError names the route)."""
+    from autoremedy.cli import available
+    from autoremedy.config import ConfigError
+    try:
+        table = routes(config)
+    except RouteError as exc:
+        raise ConfigError(str(exc)) from None
+    known = available("remediations")
+    for route in table:
+        if route.fallback == ESCALATE:
+            continue
+        if route.cls not in known:
+            raise ConfigError(f"{route}.class: no such remediation class {route.cls!r} "
+                              f"(known: {', '.join(known)})")
+        if route.target not in (config.remediation(route.cls).get("targets") or {}):
+            raise ConfigError(f"{route}.target: {route.target!r} is not in "
+                              f"remediations.{route.cls}.targets")
+
+
 def match(config, event):
     """The first route matching ``event``, or None."""
     for route in routes(config):

@@ -279,3 +279,25 @@ def test_api_key_never_reaches_the_audit_or_the_spool(make_config, sensu_go, st2
         for name in files:
             with open(os.path.join(root, name), "rb") as handle:
                 assert API_KEY.encode() not in handle.read()
+
+
+@pytest.mark.parametrize("route,words", [
+    ({"check": "x", "class": "nope", "target": "svc"}, "routes[0].class: no such remediation class 'nope'"),
+    ({"check": "x", "class": "process", "target": "sshd"},
+     "routes[0].target: 'sshd' is not in remediations.process.targets"),
+    ({"check": "x", "class": "process"}, "'class' and 'target' are required"),
+])
+def test_config_check_validates_routes(run_cli, make_config, route, words):
+    config = make_config({"routes": [route], "remediations": {"process": {
+        "enabled": True, "targets": {"svc": {"unit": "svc"}}}}})
+    ran = run_cli("config", "check", "--config", config)
+    assert ran.returncode == 3 and words in ran.stderr
+
+
+def test_config_check_accepts_good_routes(run_cli, make_config):
+    config = make_config({"routes": [{"check": "x", "class": "process", "target": "svc"},
+                                     {"check": "*", "fallback": "escalate"}],
+                          "remediations": {"process": {"enabled": True, "targets": {
+                              "svc": {"unit": "svc"}}}}})
+    ran = run_cli("config", "check", "--config", config)
+    assert ran.returncode == 0 and ran.stdout.strip().endswith(": OK")
