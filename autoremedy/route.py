@@ -244,6 +244,11 @@ def dispatch(config, event, path, dry_run=False, cls=None, target=None, audit=No
 
     _fall_back(config, decision, path, dry_run, cls, target, audit, base)
 
+    if decision.entry is None and not decision.escalation:
+        # Neither StackStorm nor the spool has it: only a retry by the monitor
+        # (non-zero exit) can still bring it to StackStorm.
+        _escalate(config, decision, "StackStorm did not take the event and it could not be "
+                  "spooled", audit, base)
     if decision.entry is not None:
         try:
             spool.save(decision.entry)
@@ -403,7 +408,7 @@ def _escalate(config, decision, reason, audit, base, config_error=False):
         decision.config_error = decision.config_error or reason
     if decision.entry is not None:
         decision.entry.mark_escalated(reason, bundle)
-    elif decision.spool_error:
+    elif decision.spool_error and "could not be spooled" not in reason:
         reason = f"{reason}; and the event could not be spooled"
     safe_audit(audit, "escalation", "escalated", reason=reason, bundle=bundle, **base)
     decision.warn(f"ESCALATION {decision.event.describe()}: {reason}")

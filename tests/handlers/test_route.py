@@ -237,6 +237,16 @@ def test_unwritable_state_still_delivers_with_a_warning(make_config, sensu_go, s
     assert any(stream == "err" and "cannot spool" in text for stream, text in decision.notes)
 
 
+def test_unwritable_state_and_no_stackstorm_is_an_escalation(make_config, sensu_go, st2, tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    st2.set_mode("down")
+    config = load(make_config, {"state_dir": str(blocker / "state")}, st2)
+    decision = dispatch(config, event_for(sensu_go, status=0), BACKEND)   # nothing to remediate
+    assert decision.exit_code == 1                 # the monitor must retry: nobody has it
+    assert "could not be spooled" in decision.escalation
+
+
 def test_escalation_hook_point_attaches_the_incident_bundle(make_config, sensu_go, st2, state_dir,
                                                             monkeypatch):
     calls = []
