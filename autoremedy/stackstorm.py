@@ -169,8 +169,10 @@ class Client:
             stale = isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError,
                                      BrokenPipeError))
             if reused and stale:
-                # A kept-alive connection the server had already closed: the request
-                # never reached it, so one retry on a fresh connection is safe.
+                # A kept-alive connection the server had closed (nginx's idle
+                # timeout): usually the request never reached StackStorm, so retry
+                # once on a fresh connection. Had it arrived, StackStorm gets it
+                # twice with the same trace tag: at least once, never lost.
                 try:
                     return self._exchange(data, headers, started)
                 except failures as again:
