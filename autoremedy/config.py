@@ -68,6 +68,7 @@ SCHEMA = {
         "read_timeout": Number,
         "breaker_cooldown": Duration,
         "trigger": str,                 # trigger type when webhook is the generic "st2"
+        "attach_bundle": bool,          # escalations carry an incident bundle (collect)
     },
     "spool": {"warning_depth": int, "critical_depth": int,
               "warning_age": Duration, "critical_age": Duration,
@@ -96,6 +97,7 @@ DEFAULTS = {
         "read_timeout": 5.0,
         "breaker_cooldown": 60.0,
         "trigger": "autoremedy.event",
+        "attach_bundle": False,
     },
     "spool": {"warning_depth": 100, "critical_depth": 1000,
               "warning_age": 900.0, "critical_age": 3600.0,

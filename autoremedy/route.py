@@ -421,13 +421,13 @@ def incident_bundle(config, event, reason):
     returns (a small JSON-able dict: the bundle's location and summary) travels to
     StackStorm in ``autoremedy.escalation.bundle`` and into the audit record.
 
-    It calls ``autoremedy.collect.for_event(config, host, check, when)`` when that
-    function exists and the configuration asks for it (``collect: {on_escalation:
-    true}``): collecting logs takes time in the monitor's handler path, so it is
-    opt-in. A failure here never stops the escalation itself.
+    It calls ``autoremedy.collect.for_event(config, host, check, when)`` (the log
+    window around the event, the relationship graph) when the configuration asks
+    for it with ``stackstorm.attach_bundle: true``: collecting logs takes time in
+    the monitor's handler path, so it is opt-in. A failure here never stops the
+    escalation itself.
     """
-    settings = config.get("collect")
-    if not (isinstance(settings, dict) and settings.get("on_escalation")):
+    if not config.get("stackstorm.attach_bundle"):
         return None
     try:
         from autoremedy import collect

@@ -255,7 +255,7 @@ def test_escalation_hook_point_attaches_the_incident_bundle(make_config, sensu_g
         {"path": "/var/lib/autoremedy/bundles/x.tar.gz", "summary": "3 services, 12 lines"}
     monkeypatch.setitem(sys.modules, "autoremedy.collect", fake)
     st2.set_mode("down")
-    config = load(make_config, {"collect": {"on_escalation": True}}, st2)
+    config = load(make_config, {"stackstorm": {"attach_bundle": True}}, st2)
     decision = dispatch(config, event_for(sensu_go), BACKEND)
     assert decision.exit_code == 1 and calls == [("node-under-test", "proc-svc")]
     [entry] = spool_entries(state_dir)
@@ -272,7 +272,7 @@ def test_escalation_hook_is_opt_in_and_its_failure_does_not_stop_escalation(make
     st2.set_mode("down")
     quiet = dispatch(load(make_config, {}, st2), event_for(sensu_go, ident="e1"), BACKEND)
     assert quiet.exit_code == 1 and quiet.entry.data["escalation"]["bundle"] is None
-    loud = dispatch(load(make_config, {"collect": {"on_escalation": True}}, st2),
+    loud = dispatch(load(make_config, {"stackstorm": {"attach_bundle": True}}, st2),
                     event_for(sensu_go, ident="e2"), BACKEND)
     assert loud.exit_code == 1
     assert "ZeroDivisionError" in loud.entry.data["escalation"]["bundle"]["error"]
@@ -311,3 +311,27 @@ def test_config_check_accepts_good_routes(run_cli, make_config):
                               "svc": {"unit": "svc"}}}}})
     ran = run_cli("config", "check", "--config", config)
     assert ran.returncode == 0 and ran.stdout.strip().endswith(": OK")
+
+
+def test_escalation_attaches_a_real_incident_bundle(make_config, sensu_go, st2, state_dir, tmp_path):
+    """With autoremedy collect (issue 6) installed: the log window around the event
+    becomes a bundle whose location and summary travel with the escalation."""
+    import time as clock
+    log = tmp_path / "nova-compute.log"
+    now = clock.time()
+    stamp = clock.strftime("%Y-%m-%d %H:%M:%S", clock.localtime(now - 30))
+    log.write_text(f"{stamp}.123 4242 ERROR nova.compute.manager [req-1a2b3c4d-0000-0000-0000-000000000001]"
+                   " instance failed to spawn\n")
+    st2.set_mode("down")
+    config = load(make_config, {"stackstorm": {"attach_bundle": True},
+                                "collect": {"out_dir": str(tmp_path / "bundles"),
+                                            "sources": [{"name": "nova-compute", "path": str(log),
+                                                         "format": "oslo"}]}}, st2)
+    event = event_for(sensu_go)
+    event.timestamp = now
+    decision = dispatch(config, event, BACKEND)
+    assert decision.exit_code == 1
+    bundle = spool_entries(state_dir)[0]["escalation"]["bundle"]
+    assert bundle.get("error") is None, bundle
+    assert bundle["path"] and os.path.exists(bundle["path"])
+    assert bundle["summary"]
