@@ -429,8 +429,9 @@ def incident_bundle(config, event, reason):
     """
     if not config.get("stackstorm.attach_bundle"):
         return None
+    import importlib
     try:
-        from autoremedy import collect
+        collect = importlib.import_module("autoremedy.collect")
     except ImportError:
         return None
     build = getattr(collect, "for_event", None)
