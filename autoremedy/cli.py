@@ -35,7 +35,7 @@ commands:
 'autoremedy check --list' lists the check classes; '<command> --help' shows options.
 """
 
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"\A[a-z][a-z0-9-]{0,62}\Z")
 EXIT_ESCALATED, EXIT_BAD_INPUT, EXIT_CONFIG = 1, 2, 3
 
 

@@ -149,8 +149,19 @@ def by_cmdline(pattern):
 
     def match(comm, argv):
         args = argv()
-        return bool(args) and regex.search(" ".join(args)) is not None
+        if not args or _searches_for(args, pattern):
+            return False
+        return regex.search(" ".join(args)) is not None
     return match
+
+
+def _searches_for(args, pattern):
+    """True for another check or hook looking for the same pattern (its argv holds
+    ``--cmdline PATTERN``): concurrent checks must not count each other."""
+    for i, arg in enumerate(args):
+        if (arg == "--cmdline" and args[i + 1:i + 2] == [pattern]) or arg == f"--cmdline={pattern}":
+            return True
+    return False
 
 
 def from_pidfile(path):

@@ -46,6 +46,18 @@ def test_cmdline_regex_does_not_count_the_check_itself(run_cli, daemon_binary, s
     assert ran.stdout.startswith("PROCESS OK: 1 process matching cmdline"), ran
 
 
+def test_other_checks_for_the_same_pattern_are_not_counted(run_cli, spawn, daemon_binary):
+    """A concurrent `handle hook process --cmdline X` (or check) carries X in its argv."""
+    pattern = os.path.basename(daemon_binary) + " 302"
+    checker = spawn([sys.executable, "-c", "import time; time.sleep(300)", "check", "process",
+                     "--cmdline", pattern])                   # argv of another checker
+    assert checker.poll() is None
+    assert run_cli("check", "process", "--cmdline", pattern).returncode == 2
+    spawn([daemon_binary, "302"])
+    ran = run_cli("check", "process", "--cmdline", pattern)
+    assert ran.stdout.startswith("PROCESS OK: 1 process matching cmdline"), ran
+
+
 def test_pidfile_states(run_cli, daemon_binary, spawn, tmp_path):
     pidfile = tmp_path / "d.pid"
     proc = spawn([daemon_binary, "300"])
