@@ -10,6 +10,10 @@
     user autoremedy-st2: created (media: autoremedy (alert script))
     action autoremedy to StackStorm: created
 
+``--node-hook`` adds the node side: a global script and an action that run
+``autoremedy handle hook <class> --target <target> <check options>`` on the
+problem's host (a remote command; the agents need ``AllowKey=system.run[*]``).
+
 Idempotent: run it again after an upgrade and every object is updated in place
 (found by name), never deleted and recreated: an action that is missing for a
 moment matches no event (reference/zabbix.md pitfall 11), and operators'
@@ -53,6 +57,11 @@ def parser():
     p.add_argument("--via", choices=("script", "webhook"), default="script",
                    help="which media type the action's user gets (default: script, the spooled path)")
     p.add_argument("--sendto", default="autoremedy", help="the user media's 'send to' ({ALERT.SENDTO})")
+    p.add_argument("--node-hook", action="store_true",
+                   help="also run `autoremedy handle hook` on the node for its problems (a remote command: "
+                        "the agents need AllowKey=system.run[*])")
+    p.add_argument("--autoremedy-bin", default="/usr/bin/autoremedy", metavar="PATH",
+                   help="the command on the nodes, for --node-hook (default /usr/bin/autoremedy)")
     p.add_argument("--no-verify", action="store_true", help="do not verify the frontend's TLS certificate")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per API call (default 30)")
     return p
@@ -195,15 +204,49 @@ def action_params(action, templateid, mediatypeid, userid):
     params = {k: action[k] for k in ("name", "eventsource", "status", "esc_period", "pause_suppressed")}
     params["filter"] = {"evaltype": 0, "conditions": [
         {"conditiontype": 13, "operator": 0, "value": templateid}]}       # 13: host template
-    problem = message(action["subject"], _one_line(action["message"]))
+    problem = message(action["subject"], action["message"])
     problem.update({"esc_step_from": 1, "esc_step_to": 1})
     params["operations"] = [problem]
-    params["recovery_operations"] = [message("RESOLVED: {EVENT.NAME}", _one_line(action["recovery_message"]))]
+    params["recovery_operations"] = [message("RESOLVED: {EVENT.NAME}", action["recovery_message"])]
     return params
 
 
-def _one_line(text):
-    return " ".join(text.split())
+# --- the node-side hook (a remote command) -------------------------------------------
+HOOK_SCRIPT = "autoremedy node hook"
+HOOK_ACTION = "autoremedy node hook"
+EVENT_TAG = 25          # action condition: event tag (name)
+
+
+def hook_command(binary):
+    """`handle hook` on the node, from the problem's tags. Only problems that carry
+    autoremedy_target and autoremedy_check_args reach it (the action's conditions):
+    the template sets both on the process and disk triggers, from the operator's
+    watch names and the discovered mount points."""
+    return (f"{binary} handle hook {{EVENT.TAGS.autoremedy_class}} --target {{EVENT.TAGS.autoremedy_target}} "
+            "{EVENT.TAGS.autoremedy_check_args}")
+
+
+def upsert_script(api, binary):
+    params = {"name": HOOK_SCRIPT, "type": 0, "scope": 1, "execute_on": 0, "command": hook_command(binary),
+              "description": "autoremedy: re-run the check on the node and forward it, or remediate "
+                             "locally when StackStorm is unreachable (guarded)."}
+    found = one(api, "script.get", {"filter": {"name": [HOOK_SCRIPT]}, "output": ["scriptid"]},
+                f"script {HOOK_SCRIPT}")
+    if found:
+        api("script.update", dict(params, scriptid=found["scriptid"]))
+        return found["scriptid"], "updated"
+    return api("script.create", params)["scriptids"][0], "created"
+
+
+def hook_action_params(templateid, scriptid):
+    return {"name": HOOK_ACTION, "eventsource": 0, "status": 0, "esc_period": "1h",
+            "filter": {"evaltype": 1, "conditions": [
+                {"conditiontype": 13, "operator": 0, "value": templateid},
+                {"conditiontype": EVENT_TAG, "operator": 0, "value": "autoremedy_target"},
+                {"conditiontype": EVENT_TAG, "operator": 0, "value": "autoremedy_check_args"}]},
+            "operations": [{"operationtype": 1, "esc_step_from": 1, "esc_step_to": 1,
+                            "opcommand": {"scriptid": scriptid},
+                            "opcommand_hst": [{"hostid": "0"}]}]}    # "0": the problem's own host
 
 
 def upsert_action(api, params):
@@ -237,7 +280,13 @@ def setup(api, args, report=print):
     report(f"user {USER}: {what} (media: {chosen['name']})")
     actionid, what = upsert_action(api, action_params(action, templateid, mediatypeid, userid))
     report(f"action {action['name']}: {what}")
-    return {"templateid": templateid, "mediatypeid": mediatypeid, "userid": userid, "actionid": actionid}
+    ids = {"templateid": templateid, "mediatypeid": mediatypeid, "userid": userid, "actionid": actionid}
+    if args.node_hook:
+        scriptid, what = upsert_script(api, args.autoremedy_bin)
+        report(f"script {HOOK_SCRIPT}: {what}")
+        ids["hook_actionid"], what = upsert_action(api, hook_action_params(templateid, scriptid))
+        report(f"action {HOOK_ACTION}: {what}")
+    return ids
 
 
 def main(argv):

@@ -154,8 +154,15 @@ GO_HEADER = """\
 """
 
 
+class _Dumper(yaml.SafeDumper):
+    """No &anchors / *aliases for the lists the checks share."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
 def render_go():
-    return GO_HEADER + "---\n" + yaml.safe_dump_all(go_resources(), sort_keys=False, width=120)
+    return GO_HEADER + "---\n" + yaml.dump_all(go_resources(), Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def render_classic():

@@ -8,6 +8,11 @@ keeps them equal). Why generate: Zabbix wants a UUIDv4 per object (stable across
 exports, so an import updates in place) and a trigger names its item's key in
 full; both are derived here, never typed twice.
 
+Trigger tags: autoremedy_class, autoremedy_target (the remediation's allowlist
+key), autoremedy_status (the check's own verdict), and, where the node-side hook
+can re-run the check, autoremedy_check_args (the "autoremedy node hook" action
+of `autoremedy zabbix-setup --node-hook` runs `handle hook` with them).
+
 How values flow: each check prints one JSON object (``--format zabbix``), stored
 by a *master* item; *dependent* items pick ``status`` (0 OK, 1 WARNING,
 2 CRITICAL, 3 UNKNOWN, value map "autoremedy status") and a few metrics out of
@@ -142,12 +147,13 @@ def batch_rule():
 
 def process_rule():
     key = "autoremedy.process[{#PROC.NAME}]"
-    tags = [{"tag": "autoremedy_class", "value": "process"}, {"tag": "autoremedy_target", "value": "{#PROC.NAME}"}]
+    tags = [{"tag": "autoremedy_class", "value": "process"}, {"tag": "autoremedy_target", "value": "{#PROC.NAME}"},
+            {"tag": "autoremedy_check_args", "value": "--watch {#PROC.NAME}"}]
     master_proto = {"uuid": uid("proto", key), "name": "autoremedy process {#PROC.NAME}: result",
                     "type": "ZABBIX_PASSIVE", "key": key, "delay": "{$AR.INTERVAL}", "history": "1d",
                     "trends": "0", "value_type": "TEXT", "tags": [{"tag": "component", "value": "autoremedy"}]}
     status_key = "autoremedy.process.status[{#PROC.NAME}]"
-    status = status_item(key, status_key, "autoremedy process {#PROC.NAME}: status", "process", tags[1:])
+    status = status_item(key, status_key, "autoremedy process {#PROC.NAME}: status", "process", tags[1:2])
     status["uuid"] = uid("proto", status_key)
     status["trigger_prototypes"] = status_triggers(status_key, "Process {#PROC.NAME}", "HIGH", tags)
     count_key = "autoremedy.process.count[{#PROC.NAME}]"
@@ -164,12 +170,13 @@ def process_rule():
 def disk_rule():
     args = '"{#FSNAME}","{$AR.DISK.PUSED.WARN:\\"{#FSNAME}\\"}","{$AR.DISK.PUSED.CRIT:\\"{#FSNAME}\\"}"'
     key = f"autoremedy.disk[{args}]"
-    tags = [{"tag": "autoremedy_class", "value": "disk"}, {"tag": "autoremedy_target", "value": "{#FSNAME}"}]
+    tags = [{"tag": "autoremedy_class", "value": "disk"}, {"tag": "autoremedy_target", "value": "{#FSNAME}"},
+            {"tag": "autoremedy_check_args", "value": "-p {#FSNAME}"}]
     master_proto = {"uuid": uid("proto", "disk-master"), "name": "autoremedy disk {#FSNAME}: result",
                     "type": "ZABBIX_PASSIVE", "key": key, "delay": "{$AR.INTERVAL}", "history": "1d",
                     "trends": "0", "value_type": "TEXT", "tags": [{"tag": "component", "value": "autoremedy"}]}
     status_key = "autoremedy.disk.status[{#FSNAME}]"
-    status = status_item(key, status_key, "autoremedy disk {#FSNAME}: status", "disk", tags[1:])
+    status = status_item(key, status_key, "autoremedy disk {#FSNAME}: status", "disk", tags[1:2])
     status["uuid"] = uid("proto", status_key)
     status["trigger_prototypes"] = status_triggers(status_key, "Disk {#FSNAME}", "HIGH", tags)
     pused_key = "autoremedy.disk.pused[{#FSNAME}]"
@@ -251,8 +258,16 @@ HEADER = """\
 """
 
 
+class _Dumper(yaml.SafeDumper):
+    """No &anchors / *aliases for the objects the tables share: operators read
+    and diff this file, and Zabbix's own exports never use them."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
 def render():
-    return HEADER + yaml.safe_dump(template(), sort_keys=False, allow_unicode=True, width=120)
+    return HEADER + yaml.dump(template(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
 
 
 if __name__ == "__main__":

@@ -377,5 +377,45 @@ def test_alert_script_media_type_delivers_through_the_handler(zabbix, monitored_
     assert body["event"]["source"] == "zabbix" and body["event"]["host"] == "ci-host"
     from st2_rules import matching_rules
     assert matching_rules(body) == ["process.yaml"]
-    alerts = api.alert.get(eventids=body["event"]["extra"]["event_id"], output=["alerttype", "status", "error"])
-    assert any(a["alerttype"] == "0" and a["status"] == "1" for a in alerts), alerts
+    # Zabbix marks the alert sent once the script has exited (after its POST).
+    wait_for(lambda: any(a["alerttype"] == "0" and a["status"] == "1" for a in api.alert.get(
+        eventids=body["event"]["extra"]["event_id"], output=["alerttype", "status", "error"])), 30,
+        what="the alert-script alert marked sent")
+
+
+@pytest.mark.integration
+@needs_handler("hook")
+def test_node_hook_remote_command_runs_handle_hook_on_the_agent(zabbix, monitored_host, st2):
+    """`zabbix-setup --node-hook`: a new problem on a watched process makes Zabbix
+    run `autoremedy handle hook process --target ar-dead --watch ar-dead` on the
+    agent (a remote command); the hook re-runs the check there and forwards it."""
+    from zabbix_stack import wait_for
+    api = zabbix.api()
+    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", zabbix.token])
+    try:
+        wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) == "0", 60,
+                 what="the watched process to be seen running")
+        ran = setup_cmd("--via", "webhook", "--node-hook", "--autoremedy-bin", zabbix.bin,
+                        env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+        assert ran.returncode == 0, ran
+        lines = ran.stdout.splitlines()
+        assert lines[-2].startswith("script autoremedy node hook: ")
+        assert lines[-1].startswith("action autoremedy node hook: ")
+        subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R",
+                        "config_cache_reload"], capture_output=True)
+        time.sleep(6)
+    finally:
+        daemon.kill()
+        daemon.wait()
+
+    def from_hook():
+        return [a["body"] for a in st2.accepted() if a["body"]["event"]["source"] == "hook"
+                and a["body"]["event"]["labels"].get("autoremedy_target") == "ar-dead"]
+
+    body = wait_for(from_hook, 120, 1, "the event `handle hook` forwarded from the agent")[0]
+    event = body["event"]
+    assert event["status"] == 2 and event["labels"]["autoremedy_class"] == "process"
+    from st2_rules import matching_rules
+    assert matching_rules(body) == ["process.yaml"]
+    script = api.script.get(filter={"name": ["autoremedy node hook"]}, output=["command"])[0]
+    assert script["command"].startswith(f"{zabbix.bin} handle hook {{EVENT.TAGS.autoremedy_class}} ")

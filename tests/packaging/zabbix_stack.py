@@ -131,7 +131,9 @@ class Stack:
             handle.write("\n".join([
                 f"PidFile={self.path('zabbix_agentd.pid')}", f"LogFile={self.path('zabbix_agentd.log')}",
                 "LogFileSize=0", "Server=127.0.0.1", "ListenIP=127.0.0.1", f"ListenPort={AGENT_PORT}",
-                f"Hostname={HOSTNAME}", "Timeout=3", "",
+                f"Hostname={HOSTNAME}", "Timeout=3",
+                # The node hook is a remote command (zabbix-setup --node-hook).
+                "AllowKey=system.run[*]", "",
             ]) + params)
         with open(FRONTEND_CONF, "w") as handle:
             handle.write(f"""<?php
