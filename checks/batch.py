@@ -1,14 +1,15 @@
 """Every node check configured for this host, in one process, each result reported on its own.
 
     $ autoremedy check batch
-    BATCH CRITICAL: 1 of 4 checks failing: nova-compute CRITICAL | 'disk'=0;1;2;0;3 ...
-    NOVA-COMPUTE CRITICAL: 0 processes matching unit nova-compute (crit 1:)
-    DISK OK: 3 mount(s) OK, fullest /var 61% used
-    ...
+    BATCH CRITICAL: 1 of 4 checks failing: nova-compute CRITICAL | 'disk'=0;;;0;3 'nova-compute'=2;;;0;3 ...
+    DISK OK: 1 mount(s) OK, fullest / 23.65% used
+    NOVA-COMPUTE CRITICAL: 0 processes matching unit nova-compute (crit <1)
+    MARIADB OK: 1 process matching cmdline mariadbd
+    SPOOL OK: spool empty; no dead letters
     $ autoremedy check batch --format zabbix     # the JSON master item of the Zabbix template
-    {"data":{"checks":{"disk":{"status":0,...},"nova-compute":{"status":2,...}}},...}
+    {"data":{"checks":{"disk":{"class":"disk","status":0,...},"nova-compute":{...,"status":2,...}}},...}
     $ autoremedy check batch --sensu             # each result POSTed to the agent's events API
-    BATCH OK: posted 4 results to http://127.0.0.1:3031/events (1 CRITICAL: nova-compute)
+    BATCH OK: posted 4 result(s) to http://127.0.0.1:3031/events (1 not OK: nova-compute CRITICAL)
 
 On a compute node sold to tenants the monitor's CPU is the operator's cost: one
 interpreter start, one set of imports and one configuration load serve every
