@@ -62,6 +62,9 @@ def parser():
                         "the agents need AllowKey=system.run[*])")
     p.add_argument("--autoremedy-bin", default="/usr/bin/autoremedy", metavar="PATH",
                    help="the command on the nodes, for --node-hook (default /usr/bin/autoremedy)")
+    p.add_argument("--node-hook-sudo", action="store_true",
+                   help="run the node hook as root through the packages' sudo gate "
+                        "(/usr/libexec/autoremedy/remediate hook), so it can restart daemons")
     p.add_argument("--no-verify", action="store_true", help="do not verify the frontend's TLS certificate")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per API call (default 30)")
     return p
@@ -217,17 +220,24 @@ HOOK_ACTION = "autoremedy node hook"
 EVENT_TAG = 25          # action condition: event tag (name)
 
 
-def hook_command(binary):
+GATE = "/usr/libexec/autoremedy/remediate"
+
+
+def hook_command(binary, sudo=False):
     """`handle hook` on the node, from the problem's tags. Only problems that carry
     autoremedy_target and autoremedy_check_args reach it (the action's conditions):
     the template sets both on the process and disk triggers, from the operator's
-    watch names and the discovered mount points."""
+    watch names and the discovered mount points. With ``sudo`` it goes through the
+    packages' gate, which accepts only plain check options (never --config)."""
+    tags = "{EVENT.TAGS.autoremedy_class} {EVENT.TAGS.autoremedy_target} {EVENT.TAGS.autoremedy_check_args}"
+    if sudo:
+        return f"sudo -n {GATE} hook {tags}"
     return (f"{binary} handle hook {{EVENT.TAGS.autoremedy_class}} --target {{EVENT.TAGS.autoremedy_target}} "
             "{EVENT.TAGS.autoremedy_check_args}")
 
 
-def upsert_script(api, binary):
-    params = {"name": HOOK_SCRIPT, "type": 0, "scope": 1, "execute_on": 0, "command": hook_command(binary),
+def upsert_script(api, binary, sudo=False):
+    params = {"name": HOOK_SCRIPT, "type": 0, "scope": 1, "execute_on": 0, "command": hook_command(binary, sudo),
               "description": "autoremedy: re-run the check on the node and forward it, or remediate "
                              "locally when StackStorm is unreachable (guarded)."}
     found = one(api, "script.get", {"filter": {"name": [HOOK_SCRIPT]}, "output": ["scriptid"]},
@@ -282,7 +292,7 @@ def setup(api, args, report=print):
     report(f"action {action['name']}: {what}")
     ids = {"templateid": templateid, "mediatypeid": mediatypeid, "userid": userid, "actionid": actionid}
     if args.node_hook:
-        scriptid, what = upsert_script(api, args.autoremedy_bin)
+        scriptid, what = upsert_script(api, args.autoremedy_bin, args.node_hook_sudo)
         report(f"script {HOOK_SCRIPT}: {what}")
         ids["hook_actionid"], what = upsert_action(api, hook_action_params(templateid, scriptid))
         report(f"action {HOOK_ACTION}: {what}")

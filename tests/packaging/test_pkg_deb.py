@@ -134,6 +134,28 @@ def test_sudo_gate_runs_the_guarded_remediation_with_the_system_config(installed
     assert outcome["event_id"] == "evt-1"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["hook", "process"], "usage: remediate hook CLASS TARGET"),
+    (["hook", "process", "nova-compute", "--config", "/tmp/evil.yaml"], "not allowed here: --config"),
+    (["hook", "process", "nova-compute", "--conf", "/tmp/evil.yaml"], "not allowed here: --conf"),
+    (["hook", "process", "nova-compute", "--watch", "--config"], "invalid value for --watch"),
+    (["hook", "process", "nova-compute", "--watch"], "needs a value"),
+    (["hook", "process", "nova-compute", "--cmdline", ".*"], "not allowed here: --cmdline"),
+    (["hook", "process", "nova-compute", "--watch", "x;reboot"], "invalid value for --watch"),
+    (["hook", "process", "$(id)"], "invalid target"),
+])
+def test_sudo_gate_hook_mode_refuses_foreign_options(installed, argv, message):
+    proc = run("/usr/libexec/autoremedy/remediate", *argv)
+    assert proc.returncode == 2 and message in proc.stderr, proc
+
+
+def test_sudo_gate_hook_mode_runs_the_node_hook_with_the_system_config(installed):
+    # A passing check: the hook re-runs it with the given options and has nothing to do.
+    proc = run("/usr/libexec/autoremedy/remediate", "hook", "disk", "/", "-p", "/", "-w", "99.9", "-c", "100")
+    assert proc.returncode == 0, proc
+    assert proc.stdout.startswith("DISK OK: ") and "Traceback" not in proc.stdout + proc.stderr
+
+
 def test_zabbix_paths_resolve(installed):
     for link in ("/etc/zabbix/externalscripts/autoremedy_check", "/etc/zabbix/alert.d/autoremedy_alert"):
         assert os.access(os.path.realpath(link), os.X_OK), link

@@ -146,6 +146,22 @@ def test_webhook_script_builds_the_event_offline():
         assert "HTTP 401" in bad.stdout + bad.stderr and "configuration error" in bad.stdout + bad.stderr
 
 
+def test_node_hook_commands_match_what_the_hook_and_the_sudo_gate_accept():
+    from autoremedy.zabbix_setup import hook_command
+    tags = "{EVENT.TAGS.autoremedy_class} {EVENT.TAGS.autoremedy_target} {EVENT.TAGS.autoremedy_check_args}"
+    assert hook_command("/usr/bin/autoremedy") == (
+        "/usr/bin/autoremedy handle hook {EVENT.TAGS.autoremedy_class} --target {EVENT.TAGS.autoremedy_target} "
+        "{EVENT.TAGS.autoremedy_check_args}")
+    assert hook_command("/usr/bin/autoremedy", sudo=True) == f"sudo -n /usr/libexec/autoremedy/remediate hook {tags}"
+    # The check options the template puts in the tag are ones the gate lets through.
+    gate = open(os.path.join(PACKAGING, "sudoers", "remediate")).read()
+    allowed = re.search(r"^\s+(--watch\|[^)]*)\) ;;$", gate, re.M).group(1).split("|")
+    for node in walk(load_template()):
+        for tag in node.get("tags", []):
+            if tag.get("tag") == "autoremedy_check_args":
+                assert tag["value"].split()[0] in allowed, tag
+
+
 # --- against a real Zabbix --------------------------------------------------------------
 
 
