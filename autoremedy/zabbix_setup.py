@@ -92,17 +92,20 @@ def source_dir(arg):
 
 def load_definitions(path):
     import yaml
-    with open(os.path.join(path, "autoremedy_template.yaml"), encoding="utf-8") as handle:
-        template = handle.read()
-    with open(os.path.join(path, "mediatypes.yaml"), encoding="utf-8") as handle:
-        mediatypes = yaml.safe_load(handle)
-    for media in mediatypes:
-        script = media.pop("script_file", None)
-        if script:
-            with open(os.path.join(path, script), encoding="utf-8") as handle:
-                media["script"] = handle.read()
-    with open(os.path.join(path, "action.yaml"), encoding="utf-8") as handle:
-        action = yaml.safe_load(handle)
+    try:
+        with open(os.path.join(path, "autoremedy_template.yaml"), encoding="utf-8") as handle:
+            template = handle.read()
+        with open(os.path.join(path, "mediatypes.yaml"), encoding="utf-8") as handle:
+            mediatypes = yaml.safe_load(handle)
+        for media in mediatypes:
+            script = media.pop("script_file", None)
+            if script:
+                with open(os.path.join(path, script), encoding="utf-8") as handle:
+                    media["script"] = handle.read()
+        with open(os.path.join(path, "action.yaml"), encoding="utf-8") as handle:
+            action = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SetupError(f"{path}: unusable definitions: {describe(exc)}") from None
     return template, mediatypes, action
 
 
@@ -112,7 +115,11 @@ class Api:
     """The calls we make, through pyzabbix; every failure is a SetupError naming the call."""
 
     def __init__(self, url, timeout, verify):
-        from pyzabbix import ZabbixAPI
+        try:
+            from pyzabbix import ZabbixAPI
+        except ImportError:
+            raise SetupError("pyzabbix is not installed (pip install 'autoremedy[zabbix]'; "
+                             "the rpm/deb and the Sensu asset include it)") from None
         self.zapi = ZabbixAPI(url, timeout=timeout)
         self.zapi.session.verify = verify
 
@@ -268,8 +275,8 @@ def upsert_action(api, params):
     return api("action.create", params)["actionids"][0], "created"
 
 
-def setup(api, args, report=print):
-    template, mediatypes, action = load_definitions(source_dir(args.source))
+def setup(api, args, definitions, report=print):
+    template, mediatypes, action = definitions
     templateid, what = import_template(api, template)
     report(f"template autoremedy: {what}")
     if args.st2_url:
@@ -306,13 +313,14 @@ def main(argv):
         password = None if token else read_secret(args.password_file, "AUTOREMEDY_ZABBIX_PASSWORD")
         if not token and not password:
             raise UsageError("give --password-file or --token-file (or $AUTOREMEDY_ZABBIX_PASSWORD)")
-        source_dir(args.source)
+        path = source_dir(args.source)
     except UsageError as exc:
         return fail(str(exc), 2)
     try:
+        definitions = load_definitions(path)      # before any network: bad input fails fast
         api = Api(args.url, args.timeout, not args.no_verify)
         api.login(args.user, password, token)
-        setup(api, args)
+        setup(api, args, definitions)
     except UsageError as exc:
         return fail(str(exc), 2)
     except (SetupError, OSError, ValueError) as exc:

@@ -219,6 +219,17 @@ def test_installer_imports_and_updates_in_place(zabbix):
     assert script["exec_params"] == "{ALERT.SENDTO}\n{ALERT.SUBJECT}\n{ALERT.MESSAGE}\n"
 
 
+def test_installer_rejects_broken_definitions_before_any_network(tmp_path):
+    broken = tmp_path / "zabbix"
+    broken.mkdir()
+    (broken / "autoremedy_template.yaml").write_text(open(os.path.join(ZABBIX, "autoremedy_template.yaml")).read())
+    (broken / "mediatypes.yaml").write_text("- name: [unclosed\n")
+    ran = subprocess.run([AUTOREMEDY, "zabbix-setup", "--url", "http://127.0.0.1:9", "--source", str(broken)],
+                         capture_output=True, text=True, env=dict(os.environ, AUTOREMEDY_ZABBIX_PASSWORD="x"))
+    assert ran.returncode == 3 and ran.stderr.startswith(f"autoremedy: {broken}: unusable definitions: ")
+    assert len(ran.stderr.splitlines()) == 1 and "Connection" not in ran.stderr
+
+
 @pytest.mark.integration
 def test_installer_errors_are_one_line(zabbix, tmp_path):
     wrong = tmp_path / "pw"
