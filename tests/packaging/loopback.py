@@ -8,10 +8,10 @@ a check name outside ``[A-Za-z0-9_.-]`` answers 400; ``GET /healthz`` answers
 agent that cannot queue does.
 
 Receiver is a plain HTTP sink (chat/escalation webhooks of the StackStorm pack).
+st2_double() starts the handlers' StackStorm double (tests/doubles/st2.py).
 """
 import json
 import re
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -117,98 +117,27 @@ class Receiver(_Base):
         return [json.loads(body) for _, _, body in self.requests]
 
 
-class St2Webhooks(_Base):
-    """StackStorm's webhook endpoint as reference/stackstorm.md §1-5 documents it:
-    ``POST /api/v1/webhooks/<hook>`` (also ``/v1/webhooks/<hook>``) with the API
-    key in ``St2-Api-Key``; 401 without a valid credential, 404 for a hook no rule
-    registered, 400 for an unsupported content type or a body that is not JSON,
-    202 with the request body echoed. Accepted requests are kept in ``received``
-    as (hook, headers, body)."""
 
-    def __init__(self, api_key, hooks=("autoremedy",)):
-        super().__init__()
-        self.api_key = api_key
-        self.hooks = set(hooks)
-        self.received = []
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def on_post(self, handler, body):
-        path = handler.path.split("?", 1)[0]
-        for prefix in ("/api/v1/webhooks/", "/v1/webhooks/", "/webhooks/"):
-            if path.startswith(prefix):
-                hook = path[len(prefix):].strip("/")
-                break
-        else:
-            return self.reply(handler, 404, {"faultstring": "Not Found"})
-        if handler.headers.get("St2-Api-Key") != self.api_key:
-            return self.reply(handler, 401, {"faultstring": "Unauthorized - ApiKey with key_hash=... not found."})
-        kind = (handler.headers.get("Content-Type") or "").split(";")[0].strip()
-        if kind != "application/json":
-            return self.reply(handler, 400, {"faultstring": f"Failed to parse request body: Unsupported Content-Type: {kind}"})
-        if hook not in self.hooks:
-            return self.reply(handler, 404, {"faultstring": f"Webhook {hook} not registered with st2"})
-        try:
-            data = json.loads(body or b"{}")
-        except ValueError:
-            return self.reply(handler, 400, {"faultstring": "Failed to parse request body"})
-        with self.lock:
-            self.received.append((hook, dict(handler.headers), data))
-        self.reply(handler, 202, data)
-
-    def accepted(self):
-        """[{hook, trace_tag, body}] of the requests answered 202."""
-        with self.lock:
-            return [{"hook": h, "trace_tag": headers.get("St2-Trace-Tag"), "body": b}
-                    for h, headers, b in self.received]
+def st2_double(api_key):
+    """The handlers' StackStorm double (tests/doubles/st2.py: the documented
+    webhook contract, error codes included), started in-process for a ``with``
+    block. ``.url``; ``.accepted()`` lists the requests answered 202 as dicts
+    with ``hook``, ``trace_tag`` and ``body``."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "doubles", "st2.py")
+    spec = importlib.util.spec_from_file_location("autoremedy_tests_st2_double", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return _Started(module.St2Double(api_key=api_key, hooks=["autoremedy"]))
 
 
-class St2Process:
-    """The handlers' StackStorm double (tests/doubles/st2.py), run the way its
-    docstring says: ``--port 0`` prints the port, ``--record FILE`` keeps one JSON
-    line per request. Same interface as St2Webhooks (``url``, ``accepted()``)."""
-
-    def __init__(self, script, api_key, record, hooks=("autoremedy",)):
-        self.argv = [sys.executable, script, "--port", "0", "--api-key", api_key, "--record", str(record)]
-        for hook in hooks:
-            self.argv += ["--hook", hook]
-        self.record = record
+class _Started:
+    def __init__(self, double):
+        self.double = double
 
     def __enter__(self):
-        import subprocess
-        self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.port = int(self.proc.stdout.readline().strip())
-        return self
+        return self.double.start()
 
     def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(10)
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.port}"
-
-    def accepted(self):
-        out = []
-        try:
-            with open(self.record) as handle:
-                for line in handle:
-                    entry = json.loads(line)
-                    if entry.get("status") == 202:
-                        out.append({"hook": entry.get("hook"), "trace_tag": entry.get("trace_tag"),
-                                    "body": entry.get("body")})
-        except FileNotFoundError:
-            pass
-        return out
-
-
-def st2_double(api_key, record, root):
-    """The StackStorm double for end-to-end tests: the handlers' own
-    (tests/doubles/st2.py) where it has landed, else St2Webhooks (same contract)."""
-    import os
-    script = os.path.join(root, "tests", "doubles", "st2.py")
-    if os.path.exists(script):
-        return St2Process(script, api_key, record)
-    return St2Webhooks(api_key)
+        self.double.stop()

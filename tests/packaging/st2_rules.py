@@ -1,11 +1,8 @@
 """Evaluate the pack's rules against a webhook body, the way StackStorm's rules
-engine would (the subset of criteria operators the pack uses), and tell whether
-a handler kind has landed in this build."""
+engine would (the subset of criteria operators the pack uses)."""
 import glob
-import importlib.util
 import os
 
-import pytest
 import yaml
 
 from pkgenv import PACKAGING
@@ -37,15 +34,3 @@ def matches(criteria, body):
 def matching_rules(body):
     return sorted(name for name, rule in rules().items() if matches(rule.get("criteria", {}), body))
 
-
-def landed(kind):
-    return importlib.util.find_spec(f"autoremedy.handlers.{kind}") is not None
-
-
-def needs_handler(kind):
-    """The end-to-end tests through `autoremedy handle <kind>` (issue 3): expected
-    to fail while that handler has not landed in this build, and run for real
-    (strict) as soon as it has."""
-    missing = not landed(kind)
-    return pytest.mark.xfail(missing, run=not missing, strict=True,
-                             reason=f"`autoremedy handle {kind}` has not landed yet (handlers, issue 3)")

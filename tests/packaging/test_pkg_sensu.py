@@ -10,9 +10,9 @@ import tarfile
 
 import yaml
 
-from pkgenv import AUTOREMEDY, PACKAGING, ROOT, SCRIPTS
+from pkgenv import AUTOREMEDY, PACKAGING, SCRIPTS
 from loopback import st2_double
-from st2_rules import matching_rules, needs_handler
+from st2_rules import matching_rules
 
 SENSU = os.path.join(PACKAGING, "sensu")
 sys.path.insert(0, SENSU)
@@ -227,7 +227,7 @@ def test_classic_definitions_match_the_go_ones():
     assert data["filters"]["autoremedy-occurrences"]["attributes"]["occurrences"].startswith("eval: ")
 
 
-# --- through the handlers (issue 3), from the asset --------------------------------------
+# --- through the handlers, from the asset --------------------------------------
 
 def fixture_event(**check):
     with open(os.path.join(os.path.dirname(__file__), "fixtures", "sensu-go-event.json")) as handle:
@@ -236,7 +236,6 @@ def fixture_event(**check):
     return event
 
 
-@needs_handler("sensu")
 def test_pipe_handler_forwards_a_sensu_go_event_the_pack_routes(unpacked_asset, tmp_path):
     """`autoremedy handle sensu` (the Handler resource's command) from the asset,
     a failing event of our process check on stdin: StackStorm gets it, and exactly
@@ -246,7 +245,7 @@ def test_pipe_handler_forwards_a_sensu_go_event_the_pack_routes(unpacked_asset, 
     event = fixture_event(status=2, state="failing", output="PROCESS CRITICAL: 0 processes\n",
                           metadata={"name": "autoremedy-process-nova-compute", "namespace": "default",
                                     "labels": check["metadata"]["labels"]})
-    with st2_double("ci-key", tmp_path / "record.jsonl", ROOT) as st2:
+    with st2_double("ci-key") as st2:
         env = {"AUTOREMEDY_ST2_URL": st2.url, "AUTOREMEDY_ST2_API_KEY": "ci-key",
                "AUTOREMEDY_STATE_DIR": str(tmp_path / "state")}
         proc = agent_sh(unpacked_asset, handler["command"], env, stdin=json.dumps(event))
@@ -256,14 +255,13 @@ def test_pipe_handler_forwards_a_sensu_go_event_the_pack_routes(unpacked_asset, 
     assert matching_rules(accepted["body"]) == ["process.yaml"]
 
 
-@needs_handler("hook")
 def test_hook_definitions_run_from_the_asset(unpacked_asset, tmp_path):
     """The disk hook as defined (`autoremedy handle hook disk --target /var -p /var`),
     made to fail with `-c 0` (any use is CRITICAL), run by `sh` from the asset: it
     re-runs the check on the node and forwards the failure in a body the pack's
     disk rule routes. (A passing check is not forwarded: nothing to do.)"""
     hook = by_type("HookConfig")["autoremedy-disk-var-hook"]["spec"]["command"] + " -c 0"
-    with st2_double("ci-key", tmp_path / "record.jsonl", ROOT) as st2:
+    with st2_double("ci-key") as st2:
         env = {"AUTOREMEDY_ST2_URL": st2.url, "AUTOREMEDY_ST2_API_KEY": "ci-key",
                "AUTOREMEDY_STATE_DIR": str(tmp_path / "state")}
         proc = agent_sh(unpacked_asset, hook, env)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from pkgenv import PACKAGING, need
-from loopback import Receiver, St2Webhooks
+from loopback import Receiver, st2_double
 from st2_rules import matching_rules
 
 PACK = os.path.join(PACKAGING, "stackstorm", "autoremedy")
@@ -170,7 +170,7 @@ def test_shell_commands_call_the_sudo_gate_with_exactly_the_validated_parameters
 # --- an event from our forwarders meets the rules ------------------------------------------
 
 def test_zabbix_webhook_event_matches_exactly_its_class_rule():
-    with St2Webhooks("k") as st2:
+    with st2_double("k") as st2:
         params = {"URL": st2.url, "Webhook": "autoremedy", "ApiKey": "k", "EventID": "9", "EventValue": "1",
                   "Host": "compute-1", "TriggerName": "Disk /var is CRITICAL", "ItemValue": "2",
                   "EventTags": json.dumps([{"tag": "autoremedy_class", "value": "disk"},

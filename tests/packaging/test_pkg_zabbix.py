@@ -13,8 +13,7 @@ import pytest
 import yaml
 
 from pkgenv import AUTOREMEDY, PACKAGING, need
-from loopback import St2Webhooks
-from st2_rules import needs_handler
+from loopback import st2_double
 
 ZABBIX = os.path.join(PACKAGING, "zabbix")
 sys.path.insert(0, ZABBIX)
@@ -113,7 +112,7 @@ def test_every_check_class_is_monitored(check_classes):
 
 def test_webhook_script_builds_the_event_offline():
     """zabbix_js runs the media type's JavaScript without a server (reference/zabbix.md §4)."""
-    with St2Webhooks("k3y") as st2:
+    with st2_double("k3y") as st2:
         params = {"URL": st2.url, "Webhook": "autoremedy", "ApiKey": "k3y", "EventID": "77", "EventValue": "1",
                   "RecoveryEventID": "{EVENT.RECOVERY.ID}", "Host": "node-1", "TriggerName": "Process x is CRITICAL",
                   "EventTags": json.dumps([{"tag": "autoremedy_class", "value": "process"},
@@ -276,10 +275,8 @@ def host_with_template(api, macros):
 
 
 @pytest.fixture(scope="module")
-def st2(zabbix, artefacts):
-    from pkgenv import ROOT
-    from loopback import st2_double
-    with st2_double("ci-api-key", artefacts / "st2-record.jsonl", ROOT) as double:
+def st2(zabbix):
+    with st2_double("ci-api-key") as double:
         yield double
 
 
@@ -364,7 +361,6 @@ def test_problem_reaches_stackstorm_and_is_acknowledged_then_recovers(zabbix, mo
 
 
 @pytest.mark.integration
-@needs_handler("zabbix")
 def test_alert_script_media_type_delivers_through_the_handler(zabbix, monitored_host, st2):
     """The spooled path: problem -> action -> alert-script media type ->
     `autoremedy handle zabbix` (as the zabbix user, from the asset) -> StackStorm,
@@ -411,7 +407,6 @@ def test_alert_script_media_type_delivers_through_the_handler(zabbix, monitored_
 
 
 @pytest.mark.integration
-@needs_handler("hook")
 def test_node_hook_remote_command_runs_handle_hook_on_the_agent(zabbix, monitored_host, st2):
     """`zabbix-setup --node-hook`: a new problem on a watched process makes Zabbix
     run `autoremedy handle hook process --target ar-dead --watch ar-dead` on the
