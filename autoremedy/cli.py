@@ -255,6 +255,7 @@ COMMANDS = {
     "status": cmd_module("autoremedy.status"),
     "collect": cmd_module("autoremedy.collect"),
     "config": cmd_module("autoremedy.configcheck"),
+    "zabbix-setup": cmd_module("autoremedy.zabbix_setup"),
 }
 
 

@@ -1,0 +1,328 @@
+"""``autoremedy zabbix-setup``: import autoremedy's template, media types and action into Zabbix 6.0.
+
+    $ autoremedy zabbix-setup --url https://zabbix.example.net --user Admin \\
+          --password-file /root/zabbix-admin.pw --st2-url https://st2.example.net \\
+          --st2-api-key-file /etc/autoremedy/st2-api-key
+    template autoremedy: imported
+    global macro {$AR.ST2.URL}: created
+    media type autoremedy (alert script): created
+    media type autoremedy (StackStorm webhook): created
+    user autoremedy-st2: created (media: autoremedy (alert script))
+    action autoremedy to StackStorm: created
+
+``--node-hook`` adds the node side: a global script and an action that run
+``autoremedy handle hook <class> --target <target> <check options>`` on the
+problem's host (a remote command; the agents need ``AllowKey=system.run[*]``).
+
+Idempotent: run it again after an upgrade and every object is updated in place
+(found by name), never deleted and recreated: an action that is missing for a
+moment matches no event (reference/zabbix.md pitfall 11), and operators'
+additions to the template are kept (no ``deleteMissing``).
+
+The definitions come from a directory (``--source``; default
+``$AUTOREMEDY_ZABBIX_DIR`` or ``/usr/share/autoremedy/zabbix``, where the rpm/deb
+install ``packaging/zabbix/``): ``autoremedy_template.yaml``, ``mediatypes.yaml``
+(+ ``st2_webhook.js``) and ``action.yaml``. Secrets come from files or the
+environment (``AUTOREMEDY_ZABBIX_PASSWORD``, ``AUTOREMEDY_ZABBIX_TOKEN``), never argv.
+Exit codes: 0 done, 2 bad input, 3 Zabbix refused or could not be reached.
+"""
+import os
+import secrets
+
+from autoremedy.runtime import ArgumentParser, UsageError, describe, fail
+
+DEFAULT_SOURCE = "/usr/share/autoremedy/zabbix"
+USER = "autoremedy-st2"
+USER_GROUP = "Zabbix administrators"
+SUPER_ADMIN_ROLE = "3"
+MACRO_TEXT, MACRO_SECRET = 0, 1
+
+
+class SetupError(Exception):
+    """Zabbix said no (or the definitions are unusable); the text says which object."""
+
+
+def parser():
+    p = ArgumentParser(prog="autoremedy zabbix-setup",
+                       description="import autoremedy's template, media types and action into Zabbix 6.0")
+    p.add_argument("--url", required=True, help="frontend URL (…/api_jsonrpc.php is appended when missing)")
+    p.add_argument("--user", default="Admin", help="API user (default Admin)")
+    p.add_argument("--password-file", metavar="FILE", help="file with the API user's password "
+                   "(or $AUTOREMEDY_ZABBIX_PASSWORD)")
+    p.add_argument("--token-file", metavar="FILE", help="file with an API token (or $AUTOREMEDY_ZABBIX_TOKEN)")
+    p.add_argument("--source", metavar="DIR", help=f"definitions directory (default {DEFAULT_SOURCE})")
+    p.add_argument("--st2-url", metavar="URL", help="StackStorm base URL for the webhook media type")
+    p.add_argument("--st2-webhook", default="autoremedy", help="StackStorm webhook name (default autoremedy)")
+    p.add_argument("--st2-api-key-file", metavar="FILE", help="StackStorm API key, stored as a secret macro")
+    p.add_argument("--via", choices=("script", "webhook"), default="script",
+                   help="which media type the action's user gets (default: script, the spooled path)")
+    p.add_argument("--sendto", default="autoremedy", help="the user media's 'send to' ({ALERT.SENDTO})")
+    p.add_argument("--node-hook", action="store_true",
+                   help="also run `autoremedy handle hook` on the node for its problems (a remote command: "
+                        "the agents need AllowKey=system.run[*])")
+    p.add_argument("--autoremedy-bin", default="/usr/bin/autoremedy", metavar="PATH",
+                   help="the command on the nodes, for --node-hook (default /usr/bin/autoremedy)")
+    p.add_argument("--node-hook-sudo", action="store_true",
+                   help="run the node hook as root through the packages' sudo gate "
+                        "(/usr/libexec/autoremedy/remediate hook), so it can restart daemons")
+    p.add_argument("--no-verify", action="store_true", help="do not verify the frontend's TLS certificate")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per API call (default 30)")
+    return p
+
+
+def read_secret(path, env_name):
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                value = handle.read().strip()
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror}") from None
+        if not value:
+            raise UsageError(f"{path} is empty")
+        return value
+    return os.environ.get(env_name) or None
+
+
+def source_dir(arg):
+    path = arg or os.environ.get("AUTOREMEDY_ZABBIX_DIR") or DEFAULT_SOURCE
+    if not os.path.isfile(os.path.join(path, "autoremedy_template.yaml")):
+        raise UsageError(f"{path}: no autoremedy_template.yaml here (give --source packaging/zabbix)")
+    return path
+
+
+def load_definitions(path):
+    import yaml
+    try:
+        with open(os.path.join(path, "autoremedy_template.yaml"), encoding="utf-8") as handle:
+            template = handle.read()
+        with open(os.path.join(path, "mediatypes.yaml"), encoding="utf-8") as handle:
+            mediatypes = yaml.safe_load(handle)
+        for media in mediatypes:
+            script = media.pop("script_file", None)
+            if script:
+                with open(os.path.join(path, script), encoding="utf-8") as handle:
+                    media["script"] = handle.read()
+        with open(os.path.join(path, "action.yaml"), encoding="utf-8") as handle:
+            action = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError) as exc:
+        raise SetupError(f"{path}: unusable definitions: {describe(exc)}") from None
+    return template, mediatypes, action
+
+
+# --- the API ---------------------------------------------------------------------
+
+class Api:
+    """The calls we make, through pyzabbix; every failure is a SetupError naming the call."""
+
+    def __init__(self, url, timeout, verify):
+        try:
+            from pyzabbix import ZabbixAPI
+        except ImportError:
+            raise SetupError("pyzabbix is not installed (pip install 'autoremedy[zabbix]'; "
+                             "the rpm/deb and the Sensu asset include it)") from None
+        self.zapi = ZabbixAPI(url, timeout=timeout)
+        self.zapi.session.verify = verify
+
+    def login(self, user, password=None, token=None):
+        try:
+            if token:
+                self.zapi.login(api_token=token)
+            else:
+                self.zapi.login(user, password)
+        except Exception as exc:
+            raise SetupError(f"login to {self.zapi.url} failed: {describe(exc)}") from None
+
+    def __call__(self, method, params):
+        try:
+            return self.zapi.do_request(method, params)["result"]
+        except Exception as exc:
+            raise SetupError(f"{method}: {describe(exc)}") from None
+
+
+def one(api, method, params, what):
+    found = api(method, params)
+    if len(found) > 1:
+        raise SetupError(f"{what}: {len(found)} objects match, expected one")
+    return found[0] if found else None
+
+
+# --- each object ---------------------------------------------------------------------
+
+IMPORT_RULES = {
+    "groups": {"createMissing": True},
+    "templates": {"createMissing": True, "updateExisting": True},
+    "templateLinkage": {"createMissing": True},
+    "items": {"createMissing": True, "updateExisting": True, "deleteMissing": False},
+    "triggers": {"createMissing": True, "updateExisting": True, "deleteMissing": False},
+    "discoveryRules": {"createMissing": True, "updateExisting": True, "deleteMissing": False},
+    "valueMaps": {"createMissing": True, "updateExisting": True, "deleteMissing": False},
+}
+
+
+def import_template(api, source):
+    api("configuration.import", {"format": "yaml", "source": source, "rules": IMPORT_RULES})
+    found = one(api, "template.get", {"filter": {"host": ["autoremedy"]}, "output": ["templateid"]},
+                "template autoremedy")
+    if found is None:
+        raise SetupError("template autoremedy: imported, but template.get does not find it")
+    return found["templateid"], "imported"
+
+
+def set_global_macro(api, macro, value, kind):
+    found = one(api, "usermacro.get", {"globalmacro": True, "filter": {"macro": macro},
+                                       "output": ["globalmacroid"]}, f"global macro {macro}")
+    if found:
+        api("usermacro.updateglobal", {"globalmacroid": found["globalmacroid"], "value": value, "type": kind})
+        return "updated"
+    api("usermacro.createglobal", {"macro": macro, "value": value, "type": kind})
+    return "created"
+
+
+def upsert_mediatype(api, media):
+    found = one(api, "mediatype.get", {"filter": {"name": [media["name"]]}, "output": ["mediatypeid"]},
+                f"media type {media['name']}")
+    if found:
+        api("mediatype.update", dict(media, mediatypeid=found["mediatypeid"]))
+        return found["mediatypeid"], "updated"
+    return api("mediatype.create", media)["mediatypeids"][0], "created"
+
+
+def upsert_user(api, mediatypeid, sendto):
+    media = [{"mediatypeid": mediatypeid, "sendto": sendto, "active": 0, "severity": 63,
+              "period": "1-7,00:00-24:00"}]
+    found = one(api, "user.get", {"filter": {"username": [USER]}, "output": ["userid"]}, f"user {USER}")
+    if found:
+        # One call with every media: user_medias is deprecated (reference/zabbix.md §3).
+        api("user.update", {"userid": found["userid"], "medias": media})
+        return found["userid"], "updated"
+    group = one(api, "usergroup.get", {"filter": {"name": [USER_GROUP]}, "output": ["usrgrpid"]}, USER_GROUP)
+    if group is None:
+        raise SetupError(f"user group {USER_GROUP!r} does not exist")
+    # Nobody logs in as this user: it only holds the media the action sends to.
+    password = secrets.token_urlsafe(24) + "-Zx9"
+    created = api("user.create", {"username": USER, "name": "autoremedy", "surname": "StackStorm",
+                                  "passwd": password, "roleid": SUPER_ADMIN_ROLE,
+                                  "usrgrps": [{"usrgrpid": group["usrgrpid"]}], "medias": media})
+    return created["userids"][0], "created"
+
+
+def action_params(action, templateid, mediatypeid, userid):
+    def message(subject, text):
+        return {"operationtype": 0, "opmessage": {"default_msg": 0, "mediatypeid": mediatypeid,
+                                                  "subject": subject, "message": text},
+                "opmessage_usr": [{"userid": userid}]}
+    params = {k: action[k] for k in ("name", "eventsource", "status", "esc_period", "pause_suppressed")}
+    params["filter"] = {"evaltype": 0, "conditions": [
+        {"conditiontype": 13, "operator": 0, "value": templateid}]}       # 13: host template
+    problem = message(action["subject"], action["message"])
+    problem.update({"esc_step_from": 1, "esc_step_to": 1})
+    params["operations"] = [problem]
+    params["recovery_operations"] = [message("RESOLVED: {EVENT.NAME}", action["recovery_message"])]
+    return params
+
+
+# --- the node-side hook (a remote command) -------------------------------------------
+HOOK_SCRIPT = "autoremedy node hook"
+HOOK_ACTION = "autoremedy node hook"
+EVENT_TAG = 25          # action condition: event tag (name)
+
+
+GATE = "/usr/libexec/autoremedy/remediate"
+
+
+def hook_command(binary, sudo=False):
+    """`handle hook` on the node, from the problem's tags. Only problems that carry
+    autoremedy_target and autoremedy_check_args reach it (the action's conditions):
+    the template sets both on the process and disk triggers, from the operator's
+    watch names and the discovered mount points. With ``sudo`` it goes through the
+    packages' gate, which accepts only plain check options (never --config)."""
+    tags = "{EVENT.TAGS.autoremedy_class} {EVENT.TAGS.autoremedy_target} {EVENT.TAGS.autoremedy_check_args}"
+    if sudo:
+        return f"sudo -n {GATE} hook {tags}"
+    return (f"{binary} handle hook {{EVENT.TAGS.autoremedy_class}} --target {{EVENT.TAGS.autoremedy_target}} "
+            "{EVENT.TAGS.autoremedy_check_args}")
+
+
+def upsert_script(api, binary, sudo=False):
+    params = {"name": HOOK_SCRIPT, "type": 0, "scope": 1, "execute_on": 0, "command": hook_command(binary, sudo),
+              "description": "autoremedy: re-run the check on the node and forward it, or remediate "
+                             "locally when StackStorm is unreachable (guarded)."}
+    found = one(api, "script.get", {"filter": {"name": [HOOK_SCRIPT]}, "output": ["scriptid"]},
+                f"script {HOOK_SCRIPT}")
+    if found:
+        api("script.update", dict(params, scriptid=found["scriptid"]))
+        return found["scriptid"], "updated"
+    return api("script.create", params)["scriptids"][0], "created"
+
+
+def hook_action_params(templateid, scriptid):
+    return {"name": HOOK_ACTION, "eventsource": 0, "status": 0, "esc_period": "1h",
+            "filter": {"evaltype": 1, "conditions": [
+                {"conditiontype": 13, "operator": 0, "value": templateid},
+                {"conditiontype": EVENT_TAG, "operator": 0, "value": "autoremedy_target"},
+                {"conditiontype": EVENT_TAG, "operator": 0, "value": "autoremedy_check_args"}]},
+            "operations": [{"operationtype": 1, "esc_step_from": 1, "esc_step_to": 1,
+                            "opcommand": {"scriptid": scriptid},
+                            "opcommand_hst": [{"hostid": "0"}]}]}    # "0": the problem's own host
+
+
+def upsert_action(api, params):
+    found = one(api, "action.get", {"filter": {"name": [params["name"]]}, "output": ["actionid"]},
+                f"action {params['name']}")
+    if found:
+        api("action.update", dict(params, actionid=found["actionid"]))
+        return found["actionid"], "updated"
+    return api("action.create", params)["actionids"][0], "created"
+
+
+def setup(api, args, definitions, report=print):
+    template, mediatypes, action = definitions
+    templateid, what = import_template(api, template)
+    report(f"template autoremedy: {what}")
+    if args.st2_url:
+        key = read_secret(args.st2_api_key_file, "AUTOREMEDY_ST2_API_KEY")
+        if not key:
+            raise UsageError("--st2-url needs --st2-api-key-file (or $AUTOREMEDY_ST2_API_KEY)")
+        for macro, value, kind in (("{$AR.ST2.URL}", args.st2_url, MACRO_TEXT),
+                                   ("{$AR.ST2.WEBHOOK}", args.st2_webhook, MACRO_TEXT),
+                                   ("{$AR.ST2.API_KEY}", key, MACRO_SECRET)):
+            report(f"global macro {macro}: {set_global_macro(api, macro, value, kind)}")
+    ids = {}
+    for media in mediatypes:
+        ids[media["type"]], what = upsert_mediatype(api, media)
+        report(f"media type {media['name']}: {what}")
+    chosen = next(m for m in mediatypes if m["type"] == (1 if args.via == "script" else 4))
+    mediatypeid = ids[chosen["type"]]
+    userid, what = upsert_user(api, mediatypeid, args.sendto)
+    report(f"user {USER}: {what} (media: {chosen['name']})")
+    actionid, what = upsert_action(api, action_params(action, templateid, mediatypeid, userid))
+    report(f"action {action['name']}: {what}")
+    ids = {"templateid": templateid, "mediatypeid": mediatypeid, "userid": userid, "actionid": actionid}
+    if args.node_hook:
+        scriptid, what = upsert_script(api, args.autoremedy_bin, args.node_hook_sudo)
+        report(f"script {HOOK_SCRIPT}: {what}")
+        ids["hook_actionid"], what = upsert_action(api, hook_action_params(templateid, scriptid))
+        report(f"action {HOOK_ACTION}: {what}")
+    return ids
+
+
+def main(argv):
+    try:
+        args = parser().parse_args(argv)
+        token = read_secret(args.token_file, "AUTOREMEDY_ZABBIX_TOKEN")
+        password = None if token else read_secret(args.password_file, "AUTOREMEDY_ZABBIX_PASSWORD")
+        if not token and not password:
+            raise UsageError("give --password-file or --token-file (or $AUTOREMEDY_ZABBIX_PASSWORD)")
+        path = source_dir(args.source)
+    except UsageError as exc:
+        return fail(str(exc), 2)
+    try:
+        definitions = load_definitions(path)      # before any network: bad input fails fast
+        api = Api(args.url, args.timeout, not args.no_verify)
+        api.login(args.user, password, token)
+        setup(api, args, definitions)
+    except UsageError as exc:
+        return fail(str(exc), 2)
+    except (SetupError, OSError, ValueError) as exc:
+        return fail(str(exc) if isinstance(exc, SetupError) else describe(exc), 3)
+    return 0

@@ -1,0 +1,278 @@
+"""Every node check configured for this host, in one process, each result reported on its own.
+
+    $ autoremedy check batch
+    BATCH CRITICAL: 1 of 4 checks failing: nova-compute CRITICAL | 'disk'=0;;;0;3 'nova-compute'=2;;;0;3 ...
+    DISK OK: 1 mount(s) OK, fullest / 23.65% used
+    NOVA-COMPUTE CRITICAL: 0 processes matching unit nova-compute (crit <1)
+    MARIADB OK: 1 process matching cmdline mariadbd
+    SPOOL OK: spool empty; no dead letters
+    $ autoremedy check batch --format zabbix     # the JSON master item of the Zabbix template
+    {"data":{"checks":{"disk":{"class":"disk","status":0,...},"nova-compute":{...,"status":2,...}}},...}
+    $ autoremedy check batch --sensu             # each result POSTed to the agent's events API
+    BATCH OK: posted 4 result(s) to http://127.0.0.1:3031/events (1 not OK: nova-compute CRITICAL)
+
+On a compute node sold to tenants the monitor's CPU is the operator's cost: one
+interpreter start, one set of imports and one configuration load serve every
+check, where separate checks pay each of them N times (bench/bench_packaging.py).
+
+Configuration (``checks.batch``; every key optional)::
+
+    checks:
+      batch:
+        checks:                                   # default: see below
+          - {name: disk, class: disk, args: [-w, "85", -c, "95"]}
+          - {name: nova-compute, class: process, args: [--watch, nova-compute]}
+        agent_api: http://127.0.0.1:3031/events   # Sensu agent events API (--sensu)
+        handlers: [autoremedy]                    # handlers of the posted events
+        ttl: 0                                    # seconds; >0 lets Sensu alert when results stop
+
+Without ``checks`` the batch runs disk (every real filesystem), one process check
+per ``checks.process.watch`` entry, and the spool check where that class exists.
+"""
+import re
+import time
+
+from autoremedy.result import CheckError, Metric, Result, Status
+
+NAME = "batch"
+THRESHOLDS = (None, None)
+TIMEOUT = 20.0
+AGENT_API = "http://127.0.0.1:3031/events"
+# Sensu Go object names: letters, digits, '_', '.', '-' (the same rule keeps them
+# usable as Zabbix LLD values and JSONPath keys).
+_ENTRY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+# The budget one result needs after its check: render and (with --sensu) one POST.
+_RESERVE = 0.3
+
+
+def add_arguments(parser):
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="run only this configured check (repeatable)")
+    parser.add_argument("--sensu", action="store_true",
+                        help="POST each result to the Sensu agent's events API as its own event")
+    parser.add_argument("--agent-api", metavar="URL",
+                        help=f"events API for --sensu (default: checks.batch.agent_api or {AGENT_API})")
+
+
+# --- what to run -----------------------------------------------------------------
+
+def settings():
+    from autoremedy.config import Config, ConfigError
+    try:
+        config = Config.load()
+    except ConfigError as exc:
+        raise CheckError(str(exc)) from None
+    section = config.get("checks.batch") or {}
+    if not isinstance(section, dict):
+        raise CheckError("checks.batch: expected a mapping")
+    return config, section
+
+
+def is_check_class(cls):
+    """Whether ``cls`` names a check module here. find_spec, not cli.available():
+    listing the package imports pkgutil and inspect, a tenth of the batch's start-up."""
+    import importlib.util
+    if not isinstance(cls, str) or cls == NAME or not re.match(r"^[a-z][a-z0-9-]{0,62}$", cls):
+        return False
+    return importlib.util.find_spec(f"autoremedy.checks.{cls.replace('-', '_')}") is not None
+
+
+def entries(config, section):
+    """[(name, class, argv)] from checks.batch.checks, or the defaults for this host."""
+    raw = section.get("checks")
+    if raw is None:
+        return default_entries(config)
+    if not isinstance(raw, list) or not raw:
+        raise CheckError("checks.batch.checks: expected a non-empty list")
+    out, seen = [], set()
+    for i, item in enumerate(raw):
+        where = f"checks.batch.checks[{i}]"
+        if not isinstance(item, dict):
+            raise CheckError(f"{where}: expected a mapping with name, class, args")
+        name, cls, args = item.get("name"), item.get("class"), item.get("args", [])
+        if not isinstance(name, str) or not _ENTRY_NAME.match(name):
+            raise CheckError(f"{where}.name: {name!r} is not a name of letters, digits, '_', '.', '-'")
+        if name in seen:
+            raise CheckError(f"{where}.name: {name!r} is used twice")
+        if not is_check_class(cls):
+            from autoremedy.cli import available
+            known = sorted(set(available("checks")) - {NAME})
+            raise CheckError(f"{where}.class: {cls!r} is not a check class here (known: {', '.join(known)})")
+        if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
+            raise CheckError(f"{where}.args: expected a list of strings")
+        seen.add(name)
+        out.append((name, cls, [str(a) for a in args]))
+    return out
+
+
+def default_entries(config):
+    out = [("disk", "disk", [])]
+    for entry in config.get("checks.process.watch") or []:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and _ENTRY_NAME.match(name) and name not in ("disk", "spool"):
+            out.append((name, "process", ["--watch", name]))
+    if is_check_class("spool"):
+        out.append(("spool", "spool", []))
+    return out
+
+
+def selected(all_entries, only):
+    if not only:
+        return all_entries
+    names = {name for name, _, _ in all_entries}
+    missing = [n for n in only if n not in names]
+    if missing:
+        raise CheckError(f"--only {', '.join(missing)}: not a configured check "
+                         f"(configured: {', '.join(sorted(names))})")
+    return [e for e in all_entries if e[0] in only]
+
+
+# --- run and report ------------------------------------------------------------------
+
+def run_all(todo, budget, clock=time.monotonic):
+    """[(name, class, Result)]; each check gets what is left of the budget."""
+    from autoremedy.cli import run_check
+    deadline = clock() + budget
+    results = []
+    for name, cls, argv in todo:
+        left = deadline - clock() - _RESERVE
+        if left <= 0:
+            results.append((name, cls, Result.unknown(name, f"not run: the batch's {budget:g}s budget was spent")))
+            continue
+        result, _ = run_check(cls, argv + ["--timeout", f"{_sub_timeout(argv, left):.3f}"])
+        result.name = name
+        results.append((name, cls, result))
+    return results
+
+
+def _sub_timeout(argv, left):
+    """The entry's own --timeout if it set a shorter one (argparse keeps the last)."""
+    own = None
+    for i, arg in enumerate(argv):
+        value = argv[i + 1] if arg == "--timeout" and i + 1 < len(argv) else (
+            arg.split("=", 1)[1] if arg.startswith("--timeout=") else None)
+        if value is not None:
+            try:
+                own = float(value)
+            except ValueError:
+                pass
+    return min(own, left) if own else left
+
+
+def summarise(results):
+    bad = [(n, r) for n, _, r in results if r.status is not Status.OK]
+    worst = Status.OK
+    for _, _, result in results:
+        worst = worst.worse(result.status)
+    order = {Status.CRITICAL: 0, Status.UNKNOWN: 1, Status.WARNING: 2}
+    bad.sort(key=lambda item: order[item[1].status])
+    if bad:
+        text = ", ".join(f"{n} {r.status.name}" for n, r in bad)
+        summary = f"{len(bad)} of {len(results)} checks failing: {text}"
+    else:
+        summary = f"{len(results)} checks OK"
+    # One metric per check: its status, so Nagios perfdata graphs a state history.
+    metrics = [Metric(n, int(r.status), "", None, None, 0, 3) for n, _, r in results]
+    details = [status_line(r) for _, _, r in results]
+    data = {"checks": {n: dict(r.to_dict(), **{"class": c}) for n, c, r in results}}
+    return Result(NAME, summary, status=worst, metrics=metrics, details=details, data=data)
+
+
+def check(args, post=None):
+    config, section = settings()
+    todo = selected(entries(config, section), args.only)
+    results = run_all(todo, args.timeout - (1.0 if args.sensu else 0.2))
+    summary = summarise(results)
+    if not args.sensu:
+        return summary
+    url = args.agent_api or section.get("agent_api") or AGENT_API
+    handlers = section.get("handlers", ["autoremedy"])
+    ttl = section.get("ttl", 0)
+    events = [(name, sensu_event(name, cls, result, handlers, ttl)) for name, cls, result in results]
+    failures = (post or post_events)(url, events, timeout=2.0)
+    return _posted(summary, results, url, failures)
+
+
+def _posted(summary, results, url, failures):
+    """The batch's own Sensu result: OK when the agent took every event. The
+    checks' states travel in their own events, so they must not alert twice."""
+    posted = len(results) - len(failures)
+    bad = [f"{n} {r.status.name}" for n, _, r in results if r.status is not Status.OK]
+    text = f"posted {posted} result(s) to {url}"
+    if bad:
+        text += f" ({len(bad)} not OK: {', '.join(bad)})"
+    if failures:
+        # The agent did not take them: print every result so nothing is lost.
+        reasons = "; ".join(f"{n}: {why}" for n, why in failures[:3])
+        return Result(NAME, f"{len(failures)} of {len(results)} result(s) not posted to {url}: "
+                            f"{reasons}", status=Status.UNKNOWN, details=summary.details,
+                      data=summary.data)
+    return Result(NAME, text, status=Status.OK, details=summary.details, data=summary.data)
+
+
+def status_line(result):
+    """A result's Nagios status line without perfdata (the batch's long output)."""
+    from autoremedy.render import nagios
+    return nagios(result)[0].split("\n")[0].split(" | ")[0]
+
+
+# --- Sensu: each result is its own event --------------------------------------------
+
+def sensu_event(name, cls, result, handlers, ttl):
+    """The body of ``POST /events`` on the agent API (reference/sensu.md §4): the
+    agent adds its entity, so the event is the check part only."""
+    from autoremedy.render import nagios
+    check = {
+        "metadata": {"name": name, "labels": {"autoremedy_class": cls}},
+        "status": int(result.status),
+        "output": nagios(result)[0] + "\n",
+        "output_metric_format": "nagios_perfdata",
+        "handlers": list(handlers),
+    }
+    if ttl:
+        check["ttl"] = int(ttl)
+    return {"check": check}
+
+
+def post_events(url, events, timeout=2.0):
+    """POST each event over one keep-alive connection; [(name, reason)] of those
+    the agent did not accept (anything but 2xx, or no connection at all). An agent
+    that refuses or does not answer fails the rest at once: N events must not
+    wait N timeouts inside a check that has a time budget."""
+    import http.client
+    import json
+    import socket
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return [(name, f"bad agent API URL {url!r}") for name, _ in events]
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    failures = []
+    try:
+        for i, (name, event) in enumerate(events):
+            try:
+                conn.request("POST", parts.path or "/events", body=json.dumps(event),
+                             headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                text = response.read(300).decode("utf-8", "replace").strip()
+            except (ConnectionRefusedError, socket.timeout) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                failures += [(n, reason) for n, _ in events[i:]]
+                break
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()  # a broken keep-alive connection: the next request reconnects
+                failures.append((name, f"{type(exc).__name__}: {exc}"))
+                continue
+            if not 200 <= response.status < 300:
+                failures.append((name, f"HTTP {response.status} {text}"[:200]))
+    finally:
+        conn.close()
+    return failures
+
+
+def discover(args):
+    """Zabbix LLD: one row per check of the batch ({#AR.CHECK}, {#AR.CLASS})."""
+    config, section = settings()
+    return [{"{#AR.CHECK}": name, "{#AR.CLASS}": cls}
+            for name, cls, _ in selected(entries(config, section), args.only)]

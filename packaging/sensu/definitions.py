@@ -1,0 +1,180 @@
+"""Generate the Sensu Go resources (go/autoremedy.yaml) and their Sensu Classic
+equivalents (classic/autoremedy.json) from the table below.
+
+    $ python3 packaging/sensu/definitions.py          # rewrites both files
+
+One table, two dialects: the checks, hooks, handler and filter must say the same
+thing in both (a test keeps the committed files equal to this output).
+
+Where things run (reference/sensu.md §4): checks and hooks on the agent, the
+handler and filters on the backend. So node-scoped remediation is triggered by a
+*check hook* (`autoremedy handle hook <class> ...`, which re-runs the check on the
+node and forwards or falls back locally), and every event also goes through the
+pipe handler (`autoremedy handle sensu`) to StackStorm. API-scoped classes run
+as proxy checks on agents subscribed to `autoremedy-central`, round robin.
+"""
+import json
+import os
+import sys
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ASSET = "autoremedy"
+HANDLER = "autoremedy"
+FILTER = "autoremedy-occurrences"
+INTERVAL = 60
+
+# name, class, check arguments (Sensu Go tokens), Classic tokens (None: same),
+# subscriptions, hook statuses, proxy entity (API-scoped classes), remediation
+# target (a key of remediations.<class>.targets: the hook's --target and the
+# autoremedy_target label the StackStorm rules read).
+CHECKS = [
+    ("autoremedy-process-nova-compute", "process", "--watch nova-compute", None, ["compute"],
+     ["critical"], None, "nova-compute"),
+    ("autoremedy-process-neutron-ovs-agent", "process", "--watch neutron-openvswitch-agent", None,
+     ["compute", "network"], ["critical"], None, "neutron-openvswitch-agent"),
+    ("autoremedy-process-libvirtd", "process", "--watch libvirtd", None, ["compute"], ["critical"], None,
+     "libvirtd"),
+    # Every real filesystem, for the record; the remediation pairs are per mount below.
+    ("autoremedy-disk", "disk",
+     '-w {{ .annotations.autoremedy_disk_warning | default "85" }} '
+     '-c {{ .annotations.autoremedy_disk_critical | default "95" }}',
+     "-w :::autoremedy.disk_warning|85::: -c :::autoremedy.disk_critical|95:::",
+     ["autoremedy"], [], None, None),
+    ("autoremedy-disk-var", "disk", "-p /var", None, ["autoremedy"], ["warning", "critical"], None, "/var"),
+    ("autoremedy-rabbitmq-node", "rabbitmq-node", "", None, ["rabbitmq"], ["critical"], None, None),
+    # Node side of the OpenStack drift check; its target is this node's Nova host
+    # name, which the handler's routes supply (hooks get no entity tokens).
+    ("autoremedy-openstack-consistency", "openstack-consistency", "", None, ["compute"],
+     ["warning", "critical"], None, None),
+    # Galera from one of its nodes (local socket); the target is the cluster's key
+    # in remediations.galera.targets.
+    ("autoremedy-galera", "galera", "--expected-size 3", None, ["galera"], ["critical"], None, "openstack-db"),
+    ("autoremedy-spool", "spool", "", None, ["autoremedy"], [], None, None),
+    ("autoremedy-rabbitmq-queues", "rabbitmq-queues", "", None, ["autoremedy-central"], [], "rabbitmq", None),
+    # One check per replica (mysql.servers name = remediations.mysql-replication target).
+    ("autoremedy-mysql-replication", "mysql-replication", "--server db-replica-1", None, ["autoremedy-central"],
+     [], "db-replica-1", "db-replica-1"),
+    # Target "dead": the first allowlisted compute host the check confirms dead.
+    ("autoremedy-compute-node", "compute-node", "", None, ["autoremedy-central"], [], "openstack", "dead"),
+]
+
+# First occurrence, then every 60th (an hour at a 60 s interval), and every
+# resolution: the repeated-events filter of the Sensu docs (reference/sensu.md §1).
+OCCURRENCES_GO = "event.check.occurrences == 1 || event.check.occurrences % 60 == 0"
+OCCURRENCES_CLASSIC = "eval: value == 1 || value % 60 == 0"
+
+
+def command(cls, args):
+    return " ".join(p for p in ("autoremedy check", cls, args) if p)
+
+
+def hook_command(cls, args, target):
+    """`handle hook` re-runs the check here (same options) and remediates
+    ``target`` when StackStorm is unreachable."""
+    return " ".join(p for p in ("autoremedy handle hook", cls, f"--target {target}" if target else "", args) if p)
+
+
+def labels(cls, target):
+    out = {"autoremedy_class": cls}
+    if target:
+        out["autoremedy_target"] = target
+    return out
+
+
+def go_resources():
+    docs = []
+    for name, cls, args, _, subs, hook_on, proxy, target in CHECKS:
+        spec = {
+            "command": command(cls, args),
+            "interval": INTERVAL,
+            "timeout": 30,
+            "publish": True,
+            "subscriptions": subs,
+            "runtime_assets": [ASSET],
+            "handlers": [HANDLER],
+            "output_metric_format": "nagios_perfdata",
+        }
+        if proxy:
+            spec.update({"proxy_entity_name": proxy, "round_robin": True})
+        if hook_on:
+            spec["check_hooks"] = [{status: [f"{name}-hook"]} for status in hook_on]
+        docs.append({"type": "CheckConfig", "api_version": "core/v2",
+                     "metadata": {"name": name, "labels": labels(cls, target)}, "spec": spec})
+        if hook_on:
+            docs.append({"type": "HookConfig", "api_version": "core/v2", "metadata": {"name": f"{name}-hook"},
+                         "spec": {"command": hook_command(cls, args, target), "timeout": 120, "stdin": False,
+                                  "runtime_assets": [ASSET]}})
+    docs.append({"type": "CheckConfig", "api_version": "core/v2",
+                 "metadata": {"name": "autoremedy-batch", "labels": {"autoremedy_class": "batch"}},
+                 "spec": {"command": "autoremedy check batch --sensu", "interval": INTERVAL, "timeout": 30,
+                          "publish": False, "subscriptions": ["autoremedy-batch"], "runtime_assets": [ASSET],
+                          "handlers": [HANDLER]}})
+    docs.append({"type": "Handler", "api_version": "core/v2", "metadata": {"name": HANDLER},
+                 "spec": {"type": "pipe", "command": "autoremedy handle sensu", "timeout": 30,
+                          "filters": ["is_incident", FILTER], "runtime_assets": [ASSET],
+                          "env_vars": ["AUTOREMEDY_ST2_URL=https://st2.example.net",
+                                       "AUTOREMEDY_ST2_API_KEY_FILE=/etc/sensu/autoremedy-st2-api-key",
+                                       "AUTOREMEDY_STATE_DIR=/var/lib/sensu/autoremedy"]}})
+    docs.append({"type": "EventFilter", "api_version": "core/v2", "metadata": {"name": FILTER},
+                 "spec": {"action": "allow", "expressions": [OCCURRENCES_GO]}})
+    return docs
+
+
+def classic_resources():
+    checks = {}
+    for name, cls, args, classic_args, subs, hook_on, proxy, target in CHECKS:
+        check = {"command": command(cls, classic_args if classic_args is not None else args),
+                 "subscribers": subs, "interval": INTERVAL, "timeout": 30, "handlers": ["autoremedy"],
+                 # Custom check attributes reach the handler like Sensu Go's labels.
+                 **labels(cls, target)}
+        if proxy:
+            check["source"] = proxy
+        if hook_on:
+            check["hooks"] = {status: {"command": hook_command(cls, args, target), "timeout": 120}
+                              for status in hook_on}
+        checks[name] = check
+    return {
+        "checks": checks,
+        "handlers": {"autoremedy": {"type": "pipe", "command": "autoremedy handle sensu", "timeout": 30,
+                                    "severities": ["ok", "warning", "critical", "unknown"],
+                                    "filters": [FILTER]}},
+        "filters": {FILTER: {"attributes": {"occurrences": OCCURRENCES_CLASSIC}}},
+    }
+
+
+GO_HEADER = """\
+# autoremedy for Sensu Go: checks for every class, the check hooks that run the
+# node-side handle path, the StackStorm pipe handler and the occurrences filter.
+# Generated by packaging/sensu/definitions.py. Create the asset first
+# (`make asset` writes autoremedy-asset.yaml), then: sensuctl create -f autoremedy.yaml
+# The batch alternative (one process for every node check, results posted to the
+# agent API) is `autoremedy-batch`: publish it instead of the per-class node checks.
+"""
+
+
+class _Dumper(yaml.SafeDumper):
+    """No &anchors / *aliases for the lists the checks share."""
+
+    def ignore_aliases(self, data):
+        return True
+
+
+def render_go():
+    return GO_HEADER + "---\n" + yaml.dump_all(go_resources(), Dumper=_Dumper, sort_keys=False, width=120)
+
+
+def render_classic():
+    return json.dumps(classic_resources(), indent=2, sort_keys=False) + "\n"
+
+
+def main():
+    with open(os.path.join(HERE, "go", "autoremedy.yaml"), "w") as handle:
+        handle.write(render_go())
+    with open(os.path.join(HERE, "classic", "autoremedy.json"), "w") as handle:
+        handle.write(render_classic())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""`make deb`: the package's content, and a real `dpkg -i` / `dpkg --purge` on
+this machine (its commands run, its scripts set up group, state directory,
+byte-code and sudoers, and a purge leaves nothing behind)."""
+import grp
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+from pkgenv import AUTOREMEDY, need
+
+pytestmark = pytest.mark.integration
+
+
+def dpkg_deb(*args):
+    return subprocess.run([need("dpkg-deb"), *map(str, args)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_control_fields_and_dependencies(deb_file):
+    info = dpkg_deb("-f", deb_file)
+    assert "Package: autoremedy\n" in info
+    version = subprocess.run([AUTOREMEDY, "--version"], capture_output=True, text=True).stdout.strip()
+    assert f"Version: {version}-1\n" in info
+    assert "Depends: python3 (>= 3.9), adduser, libc6" in info   # psutil's C part needs libc only
+
+
+def test_files_are_under_the_private_prefix_and_etc_is_conffiles(deb_file, tmp_path):
+    listing = dpkg_deb("-c", deb_file)
+    paths = {line.split()[5].lstrip(".") for line in listing.splitlines()}
+    for path in ("/usr/lib/autoremedy/bin/autoremedy", "/usr/lib/autoremedy/libexec/autoremedy",
+                 "/usr/lib/autoremedy/lib/autoremedy/cli.py", "/usr/lib/autoremedy/lib/psutil/__init__.py",
+                 "/usr/bin/autoremedy", "/usr/libexec/autoremedy/remediate",
+                 "/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy",
+                 "/lib/systemd/system/autoremedy-replay.service", "/lib/systemd/system/autoremedy-replay.timer",
+                 "/etc/zabbix/zabbix_agentd.conf.d/autoremedy.conf",
+                 "/etc/zabbix/externalscripts/autoremedy_check", "/etc/zabbix/alert.d/autoremedy_alert",
+                 "/usr/share/autoremedy/zabbix/autoremedy_template.yaml",
+                 "/usr/share/autoremedy/stackstorm/autoremedy/pack.yaml"):
+        assert path in paths, path
+    # Nothing generic on PATH, no byte-code owned by the package, no debug files.
+    assert [p for p in paths if p.startswith("/usr/bin/") and p != "/usr/bin/"] == ["/usr/bin/autoremedy"]
+    assert not [p for p in paths if "__pycache__" in p or p.startswith("/usr/lib/debug")]
+    sudoers = next(line for line in listing.splitlines() if line.endswith("./etc/sudoers.d/autoremedy"))
+    assert sudoers.startswith("-r--r----- root/root")
+    subprocess.run([need("dpkg-deb"), "-e", str(deb_file), str(tmp_path / "control")], check=True)
+    conffiles = (tmp_path / "control" / "conffiles").read_text().split()
+    assert sorted(conffiles) == ["/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy",
+                                 "/etc/zabbix/zabbix_agentd.conf.d/autoremedy.conf"]
+
+
+@pytest.fixture(scope="module")
+def installed(deb_file):
+    """dpkg -i on this machine; purged at the end (and checked to leave nothing)."""
+    dpkg = need("dpkg")
+    subprocess.run([dpkg, "--purge", "autoremedy"], capture_output=True)   # a leftover of an aborted run
+    proc = subprocess.run([dpkg, "-i", str(deb_file)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = subprocess.run([dpkg, "-L", "autoremedy"], capture_output=True, text=True,
+                           check=True).stdout.split("\n")
+    yield [f for f in files if f]
+    proc = subprocess.run([dpkg, "--purge", "autoremedy"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def run(*argv, env=None):
+    """Run a command with a minimal environment, the way a monitor or sudo would
+    (from /, so no source tree in the working directory can shadow anything)."""
+    return subprocess.run(list(map(str, argv)), capture_output=True, text=True, cwd="/",
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})})
+
+
+def test_installed_commands_run_like_the_dev_install(installed, check_classes, tmp_path):
+    assert run("/usr/bin/autoremedy", "check", "--list").stdout.split() == check_classes
+    got = run("/usr/bin/autoremedy", "check", "disk", "-p", "/", "--format", "json")
+    assert got.returncode in (0, 1, 2) and json.loads(got.stdout)["name"] == "disk"
+    assert run("/usr/bin/autoremedy", "config", "check").stdout.strip() == "/etc/autoremedy/autoremedy.yaml: OK"
+    # The vendored lib is what runs, not a copy elsewhere on the machine.
+    where = run("/usr/bin/python3", "-c", "import autoremedy, psutil; print(autoremedy.__file__, psutil.__file__)",
+                env={"PYTHONPATH": "/usr/lib/autoremedy/lib"})
+    assert where.stdout.split() == ["/usr/lib/autoremedy/lib/autoremedy/__init__.py",
+                                    "/usr/lib/autoremedy/lib/psutil/__init__.py"]
+    # The Zabbix installer (pyzabbix is vendored too) answers bad input in one line.
+    setup = run("/usr/bin/autoremedy", "zabbix-setup", "--url", "http://127.0.0.1:9", "--password-file",
+                "/nonexistent")
+    assert setup.returncode == 2 and setup.stderr == "autoremedy: /nonexistent: No such file or directory\n"
+
+
+def test_postinst_sets_up_group_state_dir_and_bytecode(installed):
+    group = grp.getgrnam("autoremedy")
+    st = os.stat("/var/lib/autoremedy")
+    assert stat.S_IMODE(st.st_mode) == 0o2770 and st.st_uid == 0 and st.st_gid == group.gr_gid
+    try:
+        import pwd
+        pwd.getpwnam("zabbix")
+        assert "zabbix" in grp.getgrnam("autoremedy").gr_mem
+    except KeyError:
+        pass
+    assert os.path.exists("/usr/lib/autoremedy/lib/autoremedy/__pycache__")
+
+
+def test_sudoers_drop_in_is_valid(installed):
+    proc = run(need("visudo"), "-cf", "/etc/sudoers.d/autoremedy")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_systemd_units_verify(installed):
+    proc = run(need("systemd-analyze"), "verify", "/lib/systemd/system/autoremedy-replay.service",
+               "/lib/systemd/system/autoremedy-replay.timer")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["process"], "usage: remediate CLASS TARGET"),
+    (["process", "nova-compute", "--config", "/tmp/evil.yaml"], "invalid event id"),
+    (["process", "--config=/tmp/evil.yaml"], "invalid target"),
+    (["process", "nova;reboot"], "invalid target"),
+    (["process", "-x"], "invalid target"),
+    (["Process", "x"], "invalid class name"),
+    (["process", "x", "$(id)"], "invalid event id"),
+])
+def test_sudo_gate_refuses_anything_but_class_target_event(installed, argv, message):
+    proc = run("/usr/libexec/autoremedy/remediate", *argv)
+    assert proc.returncode == 2 and message in proc.stderr, proc
+
+
+def test_sudo_gate_runs_the_guarded_remediation_with_the_system_config(installed):
+    proc = run("/usr/libexec/autoremedy/remediate", "process", "not-allowlisted", "evt-1", "--dry-run")
+    assert proc.returncode == 1, proc          # refused = escalation, never a restart
+    outcome = json.loads(proc.stdout)
+    assert outcome["outcome"] == "refused" and outcome["target"] == "not-allowlisted"
+    assert outcome["event_id"] == "evt-1"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["hook", "process"], "usage: remediate hook CLASS TARGET"),
+    (["hook", "process", "nova-compute", "--config", "/tmp/evil.yaml"], "not allowed here: --config"),
+    (["hook", "process", "nova-compute", "--conf", "/tmp/evil.yaml"], "not allowed here: --conf"),
+    (["hook", "process", "nova-compute", "--watch", "--config"], "invalid value for --watch"),
+    (["hook", "process", "nova-compute", "--watch"], "needs a value"),
+    (["hook", "process", "nova-compute", "--cmdline", ".*"], "not allowed here: --cmdline"),
+    (["hook", "process", "nova-compute", "--watch", "x;reboot"], "invalid value for --watch"),
+    (["hook", "process", "$(id)"], "invalid target"),
+])
+def test_sudo_gate_hook_mode_refuses_foreign_options(installed, argv, message):
+    proc = run("/usr/libexec/autoremedy/remediate", *argv)
+    assert proc.returncode == 2 and message in proc.stderr, proc
+
+
+def test_sudo_gate_hook_mode_runs_the_node_hook_with_the_system_config(installed):
+    # A passing check: the hook re-runs it with the given options and has nothing to do.
+    proc = run("/usr/libexec/autoremedy/remediate", "hook", "disk", "/", "-p", "/", "-w", "99.9", "-c", "100")
+    assert proc.returncode == 0, proc
+    assert proc.stdout.startswith("DISK OK: ") and "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_zabbix_paths_resolve(installed):
+    for link in ("/etc/zabbix/externalscripts/autoremedy_check", "/etc/zabbix/alert.d/autoremedy_alert"):
+        assert os.access(os.path.realpath(link), os.X_OK), link
+    out = run("/etc/zabbix/externalscripts/autoremedy_check", "disk", "-p", "/")
+    assert json.loads(out.stdout)["name"] == "disk"
+
+
+def test_purge_leaves_nothing_behind(deb_file, installed):
+    """Runs last in this module: remove, purge, and every file the package had is gone."""
+    dpkg = need("dpkg")
+    proc = subprocess.run([dpkg, "--purge", "autoremedy"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    shared = {"/", "/.", "/etc", "/usr", "/usr/bin", "/usr/lib", "/usr/libexec", "/usr/share", "/usr/share/doc",
+              "/lib", "/lib/systemd", "/lib/systemd/system", "/etc/sudoers.d", "/etc/zabbix",
+              "/etc/zabbix/zabbix_agentd.conf.d", "/etc/zabbix/externalscripts", "/etc/zabbix/alert.d"}
+    left = [f for f in installed if f not in shared and os.path.lexists(f)]
+    assert left == []
+    for path in ("/usr/lib/autoremedy", "/var/lib/autoremedy", "/etc/autoremedy"):
+        assert not os.path.exists(path), path
+    # Reinstall so the module fixture's final purge has something to purge.
+    subprocess.run([dpkg, "-i", str(deb_file)], capture_output=True, check=True)
