@@ -295,7 +295,7 @@ class Api:
             self._pool = urllib3.PoolManager(**kwargs)
             self._headers = urllib3.make_headers(basic_auth=f"{self.user}:{self._password}",
                                                  accept_encoding="gzip", keep_alive=True)
-            self._headers["accept"] = "application/json"
+            # No "accept: application/json": 3.10 answers 406 to DELETE .../contents with it.
         return self._pool
 
     def request(self, method, api_path, params=None, body=None, raw=False):
