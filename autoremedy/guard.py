@@ -24,6 +24,9 @@ import time
 from autoremedy import statefile
 
 
+IDLE = ("noop", "refused")     # ledger outcomes of runs that changed nothing
+
+
 class Refused(Exception):
     """A guard said no. ``guard`` names which one; the text says why."""
 
@@ -137,13 +140,15 @@ class Guard:
                     if run.get("event") == event_id and run["key"] == key:
                         raise Skip("duplicate", f"event {event_id} already handled "
                                    f"(pid {run.get('pid')}, {run.get('outcome')})")
+            # Runs that changed nothing (noop, refused by a safety check) do not
+            # use up the rate limit or the cap.
             mine = [r for r in runs if r["key"] == key and now - r["ts"] <= rate["per"]
-                    and r.get("outcome") != "noop"]
+                    and r.get("outcome") not in IDLE]
             if len(mine) >= rate["max"]:
                 raise Refused("rate_limit", f"{len(mine)} runs on {target} in the last "
                               f"{rate['per']:g}s (limit {rate['max']}): the fix does not hold")
             klass = [r for r in runs if r["cls"] == self.cls_name and now - r["ts"] <= cap["per"]
-                     and r.get("outcome") != "noop"]
+                     and r.get("outcome") not in IDLE]
             if len(klass) >= cap["max"]:
                 raise Refused("global_cap", f"{len(klass)} {self.cls_name} remediations in the last "
                               f"{cap['per']:g}s (cap {cap['max']}): too many at once, a human decides")

@@ -212,6 +212,11 @@ def perform(remediation, target_name, trigger=None, audit=None, dry_run=None, cl
             entry = guard.reserve(target, trigger.event_id, dry_run=dry_run)
             try:
                 plan = remediation.plan(target)
+            except (Refused, Skip):
+                # A class-specific safety refusal (DEVELOPING.md: "raise Refused from
+                # resolve/plan"): an escalation with its guard name, not a failure.
+                guard.settle(entry, REFUSED)
+                raise
             except Exception as exc:
                 guard.settle(entry, FAILED)
                 return finish(FAILED, f"planning failed: {exc}")
