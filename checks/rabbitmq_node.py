@@ -27,8 +27,9 @@ schema.DAT boots an empty one. So the verdict combines three signals:
 ``--cluster`` judges only what the API shows (for a central, API-scoped check).
 ``--accept-definitions`` takes the live definitions as the new baseline (after an
 intentional deletion). ``data.state`` is one of running, booting, stuck_booting,
-boot_failed, not_running, definitions_lost, partitioned, alarm, cluster_degraded,
-api_unavailable: the remediation acts on it.
+boot_failed, not_running, app_stopped, definitions_lost, partitioned, alarm,
+exhausted, cluster_degraded: the remediation acts on the first four it names in
+BROKEN and refuses the rest.
 """
 import json
 import os
@@ -130,14 +131,19 @@ def scan_log(log_path, state_path):
     except OSError as exc:
         return fatal, warn, f"log {log_path}: {exc.strerror}"
     end = chunk.rfind(b"\n") + 1                  # keep a half-written last line for next time
+    crasher = False
     for raw in chunk[:end].splitlines():
         line = raw.decode("utf-8", "replace")
         if BOOT_LINE in line:
-            fatal, warn = [], []                  # a new boot: earlier markers are history
+            fatal, warn, crasher = [], [], False  # a new boot: earlier markers are history
         elif any(m in line for m in FATAL_MARKERS):
-            fatal = (fatal + [_clip(line)])[-3:]
+            if len(fatal) < 5:                    # the first markers name the cause
+                fatal.append(_clip(line))
         elif any(m in line for m in WARN_MARKERS):
-            warn = (warn + [_clip(line)])[-3:]
+            crasher = True                        # its reason comes a few lines later
+        elif crasher and "exception " in line:
+            warn = (warn + ["crasher: " + _clip(line)])[-3:]
+            crasher = False
     try:
         statefile.save(state_path, {"inode": st.st_ino, "offset": offset + end,
                                     "fatal": fatal, "warn": warn})
@@ -296,7 +302,7 @@ def probe_down(settings, findings, args, fatal, runner=None, clock=time.time):
     proc = find_beam(settings)
     if proc is None:
         if fatal:
-            findings.crit("boot_failed", f"{findings.node} boot failed: {fatal[-1]}")
+            findings.crit("boot_failed", f"{findings.node} boot failed: {fatal[0]}")
         else:
             findings.crit("not_running", f"{findings.node} not running (no beam process)")
         return None
@@ -314,13 +320,28 @@ def probe_down(settings, findings, args, fatal, runner=None, clock=time.time):
         age = 0.0
     timeout = args.boot_timeout if args.boot_timeout is not None else settings.boot_timeout
     if fatal:
-        findings.crit("boot_failed", f"{findings.node} boot failed: {fatal[-1]}")
+        findings.crit("boot_failed", f"{findings.node} boot failed: {fatal[0]}")
     elif age > timeout:
-        findings.crit("stuck_booting", f"{findings.node} stuck booting for {age:.0f}s "
-                      f"(limit {timeout:g}s)")
+        if booting(settings, runner):
+            findings.crit("stuck_booting", f"{findings.node} stuck booting for {age:.0f}s "
+                          f"(limit {timeout:g}s)")
+        else:                                     # stop_app by someone, or a start that never began
+            findings.crit("app_stopped", f"{findings.node}: the rabbit app is not running on a live "
+                          f"VM (pid {proc.pid}, up {age:.0f}s; stop_app?)")
     else:
         findings.warn(f"{findings.node} booting for {age:.0f}s", state="booting")
     return None
+
+
+def booting(settings, runner=None):
+    """True when the node says it is still booting (not stopped with stop_app)."""
+    from autoremedy import execute
+    try:
+        done = run_cli(settings, "rabbitmq-diagnostics", "is_booting", "--formatter", "json",
+                       runner=runner)
+        return json.loads(done.stdout).get("result") is True
+    except (execute.CommandError, ValueError, AttributeError):
+        return True                               # cannot tell: the boot timeout stands
 
 
 def probe_cli_cluster(settings, findings, runner=None):
@@ -430,8 +451,10 @@ def check(args, settings=None, runner=None):
 
 def verdict(findings, fatal, warn):
     if fatal and findings.state in ("running", "booting") and not findings.critical:
-        findings.warn(f"fatal marker in the log since the last boot: {fatal[-1]}")
-    if warn:
+        findings.warn(f"fatal marker in the log since the last boot: {fatal[0]}")
+    if warn and findings.critical:
+        findings.details.append(f"{len(warn)} crasher report(s) since the last boot: {warn[-1]}")
+    elif warn:
         findings.warn(f"{len(warn)} crasher report(s) since the last boot: {warn[-1][:120]}")
     status = (Status.CRITICAL if findings.critical else Status.UNKNOWN if findings.unknowns
               else Status.WARNING if findings.warning else Status.OK)

@@ -97,6 +97,10 @@ class ResetNode(Remediation):
         if state not in BROKEN:
             raise Refused("precondition", f"{state}: {current.summary}: not something a reset "
                           "fixes; a human decides")
+        if state == "not_running":
+            # A node that died without a trace of corruption is started, nothing more;
+            # if its boot then fails, the next run sees boot_failed and resets it.
+            return [Step(f"start {target}: {' '.join(self.rmq.start_command)}", action=self.start)]
         self.preconditions(state)
         steps = []
         if state == "definitions_lost":
