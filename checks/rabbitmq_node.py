@@ -296,9 +296,10 @@ def usage(findings, name, node, args, own):
             findings.warn(f"{name} {label} {pct:g}% used ({node.get(used)}/{node[total]})")
 
 
-def probe_down(settings, findings, args, fatal, runner=None, clock=time.time):
+def probe_down(settings, findings, args, fatal, runner=None, clock=None):
     """The API does not answer: tell dead, booting, stuck and running-without-API apart."""
     from autoremedy import execute
+    clock = clock or time.time
     proc = find_beam(settings)
     if proc is None:
         if fatal:
