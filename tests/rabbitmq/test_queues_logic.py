@@ -185,3 +185,20 @@ def test_without_consumer_criteria_the_cheap_listing_is_used(run_cli, double, co
     assert ran.returncode == 0, ran
     assert "disable_stats=true&enable_queue_totals=true" in double.requests[0][1]
     assert "consumers" not in double.requests[0][1]
+
+
+def test_the_checks_import_neither_pika_nor_requests(double, make_config, tmp_path):
+    """Start-up is the cost of a check: the API path loads urllib3, never pika
+    (AMQP fallback only) nor requests."""
+    import subprocess
+    import sys
+    double.set("/api/queues", [{"name": "a", "vhost": "/", "messages": 1, "consumers": 1}])
+    double.set("/api/overview", {"node": "a", "object_totals": {"queues": 1}})
+    double.set("/api/nodes", [{"name": "a", "running": True}])
+    config = make_config({"rabbitmq": {"api_url": double.url, "node": "a"}})
+    code = ("import json, sys; from autoremedy.cli import main; main(sys.argv[1:]); "
+            "print(json.dumps(sorted(m for m in ('pika', 'requests', 'urllib3') if m in sys.modules)))")
+    for argv in (["check", "rabbitmq-queues"], ["check", "rabbitmq-node", "--cluster", "--no-baseline"]):
+        done = subprocess.run([sys.executable, "-c", code, *argv, "--config", config], capture_output=True,
+                              text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
+        assert done.stdout.splitlines()[-1] == '["urllib3"]', done
