@@ -54,15 +54,15 @@ class Client:
     def drop_vhost(self, name):
         self.call("DELETE", f"vhosts/{q(name)}", ok=(204, 404))
 
-    def api_depth(self, vhost, queue):
-        return self.call("GET", f"queues/{q(vhost, queue)}?columns=messages,consumers")
+    def api_depth(self, vhost, queue, columns="messages,consumers"):
+        return self.call("GET", f"queues/{q(vhost, queue)}?columns={columns}")
 
-    def wait_api(self, vhost, queue, predicate, timeout=20):
+    def wait_api(self, vhost, queue, predicate, timeout=20, columns="messages,consumers"):
         """Poll until the API's (lagging, ~5 s) view satisfies ``predicate(row)``."""
         deadline = time.monotonic() + timeout
         row = None
         while time.monotonic() < deadline:
-            row = self.api_depth(vhost, queue)
+            row = self.api_depth(vhost, queue, columns)
             # A queue without statistics yet comes back as [] (an empty proplist).
             if isinstance(row, dict) and "messages" in row and predicate(row):
                 return row

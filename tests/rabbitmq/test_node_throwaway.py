@@ -102,6 +102,10 @@ def remediate(run_cli, config, node):
     return outcome
 
 
+def _files(*parts):
+    return [os.path.join(root, name) for root, _, names in os.walk(os.path.join(*parts)) for name in names]
+
+
 def restart_damaged(node, damage):
     node.kill()
     damage()
@@ -181,17 +185,20 @@ def test_deleted_schema_boots_an_empty_node_which_is_seen_and_restored(run_cli, 
 def test_a_node_stuck_booting_past_the_timeout_is_killed_and_reset(run_cli, config_a, state_dir, healthy_a):
     config = config_a(boot_timeout=15)
     baseline_taken(run_cli, config, state_dir, healthy_a)
-    # The hang needs queue index and store entries on disk to recover (reference §3:
-    # 4 of 4 runs): publish with confirms, so they are written before the kill.
+    # The hang (reference §3: 4 of 4 runs) comes from garbage in a queue index segment
+    # (*.idx): the queue process crashes in journal_minus_segment1 and the boot waits on
+    # it for good. Segments are written once the queue idles, so wait for one.
     rh.publish("nova", "compute", [b"y" * 200] * 500, port=healthy_a.amqp_port)
-    time.sleep(1)              # confirmed is not yet in journal.jif: without this the boot may pass
+    deadline = time.monotonic() + 30
+    while not [f for f in _files(healthy_a.mnesia, "msg_stores") if f.endswith(".idx") and os.path.getsize(f)]:
+        assert time.monotonic() < deadline, "no queue index segment was written in 30s"
+        time.sleep(0.2)
     started = time.monotonic()
 
     def garbage():
-        for root, _, files in os.walk(os.path.join(healthy_a.mnesia, "msg_stores")):
-            for name in files:
-                with open(os.path.join(root, name), "r+b") as handle:
-                    handle.write(b"GARBAGE!" * 8)
+        for path in _files(healthy_a.mnesia, "msg_stores"):
+            with open(path, "r+b") as handle:
+                handle.write(b"GARBAGE!" * 8)
     restart_damaged(healthy_a, garbage)
     result = wait_state(run_cli, config, ("stuck_booting",), timeout=60)
     assert "stuck booting for" in result["summary"] and "(limit 15s)" in result["summary"]
