@@ -22,7 +22,7 @@ schema.DAT boots an empty one. So the verdict combines three signals:
    ``/api/definitions`` this check keeps fresh while the node is healthy):
    CRITICAL when baseline vhosts or users vanished or most durable queues did.
    When the API answers 401 the credentials may have vanished with the data, so
-   the users and vhosts are read with rabbitmqctl instead.
+   the definitions are read with ``rabbitmqctl export_definitions`` instead.
 
 ``--cluster`` judges only what the API shows (for a central, API-scoped check).
 ``--accept-definitions`` takes the live definitions as the new baseline (after an
@@ -205,21 +205,22 @@ def _more(items):
 
 
 def definitions_via_cli(settings, runner=None):
-    """(vhosts, users) from rabbitmqctl: works when the API user vanished."""
+    """(vhosts, users, queues) from one ``rabbitmqctl export_definitions -``: works
+    when the API user vanished with the data, and costs one CLI start (~0.6 s)."""
     from autoremedy import execute
-    out = []
-    for args, key in ((("list_vhosts", "name"), "name"), (("list_users",), "user")):
-        try:
-            done = run_cli(settings, "rabbitmqctl", *args, "--formatter", "json", runner=runner)
-        except execute.CommandError as exc:
-            raise CheckError(f"rabbitmqctl {args[0]}: {exc}") from None
-        if done.returncode != 0:
-            raise CheckError(f"rabbitmqctl {args[0]}: exit {done.returncode}: {done.brief()}")
-        try:
-            out.append([row[key] for row in json.loads(done.stdout)])
-        except (ValueError, TypeError, KeyError):
-            raise CheckError(f"rabbitmqctl {args[0]}: unexpected output {done.stdout[:60]!r}") from None
-    return out[0], out[1]
+    try:
+        done = run_cli(settings, "rabbitmqctl", "export_definitions", "-", runner=runner, timeout=60)
+    except execute.CommandError as exc:
+        raise CheckError(f"rabbitmqctl export_definitions: {exc}") from None
+    if done.returncode != 0:
+        raise CheckError(f"rabbitmqctl export_definitions: exit {done.returncode}: {done.brief()}")
+    try:
+        data = json.loads(done.stdout)
+        return ([v["name"] for v in data.get("vhosts", [])], [u["name"] for u in data.get("users", [])],
+                len(data.get("queues", [])))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise CheckError("rabbitmqctl export_definitions: unexpected output "
+                         f"{done.stdout[:60]!r}") from None
 
 
 def run_cli(settings, tool, *args, runner=None, timeout=20.0):
@@ -383,8 +384,7 @@ def probe_definitions(api, settings, findings, args, totals, auth_error=None, ru
         users = [u["name"] for u in api.get("users", columns="name")]
         queues = (totals or {}).get("queues")
     else:
-        vhosts, users = definitions_via_cli(settings, runner)
-        queues = None
+        vhosts, users, queues = definitions_via_cli(settings, runner)
     if baseline is None:
         if api is not None and not findings.critical:
             save_baseline(path, api.definitions())

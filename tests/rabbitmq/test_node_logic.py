@@ -215,14 +215,16 @@ def test_running_without_the_api_uses_the_cli_for_the_cluster_and_definitions(ma
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps(BASELINE))
     status = {"running_nodes": ["rmq@test"], "disk_nodes": ["rmq@test"], "partitions": {}, "alarms": []}
+    live = {"vhosts": [{"name": "/"}], "users": [{"name": "guest"}], "queues": [{"name": "q1"}]}
     cli = FakeCli(check_running=(0, ""), cluster_status=(0, json.dumps(status)),
-                  list_vhosts=(0, json.dumps([{"name": "/"}])),
-                  list_users=(0, json.dumps([{"user": "guest", "tags": []}])))
+                  export_definitions=(0, json.dumps(live)))
     settings = node_settings(make_config, "http://127.0.0.1:9", definitions_baseline=str(baseline))
     result = run_node(settings, runner=cli)
     assert result.status is Status.CRITICAL
     assert result.summary == ("rmq@test running but definitions vanished: vhosts nova; users openstack; "
+                              "queues (1 left of 10 durable in the baseline); "
                               "management API unavailable, node checked with the CLI")
+    assert [c[4] for c in cli.calls] == ["check_running", "cluster_status", "export_definitions"]
     assert result.data["state"] == "definitions_lost"
 
 
@@ -233,8 +235,7 @@ def test_401_with_nothing_vanished_is_unknown_wrong_credentials(make_config, fak
     baseline.write_text(json.dumps(BASELINE))
     status = {"running_nodes": ["rmq@test"], "disk_nodes": ["rmq@test"], "partitions": {}, "alarms": []}
     cli = FakeCli(check_running=(0, ""), cluster_status=(0, json.dumps(status)),
-                  list_vhosts=(0, json.dumps([{"name": "/"}, {"name": "nova"}])),
-                  list_users=(0, json.dumps([{"user": "guest"}, {"user": "openstack"}])))
+                  export_definitions=(0, json.dumps(BASELINE)))
     settings = node_settings(make_config, double.url, definitions_baseline=str(baseline))
     result = run_node(settings, runner=cli)
     assert result.status is Status.UNKNOWN
