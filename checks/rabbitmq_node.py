@@ -185,7 +185,7 @@ def compare(baseline, vhosts, users, queues, lost_pct):
     """What vanished since the baseline: (critical reasons, notes)."""
     reasons, notes = [], []
     gone_vhosts = sorted({v["name"] for v in baseline.get("vhosts", [])} - set(vhosts))
-    gone_users = sorted({u["name"] for u in baseline.get("users", [])} - set(users))
+    gone_users = [] if users is None else sorted({u["name"] for u in baseline.get("users", [])} - set(users))
     if gone_vhosts:
         reasons.append("vhosts " + ", ".join(gone_vhosts[:5]) + _more(gone_vhosts))
     if gone_users:
@@ -370,25 +370,23 @@ def probe_cli_cluster(settings, findings, runner=None):
 
 def probe_definitions(api, settings, findings, args, totals, auth_error=None, runner=None):
     """Compare with the baseline; refresh the baseline while all is well. ``api``
-    is None when it cannot be used: the users and vhosts come from rabbitmqctl."""
+    is None when it cannot be used: the definitions come from rabbitmqctl."""
     path = settings.baseline_path
     baseline = load_baseline(path)
     if args.accept_definitions:
         if api is None:
             raise CheckError("--accept-definitions needs the management API")
-        save_baseline(path, api.definitions())
-        findings.details.append(f"live definitions saved as the baseline {path}")
+        export(api, path, findings, f"live definitions saved as the baseline {path}")
         return
     if api is not None:
         vhosts = [v["name"] for v in api.get("vhosts", columns="name")]
-        users = [u["name"] for u in api.get("users", columns="name")]
+        users = listed_users(api, findings)
         queues = (totals or {}).get("queues")
     else:
         vhosts, users, queues = definitions_via_cli(settings, runner)
     if baseline is None:
         if api is not None and not findings.critical:
-            save_baseline(path, api.definitions())
-            findings.details.append(f"no definitions baseline yet: saved {path}")
+            export(api, path, findings, f"no definitions baseline yet: saved {path}")
         else:
             findings.details.append(f"no definitions baseline at {path} (saved once the node is healthy)")
     else:
@@ -400,11 +398,41 @@ def probe_definitions(api, settings, findings, args, totals, auth_error=None, ru
             return
         age = time.time() - os.stat(path).st_mtime
         if api is not None and not notes and not findings.critical and age > settings.baseline_refresh:
-            save_baseline(path, api.definitions())
+            export(api, path, findings, None)
     if auth_error is not None:
         # Nothing vanished that the baseline knows of: the credentials are just wrong.
         where = "exists" if settings.user in users else "does not exist on the node"
         findings.unknown(f"{auth_error} (user {settings.user!r} {where})")
+
+
+# The same credentials just passed /api/overview and /api/nodes, so a 401 or 403 on
+# /api/users or /api/definitions means "not an administrator" (3.10 answers 401
+# {"error":"not_authorised","reason":"Not administrator user"} to a monitoring user).
+
+def listed_users(api, findings):
+    """User names, or None when this API user may not list them (only
+    administrators list users; the monitoring tag lists vhosts and queues)."""
+    from autoremedy.rabbitmq import ApiAuthError
+    try:
+        return [u["name"] for u in api.get("users", columns="name")]
+    except ApiAuthError as exc:
+        findings.details.append(f"users not compared: user {api.user!r} may not list them "
+                                f"(HTTP {exc.status}: not an administrator)")
+        return None
+
+
+def export(api, path, findings, note):
+    """Save /api/definitions as the baseline; without the right to export, say
+    so: without a baseline, lost definitions go unseen."""
+    from autoremedy.rabbitmq import ApiAuthError
+    try:
+        save_baseline(path, api.definitions())
+    except ApiAuthError as exc:
+        findings.warn(f"cannot export the definitions baseline: user {api.user!r} is not an "
+                      f"administrator (HTTP {exc.status}); tag it, or use --no-baseline")
+        return
+    if note:
+        findings.details.append(note)
 
 
 # --- the check ------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ BASELINE = {"vhosts": [{"name": "/"}, {"name": "nova"}], "users": [{"name": "gue
     (["/", "nova"], ["guest", "openstack"], 4, ["queues (4 left of 10 durable in the baseline)"], []),
     (["/", "nova"], ["guest", "openstack"], 7, [], ["3 fewer queues than the 10 durable ones in the baseline"]),
     (["/", "nova"], ["guest", "openstack"], None, [], []),
+    (["/", "nova"], None, 10, [], []),                       # users not listable (403)
 ])
 def test_compare(vhosts, users, queues, reasons, notes):
     assert rn.compare(BASELINE, vhosts, users, queues, 50.0) == (reasons, notes)
@@ -344,3 +345,20 @@ def test_only_the_configured_node_is_a_target(reset_node):
     remediation, _ = reset_node("boot_failed")
     with pytest.raises(Refused, match="'rabbit@other' is not in"):
         remediation.resolve("rabbit@other")
+
+
+def test_a_monitoring_user_is_told_what_it_cannot_do(make_config, double, tmp_path):
+    """The monitoring tag lists vhosts and nodes but not users nor definitions:
+    3.10 answers those with 401 "Not administrator user" (measured)."""
+    forbidden = {"error": "not_authorised", "reason": "Not administrator user"}
+    double.set("/api/overview", {"node": "a", "object_totals": {"queues": 10}})
+    double.set("/api/nodes", [node_row("a")])
+    double.set("/api/vhosts", [{"name": "/"}])
+    double.set("/api/users", forbidden, status=401)
+    double.set("/api/definitions", forbidden, status=401)
+    settings = node_settings(make_config, double.url, node="a", definitions_baseline=str(tmp_path / "b.json"))
+    result = run_node(settings, "--cluster")
+    assert result.status is Status.WARNING
+    assert result.summary == ("cannot export the definitions baseline: user 'guest' is not an administrator "
+                              "(HTTP 401); tag it, or use --no-baseline")
+    assert "users not compared: user 'guest' may not list them (HTTP 401: not an administrator)" in result.details

@@ -161,3 +161,25 @@ def test_zabbix_discovery_and_values(run_cli, rmq_config, vhost, shared):
     assert {q["id"]: q["messages"] for q in value["data"]["queues"]} == {f"{vhost}/x": 0, f"{vhost}/y": 7}
     ran = check(run_cli, config, "--vhost", vhost, "--format", "zabbix", "--field", f"{vhost}/y")
     assert ran.stdout.strip() == "7"
+
+
+def test_a_monitoring_user_with_a_permission_entry_is_enough_for_the_checks(run_cli, rmq_config, vhost, shared):
+    """What docs/rabbitmq.md promises about rights, on the real broker: the
+    monitoring tag plus a permission entry (empty patterns will do) on the vhost."""
+    user = f"ar-mon-{vhost[-6:]}"
+    shared.call("PUT", f"users/{user}", {"password": "pw", "tags": "monitoring"})
+    try:
+        shared.call("PUT", f"permissions/{rh.q(vhost, user)}", {"configure": "", "write": "", "read": ""})
+        rh.declare(vhost, "seen")
+        rh.flood(vhost, "seen", 3)
+        shared.wait_api(vhost, "seen", lambda r: r["messages"] == 3)
+        config = rmq_config({"user": user})
+        env = {"AUTOREMEDY_RABBITMQ_PASSWORD": "pw"}
+        ran = run_cli("check", "rabbitmq-queues", "--config", config, "--vhost", vhost, "--format", "json", env=env)
+        assert [(q["name"], q["messages"]) for q in ran.json["data"]["queues"]] == [("seen", 3)]
+        ran = run_cli("check", "rabbitmq-node", "--config", config, "--cluster", env=env)
+        assert ran.returncode == 1, ran
+        assert ran.stdout.startswith(f"RABBITMQ-NODE WARNING: cannot export the definitions baseline: user "
+                                     f"'{user}' is not an administrator (HTTP 401)")
+    finally:
+        shared.call("DELETE", f"users/{user}", ok=(204, 404))
