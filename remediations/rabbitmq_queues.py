@@ -33,7 +33,7 @@ cap
     already there (an OpenStack ``ha-all`` stays in force). ``overflow`` is not
     allowed in operator policies (3.10 answers 400), so then it is a user policy
     that copies the definition of the one user policy the queues are under and
-    outranks it; queues under different user policies are refused.
+    outranks every matching one; queues under different user policies are refused.
 move
     Declares the durable overflow queue, then a dynamic shovel with
     ``src-delete-after: queue-length`` and ``ack-mode: on-confirm`` (it moves
@@ -183,19 +183,44 @@ class QueuePolicies(Remediation):
             kind, where = "operator policy", f"operator-policies/{rabbitmq.path(vhost, name)}"
         else:
             kind, where = "policy", f"policies/{rabbitmq.path(vhost, name)}"
-            theirs = {r.get("policy") for r in rows if r.get("policy") and r.get("policy") != name}
-            if len(theirs) > 1:
-                raise Refused("policy", "queues are under different user policies ("
-                              + ", ".join(sorted(theirs)) + "): an overflow setting would replace "
-                              "them; set it per policy by hand")
-            if theirs:
-                base = self.api.get(f"policies/{rabbitmq.path(vhost, theirs.pop())}")
+            base, outrank = self._policy_in_force(vhost, name, rows)
+            if base is not None:
                 body["definition"] = {**(base.get("definition") or {}), **definition}
-                body["priority"] = max(body["priority"], int(base.get("priority") or 0) + 1)
+            body["priority"] = max(body["priority"], outrank + 1)
         text = ", ".join(f"{k}={v}" for k, v in sorted(definition.items()))
         return Step(f"apply {kind} {name} ({text}) to /{policy['pattern']}/ in vhost {vhost}",
                     action=lambda: self.api.put(where, body) or f"applied, {len(rows)} queue(s) over "
                     f"{policy['messages']}", details=names)
+
+    def _policy_in_force(self, vhost, ours, rows):
+        """The user policy that governs these queues now, and the highest priority
+        of every user policy matching any of them. Worked out from /api/policies
+        (RabbitMQ's rule: the matching policy of highest priority wins), not from
+        the queue listing's ``policy`` column, which trails changes by seconds."""
+        policies = self.api.get(f"policies/{rabbitmq.path(vhost)}") or []
+        in_force, outrank = {}, -1
+        for row in rows:
+            best = None
+            for pol in policies:
+                if pol.get("name") == ours or pol.get("apply-to", "all") not in ("all", "queues"):
+                    continue
+                try:
+                    hit = re.search(pol.get("pattern", ""), row["name"])
+                except re.error:
+                    raise Refused("policy", f"cannot tell whether user policy {pol.get('name')!r} "
+                                  f"(pattern {pol.get('pattern')!r}) applies to {row['name']}") from None
+                if hit:
+                    outrank = max(outrank, int(pol.get("priority") or 0))
+                    if best is None or int(pol.get("priority") or 0) > int(best.get("priority") or 0):
+                        best = pol
+            in_force[row["name"]] = best
+        names = {p["name"] for p in in_force.values() if p is not None}
+        if len(names) > 1 or (names and None in in_force.values()):
+            raise Refused("policy", "the queues are under different user policies ("
+                          + ", ".join(sorted(names | ({"none"} if None in in_force.values() else set())))
+                          + "): one overflow setting would replace them; set it per policy by hand")
+        base = next((p for p in in_force.values() if p is not None), None)
+        return base, outrank
 
     def _plan_revert(self, target, policy):
         name = f"autoremedy-{target}"

@@ -207,3 +207,21 @@ def test_bad_credentials_refuse_cleanly(run_cli, rmq_config, vhost):
     assert outcome["outcome"] == "failed"
     assert "rejected the credentials of user 'guest' (401)" in outcome["reason"]
     assert "Traceback" not in ran.stdout + ran.stderr
+
+
+def test_an_overflow_cap_over_queues_under_different_user_policies_is_refused(run_cli, rmq_config, vhost, shared):
+    shared.call("PUT", f"policies/{rh.q(vhost, 'nova-ha')}",
+                {"pattern": "^nova\\.", "apply-to": "queues", "definition": {"expires": 1000000}})
+    shared.call("PUT", f"policies/{rh.q(vhost, 'cinder-ha')}",
+                {"pattern": "^cinder\\.", "apply-to": "queues", "definition": {"expires": 2000000}})
+    rh.declare(vhost, "nova.events", "cinder.events")
+    for name in ("nova.events", "cinder.events"):
+        rh.flood(vhost, name, 200)
+    shared.wait_api(vhost, "cinder.events", lambda r: r["messages"] == 200)
+    config = config_for(rmq_config, vhost, events={
+        "pattern": "\\.events$", "action": "cap", "messages": 100, "max_length": 50, "overflow": "reject-publish"})
+    ran = remediate(run_cli, config, "events", "--json")
+    assert ran.returncode == 1
+    assert ran.json["outcome"] == "refused" and ran.json["guard"] == "policy"
+    assert "under different user policies (cinder-ha, nova-ha)" in ran.json["reason"]
+    assert rh.depth(vhost, "nova.events")[0] == 200
