@@ -16,7 +16,8 @@ import os
 import re
 import sys
 
-from autoremedy.runtime import ArgumentParser, UsageError, describe, fail, guarded_result
+from autoremedy.runtime import (ArgumentParser, UsageError, describe, fail, fixed_width_help,
+                                guarded_result)
 from autoremedy.result import Result, Status
 
 USAGE = """usage: autoremedy <command> [args]
@@ -34,7 +35,7 @@ commands:
 'autoremedy check --list' lists the check classes; '<command> --help' shows options.
 """
 
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"\A[a-z][a-z0-9-]{0,62}\Z")
 EXIT_ESCALATED, EXIT_BAD_INPUT, EXIT_CONFIG = 1, 2, 3
 
 
@@ -81,7 +82,8 @@ def available(kind):
 
 def check_parser(module, cls_name):
     parser = ArgumentParser(prog=f"autoremedy check {cls_name}",
-                            description=(module.__doc__ or "").strip().split("\n")[0])
+                            description=(module.__doc__ or "").strip().split("\n")[0],
+                            formatter_class=fixed_width_help)
     defaults = getattr(module, "THRESHOLDS", (None, None))
     parser.add_argument("-w", "--warning", default=defaults[0], metavar="RANGE",
                         help=f"warning threshold, Nagios range (default: {defaults[0]})")

@@ -67,11 +67,16 @@ SCHEMA = {
         "connect_timeout": Number,
         "read_timeout": Number,
         "breaker_cooldown": Duration,
+        "trigger": str,                 # trigger type when webhook is the generic "st2"
+        "attach_bundle": bool,          # escalations carry an incident bundle (collect)
     },
     "spool": {"warning_depth": int, "critical_depth": int,
-              "warning_age": Duration, "critical_age": Duration},
+              "warning_age": Duration, "critical_age": Duration,
+              "max_event_size": Size},  # larger inputs are dead-lettered
     "guards": GUARDS,
-    "routes": List({"check": str, "class": str, "target": str, "source": str}),
+    # Event -> (failure class, allowlisted target); see docs/handlers.md "Routing".
+    "routes": List({"check": str, "class": str, "target": str, "source": str,
+                    "host": str, "labels": Map(str), "enabled": bool, "fallback": str}),
     "remediations": Map(Any),
     "checks": Map(Any),
     "collect": Any,
@@ -91,9 +96,12 @@ DEFAULTS = {
         "connect_timeout": 2.0,
         "read_timeout": 5.0,
         "breaker_cooldown": 60.0,
+        "trigger": "autoremedy.event",
+        "attach_bundle": False,
     },
     "spool": {"warning_depth": 100, "critical_depth": 1000,
-              "warning_age": 900.0, "critical_age": 3600.0},
+              "warning_age": 900.0, "critical_age": 3600.0,
+              "max_event_size": 1 << 20},
     "guards": {
         "rate_limit": {"max": 3, "per": 3600.0},
         "global_cap": {"max": 10, "per": 3600.0},
@@ -111,6 +119,8 @@ _TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float:
 
 
 def _type_name(node):
+    if node == Number:
+        return "a number"
     if isinstance(node, tuple):
         return " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in node)
     return _TYPE_NAMES.get(node, getattr(node, "__name__", str(node)))

@@ -19,6 +19,8 @@ def main(argv):
             config.guards(cls_name)
             for target in remediation.allowlist():
                 remediation.resolve(target)
+        from autoremedy.route import check_routes
+        check_routes(config)
     except UsageError as exc:
         return fail(str(exc), 2)
     except ConfigError as exc:

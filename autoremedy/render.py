@@ -9,7 +9,6 @@ zabbix  one JSON object (the master item for dependent items) or, with a field,
 json    the Result as a JSON object, exit code = status.
 """
 from autoremedy.ranges import _fmt
-from autoremedy.result import Status
 
 FORMATS = ("nagios", "zabbix", "json")
 
@@ -79,7 +78,3 @@ def render(result, fmt="nagios", field=None):
     if fmt == "json":
         return as_json(result)
     return nagios(result)
-
-
-def status_word(status):
-    return Status.coerce(status).name

@@ -3,4 +3,4 @@
 # fresh; developer machines usually have them).
 set -eu
 . "$(dirname "$0")/../setup-lib.sh"
-need_pkgs procps util-linux
+need_pkgs procps util-linux monitoring-plugins-basic

@@ -1,0 +1,444 @@
+"""Routing table and the one forward-or-fall-back dispatch every handler uses.
+
+    spool (durable, before anything else)
+      -> StackStorm answers 2xx?          delivered: unspool, exit 0
+      -> otherwise (unreachable, breaker open, not configured, 4xx):
+           a problem event with a route?  guarded local remediation (perform())
+           nothing we may do here?        escalate
+         the event stays spooled with what happened (``autoremedy replay`` tells
+         StackStorm later, marked as remediated locally or escalated).
+
+Routes (``routes:`` in the configuration, first match wins) map an event to a
+failure class and a target of that class's allowlist; without a matching route,
+the event's own ``autoremedy_class`` / ``autoremedy_target`` labels (Sensu labels,
+Classic custom attributes, Zabbix tags, the node hook's class and ``--target``)
+name them::
+
+    routes:
+      - check: "proc-nova-compute*"     # glob on the event's check name
+        labels: {service: nova}         # globs on labels / Zabbix tags (all must match)
+        source: "sensu-*"               # sensu-go, sensu-classic, zabbix, hook
+        host: "cmp-*"                   # glob on the event's host
+        class: process                  # remediations/<class>.py
+        target: nova-compute            # key of remediations.process.targets
+        enabled: true                   # false: match, but never act locally here
+        fallback: remediate             # remediate | node-hook | escalate
+
+Either way the target is a key of the class's allowlist, resolved there: event
+text can at most pick one of the configured targets, never define one (an
+unknown or empty target is refused, never "all"). Whether a class may run here
+is its scope (``remediations.<class>.scope``, else the class's own): ``node``
+classes only act on the failing node itself, ``api`` classes act from anywhere. Enabled flags, allowlists, silences, maintenance, occurrences,
+flapping, locks, rate limits, caps and dry-run are all ``perform()``'s guards.
+
+Exit codes (docs/DEVELOPING.md): 0 delivered, or handled locally as configured;
+1 escalation (refused or failed remediation, nothing may act here); 3
+configuration error (StackStorm 4xx, TLS, bad settings). The event is in the
+spool whenever it was not delivered.
+"""
+import fnmatch
+
+from autoremedy import __version__
+from autoremedy.event import printable
+from autoremedy.runtime import describe
+
+NODE, BACKEND = "node", "backend"
+REMEDIATE, NODE_HOOK, ESCALATE = "remediate", "node-hook", "escalate"
+FALLBACKS = (REMEDIATE, NODE_HOOK, ESCALATE)
+EXIT_OK, EXIT_ESCALATED, EXIT_CONFIG = 0, 1, 3
+
+
+# --- routing table ------------------------------------------------------------------
+
+class Route:
+    def __init__(self, spec, index):
+        self.spec = spec
+        self.index = index
+        self.cls = spec.get("class")
+        self.target = spec.get("target")
+        self.enabled = spec.get("enabled", True)
+        self.fallback = spec.get("fallback", REMEDIATE)
+
+    def matches(self, event):
+        for key, value in (("source", event.source), ("host", event.host), ("check", event.check)):
+            pattern = self.spec.get(key)
+            if pattern is not None and not fnmatch.fnmatchcase(value, pattern):
+                return False
+        for name, pattern in (self.spec.get("labels") or {}).items():
+            if name not in event.labels or not fnmatch.fnmatchcase(event.labels[name], pattern):
+                return False
+        return True
+
+    def __repr__(self):
+        return f"routes[{self.index}]"
+
+
+class RouteError(Exception):
+    """The routing table is unusable; the text names the entry."""
+
+
+def routes(config):
+    out = []
+    for i, spec in enumerate(config.get("routes") or []):
+        fallback = spec.get("fallback", REMEDIATE)
+        if fallback not in FALLBACKS:
+            raise RouteError(f"routes[{i}].fallback: {fallback!r} is not one of {', '.join(FALLBACKS)}")
+        if fallback != ESCALATE and (not spec.get("class") or not spec.get("target")):
+            raise RouteError(f"routes[{i}]: 'class' and 'target' are required "
+                             "(the target is a key of remediations.<class>.targets)")
+        out.append(Route(spec, i))
+    return out
+
+
+def check_routes(config):
+    """For ``autoremedy config check``: every route that may act names a known
+    class and a key of that class's allowlist (ConfigError names the route)."""
+    from autoremedy.cli import available
+    from autoremedy.config import ConfigError
+    try:
+        table = routes(config)
+    except RouteError as exc:
+        raise ConfigError(str(exc)) from None
+    known = available("remediations")
+    for route in table:
+        if route.fallback == ESCALATE:
+            continue
+        if route.cls not in known:
+            raise ConfigError(f"{route}.class: no such remediation class {route.cls!r} "
+                              f"(known: {', '.join(known)})")
+        if route.target not in (config.remediation(route.cls).get("targets") or {}):
+            raise ConfigError(f"{route}.target: {route.target!r} is not in "
+                              f"remediations.{route.cls}.targets")
+
+
+def match(config, event):
+    """The first route matching ``event``, or None."""
+    for route in routes(config):
+        if route.matches(event):
+            return route
+    return None
+
+
+CLASS_LABEL, TARGET_LABEL = "autoremedy_class", "autoremedy_target"
+
+
+def from_labels(event):
+    """(class, target) named by the event's labels / Zabbix tags, the way the
+    packaged Sensu checks and Zabbix triggers label themselves. Only a hint: the
+    class must exist and enable itself, and the target must be a key of that
+    class's allowlist (perform() refuses anything else, and an absent target)."""
+    cls = event.labels.get(CLASS_LABEL)
+    if not cls:
+        return None, None
+    return cls, event.labels.get(TARGET_LABEL) or None
+
+
+def same_host(a, b):
+    """'web-01' and 'web-01.example.com' are the same node; case does not matter."""
+    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
+    if a == b:
+        return True
+    if "." in a and "." in b:
+        return False
+    return a.split(".", 1)[0] == b.split(".", 1)[0]
+
+
+# --- what happened --------------------------------------------------------------------
+
+class Decision:
+    """Everything one dispatch did, for the handler's output and exit code."""
+
+    def __init__(self, event):
+        self.event = event
+        self.entry = None
+        self.spool_error = None
+        self.delivery = None
+        self.outcome = None
+        self.escalation = None
+        self.config_error = None
+        self.notes = []          # (stream, text): 'out' lines to stdout, 'err' to stderr
+
+    def say(self, text):
+        self.notes.append(("out", text))
+
+    def warn(self, text):
+        self.notes.append(("err", text))
+
+    @property
+    def exit_code(self):
+        if self.config_error:
+            return EXIT_CONFIG
+        if self.escalation:
+            return EXIT_ESCALATED
+        return EXIT_OK
+
+    def print(self, out=None, err=None):
+        import sys
+        out, err = out or sys.stdout, err or sys.stderr
+        for stream, text in self.notes:
+            (out if stream == "out" else err).write(f"autoremedy: {text}\n")
+
+
+def safe_audit(audit, what, result, **fields):
+    """An audit write must never cost an event: a full or read-only disk is
+    reported on stderr by the caller, not raised."""
+    if audit is None:
+        return None
+    try:
+        return audit.record(what, result, **fields)
+    except OSError:
+        return None
+
+
+def document(entry_data, event_dict, raw, hostname, replayed=False):
+    """The body StackStorm's rules see as ``trigger.body`` (docs/handlers.md)."""
+    from autoremedy.stackstorm import body
+    local = entry_data.get("local") or []
+    escalation = entry_data.get("escalation")
+    marks = {"version": __version__, "handler_host": hostname,
+             "spooled_at": entry_data.get("spooled_at"),
+             "attempt": int(entry_data.get("attempts", 0)) + 1, "replayed": replayed,
+             "remediated_locally": any(item.get("outcome") == "remediated" for item in local),
+             "local": local, "escalated": bool(escalation), "escalation": escalation}
+    return body(event_dict, raw, marks)
+
+
+# --- the dispatch -----------------------------------------------------------------------
+
+def dispatch(config, event, path, dry_run=False, cls=None, target=None, audit=None):
+    """Spool, forward, fall back. Returns a Decision; never raises for expected
+    trouble (network, StackStorm, guards, remediation failures)."""
+    from autoremedy.cli import audit_for
+    from autoremedy.spool import Spool
+    audit = audit if audit is not None else audit_for(config)
+    decision = Decision(event)
+    spool = Spool(config.state_dir)
+    hostname = config.hostname
+    # 'host' in an audit record is the machine that wrote it; the event's is event_host.
+    base = {"event_id": event.id, "source": event.source, "event_host": event.host,
+            "check": event.check, "status": event.status.name, "path": path}
+
+    try:
+        decision.entry = spool.put(event)
+    except OSError as exc:
+        decision.spool_error = f"cannot spool the event in {spool.dir}: {exc.strerror or exc}"
+        decision.warn(decision.spool_error + " (delivering without a safety net)")
+        safe_audit(audit, "spool", "error", reason=decision.spool_error, **base)
+
+    decision.delivery = _forward(config, decision, hostname)
+    delivery = decision.delivery
+    safe_audit(audit, "forward", "ok" if delivery.ok else "error", outcome=delivery.outcome,
+               code=delivery.code, request_id=delivery.request_id, reason=delivery.reason,
+               duration_ms=round(delivery.elapsed * 1000), **base)
+    if delivery.ok:
+        if decision.entry is not None:
+            spool.remove(decision.entry)
+        decision.say(f"{event.describe()}: delivered to StackStorm ({delivery.line()})")
+        return decision
+
+    if delivery.outcome == "config":
+        decision.config_error = delivery.reason
+        decision.warn(f"StackStorm configuration error for {event.describe()}: {delivery.reason}")
+    else:
+        decision.say(f"{event.describe()}: StackStorm not reached: {delivery.reason}")
+
+    _fall_back(config, decision, path, dry_run, cls, target, audit, base)
+
+    if decision.entry is None and not decision.escalation:
+        # Neither StackStorm nor the spool has it: only a retry by the monitor
+        # (non-zero exit) can still bring it to StackStorm.
+        _escalate(config, decision, "StackStorm did not take the event and it could not be "
+                  "spooled", audit, base)
+    if decision.entry is not None:
+        try:
+            spool.save(decision.entry)
+            decision.say(f"event kept in the spool for replay ({decision.entry.name})")
+        except OSError as exc:
+            decision.warn(f"cannot update the spool entry: {exc.strerror or exc}")
+    return decision
+
+
+def _forward(config, decision, hostname):
+    from autoremedy.breaker import Breaker
+    from autoremedy.stackstorm import UNREACHABLE, CONFIG, Client, Delivery, SettingsError
+    from autoremedy.config import ConfigError
+    try:
+        client = Client.from_config(config)
+    except (SettingsError, ConfigError) as exc:
+        return Delivery(CONFIG, None, str(exc))
+    if client is None:
+        return Delivery(UNREACHABLE, None, "StackStorm is not configured (stackstorm.url / "
+                        "AUTOREMEDY_ST2_URL): falling back")
+    breaker = Breaker.for_config(config)
+    try:
+        allowed = breaker.allow()
+    except OSError:
+        allowed = True          # no breaker state (read-only disk): just try
+    if not allowed:
+        return Delivery(UNREACHABLE, None, "circuit breaker open (StackStorm recently "
+                        "unreachable): not trying until the cool-down ends")
+    entry = decision.entry
+    entry_data = entry.data if entry is not None else {}
+    event = decision.event
+    document_ = document(entry_data, event.to_dict(), event.raw, hostname)
+    try:
+        delivery = client.post(document_, event.id)
+    finally:
+        client.close()
+    try:
+        if delivery.ok:
+            breaker.success()
+        elif delivery.outcome == UNREACHABLE:
+            breaker.failure(delivery.reason)
+    except OSError:
+        pass
+    if entry is not None and not delivery.ok:
+        entry.attempted(delivery.reason)
+    return delivery
+
+
+def _fall_back(config, decision, path, dry_run, cls, target, audit, base):
+    event = decision.event
+    if not event.is_problem:
+        decision.say(f"nothing to remediate for a {event.action} event "
+                     f"({event.status.name}); StackStorm hears of it on replay")
+        return
+    if cls is None:
+        choice = _choose(config, decision, path, audit, base)
+        if choice is None:
+            return                      # escalated or deferred: nothing runs here
+        cls, target = choice
+    _remediate(config, decision, path, dry_run, cls, target, audit, base)
+
+
+def _choose(config, decision, path, audit, base):
+    """(class, target) for this event: the first matching route, else the event's
+    autoremedy_class / autoremedy_target labels. None when nothing may run here
+    (the reason is escalated, or the node hook is left to act)."""
+    event = decision.event
+    try:
+        route = match(config, event)
+    except RouteError as exc:
+        _escalate(config, decision, f"routing table: {exc}", audit, base, config_error=True)
+        return None
+    if route is None:
+        cls, target = from_labels(event)
+        if cls is None:
+            _escalate(config, decision, f"no route matches this event and it names no "
+                      f"{CLASS_LABEL}: no local remediation while StackStorm is unreachable",
+                      audit, base)
+            return None
+        return cls, target
+    if not route.enabled:
+        _escalate(config, decision, f"{route} matches but is disabled", audit, base)
+        return None
+    if route.fallback == ESCALATE:
+        _escalate(config, decision, f"{route} says escalate, never remediate here", audit, base)
+        return None
+    if route.fallback == NODE_HOOK and path == BACKEND:
+        decision.say(f"{route}: the node hook on {printable(event.host)} remediates; "
+                     "nothing to do on the backend")
+        safe_audit(audit, "fallback", "ok", outcome="deferred-to-node", route=route.index, **base)
+        return None
+    return route.cls, route.target
+
+
+def _remediate(config, decision, path, dry_run, cls, target, audit, base):
+    from autoremedy.cli import load
+    from autoremedy.config import ConfigError
+    from autoremedy.remediation import Trigger, perform
+    from autoremedy.runtime import UsageError
+    event = decision.event
+    try:
+        module = load("remediations", cls)
+        remediation = module.REMEDIATION(config, audit=audit)
+    except (UsageError, ConfigError) as exc:
+        _escalate(config, decision, f"remediation {cls}: {exc}", audit, base, config_error=True)
+        return
+    scope = remediation.settings.get("scope") or remediation.scope
+    if scope == "node" and not same_host(event.host, config.hostname):
+        _not_here(config, decision, path, cls, audit, base)
+        return
+    trigger = Trigger(source=event.source, event_id=event.id, status=event.status,
+                      occurrences=event.occurrences, silenced=event.silenced,
+                      history=event.history)
+    outcome = perform(remediation, target, trigger, dry_run=dry_run or None)
+    decision.outcome = outcome
+    if decision.entry is not None:
+        decision.entry.mark_local(outcome, config.hostname)
+    line = f"local {outcome.line()}"
+    if outcome.verify:
+        line += f" [verify: {outcome.verify['status']}: {outcome.verify['summary']}]"
+    decision.say(line)
+    if outcome.escalate:
+        _escalate(config, decision, f"{cls} {target}: {outcome.status}: {outcome.reason}",
+                  audit, base)
+
+
+def _not_here(config, decision, path, cls, audit, base):
+    """A node-scoped class for another node: only that node may act. A Sensu Go
+    event carries the results of the check hooks the agent ran on the node
+    (``check.hooks``), so the backend can tell whether the node hook handled it."""
+    event = decision.event
+    ours = [h for h in event.extra.get("hooks") or [] if "autoremedy handle hook" in h["command"]]
+    if ours:
+        hook = ours[-1]
+        said = next((line for line in hook["output"].splitlines() if "autoremedy: local " in line),
+                    hook["output"].strip().splitlines()[-1] if hook["output"].strip() else "")
+        if hook["status"] == 0:
+            decision.say(f"the node hook on {printable(event.host)} handled it: {printable(said)}")
+            safe_audit(audit, "fallback", "ok", outcome="handled-by-node-hook", hook=hook["name"],
+                       **base)
+            return
+        _escalate(config, decision, f"the node hook on {printable(event.host)} exited "
+                  f"{hook['status']}: {printable(said)}", audit, base)
+        return
+    where = "the node hook" if path == BACKEND else "that node"
+    _escalate(config, decision, f"{cls} is node-scoped: it runs only on "
+              f"{printable(event.host)} (this is {config.hostname}); use {where}", audit, base)
+
+
+def _escalate(config, decision, reason, audit, base, config_error=False):
+    """Escalation: non-zero exit, an audit record, the spool entry marked (so the
+    StackStorm workflow pages a human on replay), and the hook point for the
+    incident bundle."""
+    bundle = incident_bundle(config, decision.event, reason)
+    decision.escalation = reason
+    if config_error:
+        decision.config_error = decision.config_error or reason
+    if decision.entry is not None:
+        decision.entry.mark_escalated(reason, bundle)
+    elif decision.spool_error and "could not be spooled" not in reason:
+        reason = f"{reason}; and the event could not be spooled"
+    safe_audit(audit, "escalation", "escalated", reason=reason, bundle=bundle, **base)
+    decision.warn(f"ESCALATION {decision.event.describe()}: {reason}")
+
+
+def incident_bundle(config, event, reason):
+    """HOOK POINT for the incident bundle (``autoremedy collect``) on an escalation.
+
+    Called once per escalation, before the spool entry is marked; whatever it
+    returns (a small JSON-able dict: the bundle's location and summary) travels to
+    StackStorm in ``autoremedy.escalation.bundle`` and into the audit record.
+
+    It calls ``autoremedy.collect.for_event(config, host, check, when)`` (the log
+    window around the event, the relationship graph) when the configuration asks
+    for it with ``stackstorm.attach_bundle: true``: collecting logs takes time in
+    the monitor's handler path, so it is opt-in. A failure here never stops the
+    escalation itself.
+    """
+    if not config.get("stackstorm.attach_bundle"):
+        return None
+    import importlib
+    try:
+        collect = importlib.import_module("autoremedy.collect")
+    except ImportError:
+        return None
+    build = getattr(collect, "for_event", None)
+    if build is None:
+        return None
+    try:
+        return build(config, event.host, event.check, event.timestamp)
+    except Exception as exc:   # the escalation must go out even if collecting fails
+        return {"error": describe(exc)}
+

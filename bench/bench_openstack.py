@@ -1,0 +1,147 @@
+"""OpenStack area benchmarks, ratios measured side by side in one run.
+
+1. Evacuating 100 instances from a dead host when every Nova call takes 200 ms at
+   the loopback double: ``autoremedy remediate compute-node`` with concurrency 8
+   against one at a time (target: <= 1/5), and the most Nova calls the double saw
+   in flight at once (must never exceed the configured concurrency).
+2. A node check's start-up against ``python3 -c 'import psutil'`` (DEVELOPING.md's
+   budget, 1.5x): the OpenStack code must not add to it.
+3. Importing every OpenStack module of the bundle on top of the CLI and the process
+   classes (same core) against those alone: no SDK at import time.
+4. For information: the API check against the fake cloud next to ``import openstack``.
+
+    .venv/bin/python bench/run.py openstack          # BENCH_OPENSTACK_RUNS=2 for more pairs
+"""
+import os
+import shutil
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "openstack"))
+
+from bench.lib import AUTOREMEDY, PYTHON, compare, row, run_once  # noqa: E402
+
+INSTANCES = 100
+DELAY = 0.2
+
+
+def _world(cloud, fakebin):
+    with cloud.lock:
+        cloud.services.clear()
+        cloud.hosts.clear()
+        cloud.servers.clear()
+        cloud.migrations.clear()
+        cloud.requests.clear()
+        cloud.max_in_flight = cloud.max_evacuations_in_flight = 0
+    for i in range(1, 9):
+        host = f"cmp{i}"
+        cloud.add_compute(host, alive=i != 1, vcpus=256, memory_mb=1048576)
+        fakebin.ping(f"127.0.1.{i + 1}", i != 1)
+    for i in range(INSTANCES):
+        cloud.add_server("cmp1", vm_state="stopped" if i % 4 == 1 else "active", name=f"vm{i}")
+
+
+def _config(path, clouds, state_dir, concurrency):
+    import yaml
+    data = {"state_dir": state_dir, "maintenance_file": os.path.join(state_dir, "maintenance"),
+            "openstack": {"cloud": "fake", "clouds_yaml": clouds, "timeout": 30,
+                          "compute": {"probe": {"icmp": True, "tcp_ports": [], "timeout": 1},
+                                      "hosts": {f"cmp{i}": {"address": f"127.0.1.{i + 1}"}
+                                                for i in range(1, 9)}}},
+            "remediations": {"compute-node": {"enabled": True, "targets": {"cmp1": {}},
+                                              "concurrency": concurrency, "poll_interval": 0.2,
+                                              "watch_interval": 5, "evacuate_timeout": 120}}}
+    with open(path, "w") as handle:
+        yaml.safe_dump(data, handle)
+    return path
+
+
+def evacuation(runs):
+    from fakebin import FakeBin
+    from fakecloud import Cloud, FakeCloud
+    tmp = tempfile.mkdtemp(prefix="bench-openstack-")
+    cloud = Cloud(delay=DELAY, evacuate_seconds=0.05)
+    fakebin = FakeBin(os.path.join(tmp, "bin"))
+    env = dict(os.environ, AUTOREMEDY_EXEC_PATH=fakebin.path)
+    state = os.path.join(tmp, "state")
+    try:
+        with FakeCloud(cloud) as fake:
+            clouds = fake.clouds_yaml(os.path.join(tmp, "clouds.yaml"))
+            seq = _config(os.path.join(tmp, "seq.yaml"), clouds, state, 1)
+            par = _config(os.path.join(tmp, "par.yaml"), clouds, state, 8)
+            walls = {"seq": [], "par": []}
+            in_flight = []
+            for _ in range(runs):
+                for name, path in (("par", par), ("seq", seq)):
+                    _world(cloud, fakebin)
+                    shutil.rmtree(state, ignore_errors=True)
+                    wall, _, rss, rc = run_once([AUTOREMEDY, "remediate", "compute-node", "--config", path,
+                                                 "cmp1"], env)
+                    left = len(cloud.on_host("cmp1"))
+                    if rc != 0 or left:
+                        raise RuntimeError(f"{name} run failed: exit {rc}, {left} instance(s) left")
+                    walls[name].append((wall, rss))
+                    if name == "par":
+                        in_flight.append(cloud.max_in_flight)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    import statistics
+    result = {"a_wall": statistics.median(w for w, _ in walls["par"]),
+              "b_wall": statistics.median(w for w, _ in walls["seq"]),
+              "a_rss_kib": max(r for _, r in walls["par"]), "b_rss_kib": max(r for _, r in walls["seq"]),
+              "ratio": statistics.median(a[0] / b[0] for a, b in zip(walls["par"], walls["seq"]))}
+    worst = max(in_flight)
+    print(f"evacuation: {INSTANCES} instances, {DELAY * 1000:.0f} ms per Nova call: concurrency 8 "
+          f"{result['a_wall']:.1f}s, one at a time {result['b_wall']:.1f}s; most Nova calls in flight "
+          f"with concurrency 8: {worst} ({'within' if worst <= 8 else 'ABOVE'} the limit)", flush=True)
+    return row(f"evacuate {INSTANCES} VMs, {DELAY * 1000:.0f} ms/call (max {worst} in flight)",
+               "concurrency 8", "one at a time", result, target=0.2)
+
+
+def startup():
+    rows = []
+    node = compare([AUTOREMEDY, "check", "disk", "-p", "/"], [PYTHON, "-c", "import psutil"], runs=15)
+    rows.append(row("node check start-up (disk)", "autoremedy check disk", "python -c 'import psutil'",
+                    node, target=1.5))
+    # Against the existing process check and remediation, which share the same core
+    # (remediation, guard, statefile): what the OpenStack modules add on their own.
+    base = "autoremedy.cli, autoremedy.checks.process, autoremedy.remediations.process"
+    modules = ("autoremedy.checks.compute_node, autoremedy.checks.openstack_consistency, "
+               "autoremedy.remediations.compute_node, autoremedy.remediations.openstack_consistency, "
+               "autoremedy.cloud, autoremedy.collect")
+    imports = compare([PYTHON, "-c", f"import {base}, {modules}"], [PYTHON, "-c", f"import {base}"],
+                      runs=15)
+    rows.append(row("import of every OpenStack module (no SDK)", "+ openstack modules",
+                    "cli + process classes", imports, target=1.2))
+    return rows
+
+
+def api_check():
+    from fakebin import FakeBin
+    from fakecloud import Cloud, FakeCloud
+    tmp = tempfile.mkdtemp(prefix="bench-openstack-")
+    cloud = Cloud()
+    fakebin = FakeBin(os.path.join(tmp, "bin"))
+    env = dict(os.environ, AUTOREMEDY_EXEC_PATH=fakebin.path)
+    try:
+        with FakeCloud(cloud) as fake:
+            _world(cloud, fakebin)
+            path = _config(os.path.join(tmp, "c.yaml"), fake.clouds_yaml(os.path.join(tmp, "clouds.yaml")),
+                           os.path.join(tmp, "state"), 1)
+            result = compare([AUTOREMEDY, "check", "compute-node", "--config", path],
+                             [PYTHON, "-c", "import openstack"], runs=5, warmup=1, env=env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return row("API check compute-node (1 dead host, 100 VMs)", "autoremedy check compute-node",
+               "python -c 'import openstack'", result)
+
+
+def run():
+    runs = int(os.environ.get("BENCH_OPENSTACK_RUNS", "1"))
+    return [evacuation(runs)] + startup() + [api_check()]
+
+
+if __name__ == "__main__":
+    from bench.lib import table
+    print(table(run()))

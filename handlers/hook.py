@@ -1,0 +1,140 @@
+"""``autoremedy handle hook <class>``: the node side. Run the check here, then
+forward the result to StackStorm or fall back to the guarded local remediation.
+
+    $ autoremedy handle hook process --target nova-compute --unit nova-compute
+    PROCESS CRITICAL: 0 processes matching unit nova-compute (crit 1:) | 'count'=0;;1:;0 ...
+    autoremedy: hook cmp-07/process CRITICAL (id hook-5f1c...): StackStorm not reached: connection refused by st2:443
+    autoremedy: local process nova-compute: remediated: verified OK [verify: OK: 1 process matching unit nova-compute]
+    autoremedy: event kept in the spool for replay (...)
+
+This is what a Sensu check hook, a Zabbix action's remote command or a timer
+runs on the failing node (Sensu handlers run on the backend, reference/sensu.md
+§4). Hook options come first; every other option goes to ``autoremedy check
+<class>``:
+
+    --target NAME       key of remediations.<class>.targets to remediate (else the
+                        routing table decides, from the check name)
+    --check-name NAME   the event's check name (default: the class)
+    --config FILE       configuration (also passed to the check)
+    --dry-run           plan the remediation, change nothing
+
+The hook remembers the incident (``<state_dir>/hook/incidents.json``): its start
+makes the event id stable across runs of the same incident (one remediation,
+however many hooks fire), and its consecutive failures are the event's
+occurrences (the ``min_occurrences`` guard). An OK result closes the incident and
+is forwarded only if an incident was open, so a healthy node costs one check run.
+
+Exit: 0 OK, delivered or handled locally; 1 escalation; 2 bad command line;
+3 configuration error.
+"""
+import hashlib
+import os
+import time
+
+from autoremedy.runtime import ArgumentParser, UsageError, fail
+
+from autoremedy.handlers._common import EXIT_BAD_INPUT, EXIT_CONFIG, Setup, run_dispatch
+
+SOURCE = "hook"
+INCIDENT_TTL = 7 * 86400.0      # an incident not seen for a week is forgotten
+USAGE = "usage: autoremedy handle hook <class> [--target NAME] [--check-name NAME] " \
+        "[--config FILE] [--dry-run] [check options]"
+
+
+def parser():
+    p = ArgumentParser(prog="autoremedy handle hook", add_help=False, allow_abbrev=False)
+    p.add_argument("--target")
+    p.add_argument("--check-name")
+    p.add_argument("--config")
+    p.add_argument("--dry-run", action="store_true")
+    return p
+
+
+def main(argv):
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE + "\n\n" + (__doc__ or "").split("\n\n", 2)[2])
+        return 0
+    from autoremedy.cli import run_check
+    from autoremedy.event import MalformedEvent, from_check
+    from autoremedy.render import render
+    from autoremedy.result import Status
+    from autoremedy.route import NODE
+    cls, rest = argv[0], argv[1:]
+    try:
+        own, check_argv = parser().parse_known_args(rest)
+    except UsageError as exc:
+        return fail(str(exc), EXIT_BAD_INPUT)
+    setup = Setup(own.config)
+    if setup.error:
+        return fail(f"configuration error: {setup.error}", EXIT_CONFIG)
+    if own.config:
+        check_argv = check_argv + ["--config", own.config]
+    result, args = run_check(cls, check_argv)
+    rendered, _ = render(result, "nagios")
+    print(rendered)
+    if args is None:                 # unknown class or bad check option
+        return fail(f"hook: {result.summary}", EXIT_BAD_INPUT)
+    config = setup.config
+    check_name = own.check_name or cls
+    key = _incident_key(cls, check_name, own.target, check_argv)
+    incident, was_open = track(config.state_dir, key, result.status)
+    if result.status is Status.OK and not was_open:
+        print(f"autoremedy: {check_name} OK on {config.hostname}: nothing to do")
+        return 0
+    # The label names the Sensu checks and Zabbix triggers use (packaging/).
+    labels = {"autoremedy_class": cls}
+    if own.target:
+        labels["autoremedy_target"] = own.target
+    try:
+        event = from_check(result, check_name, config.hostname, rendered,
+                           started=incident["start"], occurrences=incident.get("occurrences"),
+                           labels=labels)
+    except MalformedEvent as exc:          # e.g. an unusable --check-name
+        return fail(f"hook: {exc}", EXIT_BAD_INPUT)
+    raw = rendered.encode("utf-8", "replace")
+    decision, code = run_dispatch(setup, event, NODE, raw, SOURCE, dry_run=own.dry_run,
+                                  cls=cls if own.target else None, target=own.target)
+    if decision is not None and decision.outcome is not None \
+            and decision.outcome.status == "remediated":
+        close(config.state_dir, key)   # verified OK: the next failure is a new incident
+    return code
+
+
+def _incident_key(cls, check_name, target, check_argv):
+    text = "\0".join([cls, check_name, target or ""] + list(check_argv))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def _path(state_dir):
+    return os.path.join(state_dir, "hook", "incidents.json")
+
+
+def track(state_dir, key, status, now=None):
+    """Record this run; return (incident, was_open). An OK run closes the incident
+    and returns the one it closed (its start identifies the resolution)."""
+    from autoremedy import statefile
+    from autoremedy.result import Status
+    now = time.time() if now is None else now
+    with statefile.updating(_path(state_dir)) as data:
+        for old in [k for k, v in data.items() if now - v.get("last", 0) > INCIDENT_TTL]:
+            del data[old]
+        current = data.get(key)
+        if status is Status.OK:
+            data.pop(key, None)
+            return (current or {"start": now}), current is not None
+        if current is None:
+            current = {"start": round(now, 3), "status": int(status), "occurrences": 0}
+        elif current.get("status") != int(status):
+            # Sensu semantics: occurrences restart on any status change; the
+            # incident (and its start) goes on.
+            current.update(status=int(status), occurrences=0)
+        current["occurrences"] += 1
+        current["last"] = round(now, 3)
+        data[key] = current
+        return dict(current), True
+
+
+def close(state_dir, key):
+    from autoremedy import statefile
+    with statefile.updating(_path(state_dir)) as data:
+        data.pop(key, None)
