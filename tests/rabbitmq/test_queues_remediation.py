@@ -225,3 +225,20 @@ def test_an_overflow_cap_over_queues_under_different_user_policies_is_refused(ru
     assert ran.json["outcome"] == "refused" and ran.json["guard"] == "policy"
     assert "under different user policies (cinder-ha, nova-ha)" in ran.json["reason"]
     assert rh.depth(vhost, "nova.events")[0] == 200
+
+
+def test_the_node_hook_falls_back_to_the_policy_when_stackstorm_is_away(run_cli, rmq_config, vhost, shared):
+    """The whole path an operator relies on at 3 a.m.: check → event → StackStorm
+    not configured → guarded local cap → verified; the event stays spooled."""
+    rh.declare(vhost, "notifications.info")
+    rh.flood(vhost, "notifications.info", 3000)
+    shared.wait_api(vhost, "notifications.info", lambda r: r["messages"] == 3000)
+    config = config_for(rmq_config, vhost, notifications={
+        "pattern": r"^notifications\.info$", "action": "cap", "messages": 1000, "max_length": 1000})
+    ran = run_cli("handle", "hook", "rabbitmq-queues", "--target", "notifications", "--config", config,
+                  "--vhost", vhost, "-w", "1000", "-c", "2000", timeout=120)
+    assert ran.returncode == 0, ran
+    assert ran.stdout.startswith(f"RABBITMQ-QUEUES CRITICAL: 1 of 1 queues: {vhost}/notifications.info 3000 msgs")
+    assert "local rabbitmq-queues notifications: remediated: verified OK" in ran.stdout, ran
+    assert "kept in the spool" in ran.stdout
+    assert rh.depth(vhost, "notifications.info")[0] == 1000
