@@ -123,9 +123,15 @@ def from_api(api, args, selection):
         columns.append("message_stats")
     vhost = next(iter(selection.vhosts)) if len(selection.vhosts) == 1 else None
     name_regex = args.include[0] if len(args.include) == 1 else None
-    from autoremedy.rabbitmq import NotFound
+    from autoremedy.rabbitmq import ApiError, NotFound
     try:
-        rows = api.queues(vhost, columns, totals_only=not consumers, name_regex=name_regex)
+        try:
+            rows = api.queues(vhost, columns, totals_only=not consumers, name_regex=name_regex)
+        except ApiError as exc:
+            if name_regex is None or exc.status != 400:
+                raise
+            # RabbitMQ's PCRE refused a Python-only regex: list everything, filter here.
+            rows = api.queues(vhost, columns, totals_only=not consumers)
     except NotFound:
         raise CheckError(f"vhost {vhost!r} does not exist (404)") from None
     return [_row(r) for r in rows]

@@ -202,3 +202,14 @@ def test_the_checks_import_neither_pika_nor_requests(double, make_config, tmp_pa
         done = subprocess.run([sys.executable, "-c", code, *argv, "--config", config], capture_output=True,
                               text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
         assert done.stdout.splitlines()[-1] == '["urllib3"]', done
+
+
+def test_a_name_filter_the_broker_refuses_falls_back_to_filtering_here(run_cli, double, config_for):
+    bad = ("/api/queues?page=1&columns=name%2Cvhost%2Cmessages%2Cmessages_ready%2Cmessages_unacknowledged"
+           "%2Cconsumers&name=%5Enova&use_regex=true&page_size=500")
+    double.set(bad, {"error": "bad_request", "reason": "invalid regex"}, status=400)
+    double.set("/api/queues", [{"name": "nova.a", "vhost": "/", "messages": 2, "consumers": 1},
+                               {"name": "cinder.a", "vhost": "/", "messages": 9, "consumers": 1}])
+    ran = run(run_cli, config_for(double.url), "--include", "^nova", "--format", "json")
+    assert [q["name"] for q in ran.json["data"]["queues"]] == ["nova.a"]
+    assert [r[1].split("?")[0] for r in double.requests] == ["/api/queues", "/api/queues"]
