@@ -63,6 +63,12 @@ class ResetNode(Remediation):
     def allowlist(self):
         return {self.rmq.node_name: {}}
 
+    def resolve(self, name):
+        if name != self.rmq.node_name:
+            raise Refused("allowlist", f"{name!r} is not this node (rabbitmq.node is "
+                          f"{self.rmq.node_name!r}): a node is only reset by itself")
+        return name
+
     # -- the check, in process, with this configuration --------------------------------
     def probe(self, extra=()):
         from autoremedy.checks import rabbitmq_node as check

@@ -72,7 +72,7 @@ class QueuePolicies(Remediation):
         self._api = api
         self.only_queue = None
         self.revert = False
-        self.acted = []               # (vhost, queue, policy) the run touched, for verify
+        self.acted = []               # (vhost, queue, depth) the run acts on, for verify
 
     @property
     def api(self):
@@ -108,7 +108,12 @@ class QueuePolicies(Remediation):
         return entry
 
     def resolve(self, name):
-        target = super().resolve(name)
+        if not name:
+            raise Refused("allowlist", "no target given")
+        if name not in self.allowlist():
+            raise Refused("allowlist", f"{name!r} is not in rabbitmq.queue_policies "
+                          f"(known: {', '.join(sorted(self.allowlist())) or 'none'})")
+        target = name
         policy = self.policy(target)
         if self.revert and policy["action"] != "cap":
             raise Refused("revert", f"only cap policies can be reverted ({target} is a {policy['action']})")

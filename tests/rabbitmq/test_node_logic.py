@@ -343,7 +343,7 @@ def test_a_member_with_a_healthy_disc_peer_rejoins_it(reset_node):
 
 def test_only_the_configured_node_is_a_target(reset_node):
     remediation, _ = reset_node("boot_failed")
-    with pytest.raises(Refused, match="'rabbit@other' is not in"):
+    with pytest.raises(Refused, match="'rabbit@other' is not this node \\(rabbitmq.node is 'a@h'\\)"):
         remediation.resolve("rabbit@other")
 
 

@@ -156,7 +156,7 @@ def test_nothing_outside_the_allowlist_is_touched(run_cli, rmq_config, vhost, sh
         "pattern": "^reply_", "action": "purge", "disposable": True})
     ran = remediate(run_cli, config, "other")
     assert ran.returncode == 1
-    assert "'other' is not in remediations.rabbitmq-queues.targets" in ran.stdout
+    assert "'other' is not in rabbitmq.queue_policies (known: replies)" in ran.stdout
     ran = remediate(run_cli, config, "replies", "--queue", "other")
     assert ran.returncode == 1
     assert "queue 'other' does not match rabbitmq.queue_policies.replies.pattern" in ran.stdout
