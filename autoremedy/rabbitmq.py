@@ -122,12 +122,15 @@ class Settings:
         return "guest" if self.user == "guest" else ""
 
     @property
+    def configured_node(self):
+        """The node named by the configuration, the environment, node_env or
+        rabbitmq-env.conf (where packages and operators set NODENAME); None if none does."""
+        return (self.data.get("node") or self.environ.get("AUTOREMEDY_RABBITMQ_NODE")
+                or self.node_env.get("RABBITMQ_NODENAME") or _env_conf_nodename(ENV_CONF))
+
+    @property
     def node_name(self):
-        node = self.data.get("node") or self.environ.get("AUTOREMEDY_RABBITMQ_NODE") \
-            or self.node_env.get("RABBITMQ_NODENAME")
-        if node:
-            return node
-        node = _env_conf_nodename(ENV_CONF)
+        node = self.configured_node
         if node:
             return node
         import socket

@@ -448,7 +448,7 @@ def check(args, settings=None, runner=None):
         overview = api.get("overview", columns="node,object_totals")
         if not isinstance(overview, dict):
             raise CheckError("management API: /api/overview did not return an object")
-        if not settings.data.get("node") and overview.get("node"):
+        if not settings.configured_node and overview.get("node"):
             settings.data["node"] = overview["node"]     # the node this API runs on
     except (rabbitmq.ApiUnavailable, rabbitmq.ApiAuthError) as exc:
         if args.cluster:
