@@ -377,6 +377,12 @@ def summarise(rows, rules, rates, top, via, note=None):
     metrics += [Metric("queues", len(rows), "", min=0), Metric("messages", total, "", min=0),
                 Metric("alerting", len(bad), "", min=0)]
     details = [f"{Status(j[3]).name}: {queue_id(j[2])} " + ", ".join(j[4]) for j in bad[5:50]]
+    # A new queue's consumer count can trail its depth in the API's statistics.
+    uncounted = sum(1 for r in rows if r.get("consumers") is None and rules.no_consumers
+                    and r.get("messages", 0) >= rules.no_consumers_min and via == "api")
+    if uncounted:
+        details.append(f"{uncounted} queue(s) with messages have no consumer count yet "
+                       "(statistics not collected): not judged for consumers this run")
     data = {"via": via, "queues": [_data_row(j) for j in judged]}
     return Result(NAME, summary, status=worst, metrics=metrics, details=details, data=data)
 

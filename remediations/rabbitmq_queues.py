@@ -134,8 +134,10 @@ class QueuePolicies(Remediation):
                 and (self.only_queue is None or r["name"] == self.only_queue)]
 
     def over(self, policy, rows):
+        # consumers == 0 exactly: a queue whose count the API has not collected yet
+        # (None) may well have consumers, and is left alone.
         return [r for r in rows if int(r.get("messages") or 0) > policy["messages"]
-                and (not policy["no_consumers"] or not r.get("consumers"))]
+                and (not policy["no_consumers"] or r.get("consumers") == 0)]
 
     def plan(self, target):
         policy = self.policy(target)

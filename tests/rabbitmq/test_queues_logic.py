@@ -213,3 +213,24 @@ def test_a_name_filter_the_broker_refuses_falls_back_to_filtering_here(run_cli, 
     ran = run(run_cli, config_for(double.url), "--include", "^nova", "--format", "json")
     assert [q["name"] for q in ran.json["data"]["queues"]] == ["nova.a"]
     assert [r[1].split("?")[0] for r in double.requests] == ["/api/queues", "/api/queues"]
+
+
+def test_a_queue_without_a_consumer_count_yet_is_not_called_orphaned(run_cli, double, config_for):
+    double.set("/api/queues", [{"name": "new", "vhost": "/", "messages": 7}])
+    ran = run(run_cli, config_for(double.url))
+    assert ran.returncode == 0
+    assert ran.stdout.splitlines()[1] == ("1 queue(s) with messages have no consumer count yet (statistics "
+                                          "not collected): not judged for consumers this run")
+
+
+def test_the_remediation_leaves_a_queue_whose_consumer_count_is_unknown(double, make_config):
+    from autoremedy.config import Config
+    from autoremedy.remediations import rabbitmq_queues
+    double.set("/api/queues/%2F", [{"name": "reply_1", "messages": 500},                 # not counted yet
+                                   {"name": "reply_2", "messages": 500, "consumers": 0},
+                                   {"name": "reply_3", "messages": 500, "consumers": 2}])
+    config = Config.load(make_config({"rabbitmq": {"api_url": double.url, "queue_policies": {"replies": {
+        "pattern": "^reply_", "action": "purge", "disposable": True, "messages": 100}}},
+        "remediations": {"rabbitmq-queues": {"enabled": True}}}), environ={})
+    plan = rabbitmq_queues.REMEDIATION(config).plan("replies")
+    assert [s.details for s in plan] == [["reply_2"]]
