@@ -51,6 +51,7 @@ setup(
         "psutil>=5.9,<8",
         "PyYAML>=5.4,<7",
         "requests>=2.28,<3",
+        "urllib3>=1.26,<3",      # used directly by the RabbitMQ management API client
         "pika>=1.3,<2",
         "PyMySQL>=1.0,<2",
     ],

@@ -1,0 +1,504 @@
+"""Unhealthy RabbitMQ node / corrupted mnesia: running, booting, log markers, cluster, alarms, definitions.
+
+    $ autoremedy check rabbitmq-node
+    RABBITMQ-NODE CRITICAL: rabbit@ctl1 running but definitions vanished: vhosts nova, neutron;
+    users openstack | 'fd'=3.6%;80;90;0;100 'sockets'=0%;80;90;0;100 ...
+
+Much mnesia damage does not stop the node (reference §3): a truncated LATEST.LOG
+boots a node that silently lost its vhosts, users and queues; a deleted
+schema.DAT boots an empty one. So the verdict combines three signals:
+
+1. the node itself: ``GET /api/nodes`` (one request: every cluster member's
+   running flag, partitions, memory/disk alarms, file descriptors, sockets and
+   Erlang processes). When the API does not answer, the node's beam process
+   (pid file, else ``RABBITMQ_NODENAME`` in its environment) and one
+   ``rabbitmq-diagnostics check_running`` tell booting from dead from running
+   without the management plugin, and a boot older than ``boot_timeout`` is
+   "stuck booting";
+2. the fatal markers in the node's log since its last boot (``** FATAL **``,
+   ``BOOT FAILED``, ``Cannot read schema``; ``crasher`` reports warn), read
+   incrementally from a small state file;
+3. the definitions baseline (``rabbitmq.definitions_baseline``, an export of
+   ``/api/definitions`` this check keeps fresh while the node is healthy):
+   CRITICAL when baseline vhosts or users vanished or most durable queues did.
+   When the API answers 401 the credentials may have vanished with the data, so
+   the definitions are read with ``rabbitmqctl export_definitions`` instead.
+
+``--cluster`` judges only what the API shows (for a central, API-scoped check).
+``--accept-definitions`` takes the live definitions as the new baseline (after an
+intentional deletion). ``data.state`` is one of running, booting, stuck_booting,
+boot_failed, not_running, app_stopped, definitions_lost, partitioned, alarm,
+exhausted, cluster_degraded: the remediation acts on the first four it names in
+BROKEN and refuses the rest.
+"""
+import json
+import os
+import time
+
+from autoremedy.result import CheckError, Metric, Result, Status
+
+NAME = "rabbitmq-node"
+THRESHOLDS = ("80", "90")            # percent of file descriptors, sockets, Erlang processes
+TIMEOUT = 20.0
+
+FATAL_MARKERS = ("** FATAL **", "BOOT FAILED", "Cannot read schema")
+WARN_MARKERS = ("crasher:",)
+BOOT_LINE = " Starting RabbitMQ "
+FIRST_READ = 4 * 1024 * 1024          # bytes of an unknown log read on the first run
+NODE_COLUMNS = ("name", "running", "type", "partitions", "mem_alarm", "disk_free_alarm", "fd_used",
+                "fd_total", "sockets_used", "sockets_total", "proc_used", "proc_total", "uptime")
+# Node states that a mnesia reset can fix (remediations/rabbitmq_node.py).
+BROKEN = ("boot_failed", "stuck_booting", "definitions_lost", "not_running")
+
+
+def add_arguments(parser):
+    parser.add_argument("--node", help="node name (default rabbitmq.node, else rabbit@<short hostname>)")
+    parser.add_argument("--api-url", metavar="URL", help="management API of this node")
+    parser.add_argument("--cluster", action="store_true",
+                        help="API-scoped: judge the cluster view only (no local process, log or CLI)")
+    parser.add_argument("--boot-timeout", type=float, metavar="SECONDS",
+                        help="a node booting longer than this is stuck (default rabbitmq.boot_timeout, 20)")
+    parser.add_argument("--queues-lost", type=float, default=50.0, metavar="PCT",
+                        help="CRITICAL when this percentage of the baseline's durable queues is gone")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the definitions comparison")
+    parser.add_argument("--accept-definitions", action="store_true",
+                        help="save the live definitions as the new baseline")
+
+
+# --- the node's process ------------------------------------------------------------------
+
+def find_beam(settings):
+    """The beam.smp process of this node, or None. The pid file first; else a
+    beam.smp whose environment names the node exactly (3.10 does not put the node
+    name on the command line). Never guesses among other nodes' processes."""
+    import psutil
+    pid = _pid_from_file(settings.pid_path)
+    if pid is not None:
+        try:
+            proc = psutil.Process(pid)
+            if proc.name() == "beam.smp" and proc.status() != psutil.STATUS_ZOMBIE:
+                return proc
+        except psutil.Error:
+            pass
+    wanted = "RABBITMQ_NODENAME=" + settings.node_name
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] != "beam.smp":
+            continue
+        try:
+            with open(f"/proc/{proc.pid}/environ", "rb") as handle:
+                env = handle.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        if wanted in env:
+            return proc
+    return None
+
+
+def _pid_from_file(path):
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            text = handle.read(32).strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+# --- the log -----------------------------------------------------------------------------
+
+def scan_log(log_path, state_path):
+    """Markers logged since the node's last boot: (fatal lines, warning lines, note).
+    Reads only the bytes added since the previous run (offset and inode kept in
+    ``state_path``); a rotated or truncated log is read from its start."""
+    from autoremedy import statefile
+    try:
+        st = os.stat(log_path)
+    except FileNotFoundError:
+        return [], [], f"log {log_path} not found"
+    except OSError as exc:
+        return [], [], f"log {log_path}: {exc.strerror}"
+    state = statefile.load(state_path, {}) or {}
+    offset = state.get("offset", 0)
+    if state.get("inode") != st.st_ino or st.st_size < offset:
+        offset = 0 if state.get("inode") is not None else max(0, st.st_size - FIRST_READ)
+        state = {"fatal": [], "warn": []}
+    if st.st_size - offset > 4 * FIRST_READ:
+        offset = st.st_size - FIRST_READ          # a log that grew that fast: read its end
+    fatal, warn = list(state.get("fatal", [])), list(state.get("warn", []))
+    try:
+        with open(log_path, "rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read(st.st_size - offset)
+    except OSError as exc:
+        return fatal, warn, f"log {log_path}: {exc.strerror}"
+    end = chunk.rfind(b"\n") + 1                  # keep a half-written last line for next time
+    crasher = False
+    for raw in chunk[:end].splitlines():
+        line = raw.decode("utf-8", "replace")
+        if BOOT_LINE in line:
+            fatal, warn, crasher = [], [], False  # a new boot: earlier markers are history
+        elif any(m in line for m in FATAL_MARKERS):
+            if len(fatal) < 5:                    # the first markers name the cause
+                fatal.append(_clip(line))
+        elif any(m in line for m in WARN_MARKERS):
+            crasher = True                        # its reason comes a few lines later
+        elif crasher and "exception " in line:
+            warn = (warn + ["crasher: " + _clip(line)])[-3:]
+            crasher = False
+    try:
+        statefile.save(state_path, {"inode": st.st_ino, "offset": offset + end,
+                                    "fatal": fatal, "warn": warn})
+    except OSError:
+        pass                                      # advisory state: the next run rereads
+    return fatal, warn, None
+
+
+def _clip(line):
+    # Drop the timestamp and pid prefix: "2026-... [error] <0.223.0> BOOT FAILED" -> "BOOT FAILED"
+    text = line.split("> ", 1)[1] if "> " in line[:80] else line
+    return " ".join(text.split())[:200]
+
+
+# --- definitions ------------------------------------------------------------------------
+
+def load_baseline(path):
+    """The last good definitions export, or None when there is none yet."""
+    try:
+        with open(path, "rb") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise CheckError(f"definitions baseline {path} unreadable: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not isinstance(data, dict) or "vhosts" not in data:
+        raise CheckError(f"definitions baseline {path} is not a definitions export")
+    return data
+
+
+def save_baseline(path, definitions):
+    """Atomic write, 0600: an export carries password hashes."""
+    from autoremedy import statefile
+    statefile.write_atomic(path, json.dumps(definitions, sort_keys=True).encode(), mode=0o600)
+
+
+def compare(baseline, vhosts, users, queues, lost_pct):
+    """What vanished since the baseline: (critical reasons, notes)."""
+    reasons, notes = [], []
+    gone_vhosts = sorted({v["name"] for v in baseline.get("vhosts", [])} - set(vhosts))
+    gone_users = [] if users is None else sorted({u["name"] for u in baseline.get("users", [])} - set(users))
+    if gone_vhosts:
+        reasons.append("vhosts " + ", ".join(gone_vhosts[:5]) + _more(gone_vhosts))
+    if gone_users:
+        reasons.append("users " + ", ".join(gone_users[:5]) + _more(gone_users))
+    durable = sum(1 for q in baseline.get("queues", []) if q.get("durable", True))
+    if queues is not None and durable:
+        lost = durable - queues
+        if lost > 0 and lost >= max(1.0, durable * lost_pct / 100.0):
+            reasons.append(f"queues ({queues} left of {durable} durable in the baseline)")
+        elif lost > 0:
+            notes.append(f"{lost} fewer queues than the {durable} durable ones in the baseline")
+    return reasons, notes
+
+
+def _more(items):
+    return f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+
+
+def definitions_via_cli(settings, runner=None):
+    """(vhosts, users, queues) from one ``rabbitmqctl export_definitions -``: works
+    when the API user vanished with the data, and costs one CLI start (~0.6 s)."""
+    from autoremedy import execute
+    try:
+        done = run_cli(settings, "rabbitmqctl", "export_definitions", "-", runner=runner, timeout=60)
+    except execute.CommandError as exc:
+        raise CheckError(f"rabbitmqctl export_definitions: {exc}") from None
+    if done.returncode != 0:
+        raise CheckError(f"rabbitmqctl export_definitions: exit {done.returncode}: {done.brief()}")
+    try:
+        data = json.loads(done.stdout)
+        return ([v["name"] for v in data.get("vhosts", [])], [u["name"] for u in data.get("users", [])],
+                len(data.get("queues", [])))
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise CheckError("rabbitmqctl export_definitions: unexpected output "
+                         f"{done.stdout[:60]!r}") from None
+
+
+def run_cli(settings, tool, *args, runner=None, timeout=20.0):
+    from autoremedy.rabbitmq import run_ctl
+    return run_ctl(settings, tool, *args, runner=runner, timeout=timeout)
+
+
+# --- probe --------------------------------------------------------------------------------
+
+class Findings:
+    """Everything the probes learnt; judged in one place (``verdict``)."""
+
+    def __init__(self, node):
+        self.node = node
+        self.state = "running"
+        self.critical, self.warning, self.details, self.metrics = [], [], [], []
+        self.unknowns = []
+        self.data = {"node": node}
+
+    def crit(self, state, text):
+        if self.state == "running" or not self.critical:
+            self.state = state
+        self.critical.append(text)
+
+    def warn(self, text, state=None):
+        if state and self.state == "running":
+            self.state = state
+        self.warning.append(text)
+
+    def unknown(self, text):
+        self.unknowns.append(text)
+
+
+def probe_api(api, findings, settings, args):
+    """The cluster view from one /api/nodes request."""
+    nodes = api.get("nodes", columns=",".join(NODE_COLUMNS))
+    if not isinstance(nodes, list):
+        raise CheckError("management API: /api/nodes did not return a list")
+    by_name = {n.get("name"): n for n in nodes if isinstance(n, dict)}
+    findings.data["nodes"] = {name: bool(n.get("running")) for name, n in by_name.items()}
+    expected = list(settings.cluster_nodes) or ([] if args.cluster else [findings.node])
+    for name in expected:
+        if name not in by_name:
+            findings.crit("cluster_degraded", f"{name} is not a cluster member")
+        elif not by_name[name].get("running"):
+            state = "not_running" if name == findings.node else "cluster_degraded"
+            findings.crit(state, f"{name} not running")
+    extra = sorted(set(by_name) - set(expected)) if settings.cluster_nodes else []
+    if extra:
+        findings.warn("unexpected cluster member(s) " + ", ".join(extra))
+    for name, node in sorted(by_name.items()):
+        if not node.get("running"):
+            continue
+        if node.get("partitions"):
+            findings.crit("partitioned", f"{name} partitioned from " + ", ".join(node["partitions"]))
+        alarms = [a for a, key in (("memory", "mem_alarm"), ("disk", "disk_free_alarm")) if node.get(key)]
+        if alarms:
+            findings.crit("alarm", f"{name} {' and '.join(alarms)} alarm (publishers blocked)")
+        usage(findings, name, node, args, own=(name == findings.node or len(by_name) == 1))
+
+
+def usage(findings, name, node, args, own):
+    """File descriptors, sockets and Erlang processes as percent of their limit."""
+    for label, used, total in (("fd", "fd_used", "fd_total"), ("sockets", "sockets_used", "sockets_total"),
+                               ("procs", "proc_used", "proc_total")):
+        if not node.get(total):
+            continue
+        pct = round(100.0 * float(node.get(used) or 0) / float(node[total]), 2)
+        metric = Metric(label if own else f"{name} {label}", pct, "%", args.warning, args.critical, 0, 100)
+        findings.metrics.append(metric)
+        if metric.status is Status.CRITICAL:
+            findings.crit("exhausted", f"{name} {label} {pct:g}% used ({node.get(used)}/{node[total]})")
+        elif metric.status is Status.WARNING:
+            findings.warn(f"{name} {label} {pct:g}% used ({node.get(used)}/{node[total]})")
+
+
+def probe_down(settings, findings, args, fatal, runner=None, clock=None):
+    """The API does not answer: tell dead, booting, stuck and running-without-API apart."""
+    from autoremedy import execute
+    clock = clock or time.time
+    proc = find_beam(settings)
+    if proc is None:
+        if fatal:
+            findings.crit("boot_failed", f"{findings.node} boot failed: {fatal[0]}")
+        else:
+            findings.crit("not_running", f"{findings.node} not running (no beam process)")
+        return None
+    findings.data["pid"] = proc.pid
+    try:
+        running = run_cli(settings, "rabbitmq-diagnostics", "check_running", runner=runner).returncode == 0
+    except execute.CommandError as exc:
+        findings.details.append(f"rabbitmq-diagnostics unavailable: {exc}")
+        running = False
+    if running:
+        return proc
+    try:
+        age = clock() - proc.create_time()
+    except Exception:
+        age = 0.0
+    timeout = args.boot_timeout if args.boot_timeout is not None else settings.boot_timeout
+    if fatal:
+        findings.crit("boot_failed", f"{findings.node} boot failed: {fatal[0]}")
+    elif age > timeout:
+        if booting(settings, runner):
+            findings.crit("stuck_booting", f"{findings.node} stuck booting for {age:.0f}s "
+                          f"(limit {timeout:g}s)")
+        else:                                     # stop_app by someone, or a start that never began
+            findings.crit("app_stopped", f"{findings.node}: the rabbit app is not running on a live "
+                          f"VM (pid {proc.pid}, up {age:.0f}s; stop_app?)")
+    else:
+        findings.warn(f"{findings.node} booting for {age:.0f}s", state="booting")
+    return None
+
+
+def booting(settings, runner=None):
+    """True when the node says it is still booting (not stopped with stop_app)."""
+    from autoremedy import execute
+    try:
+        done = run_cli(settings, "rabbitmq-diagnostics", "is_booting", "--formatter", "json",
+                       runner=runner)
+        return json.loads(done.stdout).get("result") is True
+    except (execute.CommandError, ValueError, AttributeError):
+        return True                               # cannot tell: the boot timeout stands
+
+
+def probe_cli_cluster(settings, findings, runner=None):
+    """Running node without a usable API: the cluster view from one CLI call."""
+    done = run_cli(settings, "rabbitmqctl", "cluster_status", "--formatter", "json", runner=runner)
+    try:
+        status = json.loads(done.stdout) if done.returncode == 0 else None
+    except ValueError:
+        status = None
+    if not isinstance(status, dict):
+        findings.warn(f"rabbitmqctl cluster_status failed: {done.brief() or done.returncode}")
+        return
+    running = set(status.get("running_nodes") or [])
+    for name in settings.cluster_nodes or [findings.node]:
+        if name not in running:
+            findings.crit("not_running" if name == findings.node else "cluster_degraded",
+                          f"{name} not running")
+    partitions = status.get("partitions") or {}
+    for name, peers in sorted(partitions.items()):
+        findings.crit("partitioned", f"{name} partitioned from " + ", ".join(peers))
+    for alarm in status.get("alarms") or []:
+        findings.crit("alarm", f"alarm: {json.dumps(alarm, sort_keys=True)}")
+
+
+def probe_definitions(api, settings, findings, args, totals, auth_error=None, runner=None):
+    """Compare with the baseline; refresh the baseline while all is well. ``api``
+    is None when it cannot be used: the definitions come from rabbitmqctl."""
+    path = settings.baseline_path
+    baseline = load_baseline(path)
+    if args.accept_definitions:
+        if api is None:
+            raise CheckError("--accept-definitions needs the management API")
+        export(api, path, findings, f"live definitions saved as the baseline {path}")
+        return
+    if api is not None:
+        vhosts = [v["name"] for v in api.get("vhosts", columns="name")]
+        users = listed_users(api, findings)
+        queues = (totals or {}).get("queues")
+    else:
+        vhosts, users, queues = definitions_via_cli(settings, runner)
+    if baseline is None:
+        if api is not None and not findings.critical:
+            export(api, path, findings, f"no definitions baseline yet: saved {path}")
+        else:
+            findings.details.append(f"no definitions baseline at {path} (saved once the node is healthy)")
+    else:
+        reasons, notes = compare(baseline, vhosts, users, queues, args.queues_lost)
+        findings.details.extend(notes)
+        if reasons:
+            findings.crit("definitions_lost", f"{findings.node} running but definitions vanished: "
+                          + "; ".join(reasons))
+            return
+        age = time.time() - os.stat(path).st_mtime
+        if api is not None and not notes and not findings.critical and age > settings.baseline_refresh:
+            export(api, path, findings, None)
+    if auth_error is not None:
+        # Nothing vanished that the baseline knows of: the credentials are just wrong.
+        where = "exists" if settings.user in users else "does not exist on the node"
+        findings.unknown(f"{auth_error} (user {settings.user!r} {where})")
+
+
+# The same credentials just passed /api/overview and /api/nodes, so a 401 or 403 on
+# /api/users or /api/definitions means "not an administrator" (3.10 answers 401
+# {"error":"not_authorised","reason":"Not administrator user"} to a monitoring user).
+
+def listed_users(api, findings):
+    """User names, or None when this API user may not list them (only
+    administrators list users; the monitoring tag lists vhosts and queues)."""
+    from autoremedy.rabbitmq import ApiAuthError
+    try:
+        return [u["name"] for u in api.get("users", columns="name")]
+    except ApiAuthError as exc:
+        findings.details.append(f"users not compared: user {api.user!r} may not list them "
+                                f"(HTTP {exc.status}: not an administrator)")
+        return None
+
+
+def export(api, path, findings, note):
+    """Save /api/definitions as the baseline; without the right to export, say
+    so: without a baseline, lost definitions go unseen."""
+    from autoremedy.rabbitmq import ApiAuthError
+    try:
+        save_baseline(path, api.definitions())
+    except ApiAuthError as exc:
+        findings.warn(f"cannot export the definitions baseline: user {api.user!r} is not an "
+                      f"administrator (HTTP {exc.status}); tag it, or use --no-baseline")
+        return
+    if note:
+        findings.details.append(note)
+
+
+# --- the check ------------------------------------------------------------------------------
+
+def check(args, settings=None, runner=None):
+    from autoremedy import rabbitmq
+    settings = settings or rabbitmq.settings()
+    if args.node:
+        settings.data["node"] = args.node
+    api = settings.api(args.api_url)
+    api_error, overview = None, None
+    try:
+        overview = api.get("overview", columns="node,object_totals")
+        if not isinstance(overview, dict):
+            raise CheckError("management API: /api/overview did not return an object")
+        if not settings.configured_node and overview.get("node"):
+            settings.data["node"] = overview["node"]     # the node this API runs on
+    except (rabbitmq.ApiUnavailable, rabbitmq.ApiAuthError) as exc:
+        if args.cluster:
+            raise
+        api_error = exc
+    node = settings.node_name
+    findings = Findings(node)
+    fatal, warn = [], []
+    if not args.cluster:
+        state_path = os.path.join(settings.state_dir, "checks", f"rabbitmq-node-{_safe(node)}.log.json")
+        fatal, warn, note = scan_log(settings.log_path, state_path)
+        if note:
+            findings.details.append(note)
+    if api_error is None:
+        probe_api(api, findings, settings, args)
+    else:
+        findings.details.append(str(api_error))
+        if probe_down(settings, findings, args, fatal, runner) is None:
+            return verdict(findings, fatal, warn)    # dead, booting or stuck: nothing more to ask
+        if isinstance(api_error, rabbitmq.ApiUnavailable):
+            findings.warn("management API unavailable, node checked with the CLI")
+        probe_cli_cluster(settings, findings, runner)
+    if not args.no_baseline:
+        auth_error = api_error if isinstance(api_error, rabbitmq.ApiAuthError) else None
+        probe_definitions(None if api_error else api, settings, findings, args,
+                          (overview or {}).get("object_totals"), auth_error, runner)
+    return verdict(findings, fatal, warn)
+
+
+def verdict(findings, fatal, warn):
+    if fatal and findings.state in ("running", "booting") and not findings.critical:
+        findings.warn(f"fatal marker in the log since the last boot: {fatal[0]}")
+    if warn and findings.critical:
+        findings.details.append(f"{len(warn)} crasher report(s) since the last boot: {warn[-1]}")
+    elif warn:
+        findings.warn(f"{len(warn)} crasher report(s) since the last boot: {warn[-1][:120]}")
+    status = (Status.CRITICAL if findings.critical else Status.UNKNOWN if findings.unknowns
+              else Status.WARNING if findings.warning else Status.OK)
+    if status is not Status.OK:
+        summary = "; ".join(findings.critical + findings.unknowns + findings.warning)
+    else:
+        summary = f"{findings.node} running"
+        nodes = findings.data.get("nodes") or {}
+        if len(nodes) > 1:
+            summary += f", {sum(nodes.values())}/{len(nodes)} cluster nodes running"
+    findings.data.update(state=findings.state if status is not Status.OK else "running",
+                         fatal=fatal, crashers=warn)
+    return Result(NAME, summary, status=status, metrics=findings.metrics,
+                  details=findings.details, data=findings.data)
+
+
+def _safe(name):
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)

@@ -1,0 +1,412 @@
+"""Overflowed RabbitMQ queues: depth, no consumers, growth and drain time, in one API request.
+
+    $ autoremedy check rabbitmq-queues --vhost / -w 1000 -c 10000
+    RABBITMQ-QUEUES CRITICAL: 2 of 153 queues: notifications.info 52000 msgs (crit >10000), no consumers;
+    reply_4f1e 1200 msgs (warn >1000) | 'notifications.info'=52000;1000;10000;0 ... 'queues'=153 ...
+
+One ``GET /api/queues[/<vhost>]?columns=...`` whatever the number of queues (the
+cheaper ``disable_stats`` listing when no consumer count is needed; a paginated,
+server-side filtered listing when one ``--include`` regex narrows the set).
+Thresholds: ``-w/-c`` on a queue's messages (ready + unacked), ``--ready-*`` and
+``--unacked-*`` on each part, ``--no-consumers`` for messages waiting with nobody
+consuming, ``--stuck-consumers`` for consumers that hold unacked messages and
+ack nothing, ``--growth-*`` (msg/s) and ``--drain-*`` (time to empty) from a
+small state file of earlier readings (``<state_dir>/checks/rabbitmq-queues-*.json``).
+The summary names the worst queues first; perfdata covers the ``--top`` deepest.
+
+When the management API does not answer (plugin disabled, port closed) the check
+falls back to AMQP passive declares of the queues listed in
+``rabbitmq.fallback_queues`` (or ``--fallback-queue``) and says so.
+"""
+import hashlib
+import math
+import os
+import re
+import time
+
+from autoremedy import units
+from autoremedy.ranges import Range
+from autoremedy.result import CheckError, Metric, Result, Status
+
+NAME = "rabbitmq-queues"
+THRESHOLDS = ("1000", "10000")
+TIMEOUT = 15.0
+
+LEVELS = {"off": None, "warning": Status.WARNING, "critical": Status.CRITICAL}
+RANK = {Status.CRITICAL: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.OK: 3}
+BASE_COLUMNS = ("name", "vhost", "messages", "messages_ready", "messages_unacknowledged")
+
+
+def add_arguments(parser):
+    sel = parser.add_argument_group("selection")
+    sel.add_argument("--vhost", action="append", default=[], help="only this vhost (repeatable)")
+    sel.add_argument("--exclude-vhost", action="append", default=[], metavar="VHOST",
+                     help="skip this vhost (repeatable)")
+    sel.add_argument("--include", action="append", default=[], metavar="REGEX",
+                     help="only queues whose name matches (searched; repeatable)")
+    sel.add_argument("--exclude", action="append", default=[], metavar="REGEX",
+                     help="skip queues whose name matches (repeatable)")
+    thr = parser.add_argument_group("thresholds (-w/-c apply to messages = ready + unacked)")
+    for part in ("ready", "unacked"):
+        thr.add_argument(f"--{part}-warning", metavar="RANGE", help=f"messages {part} warning range")
+        thr.add_argument(f"--{part}-critical", metavar="RANGE", help=f"messages {part} critical range")
+    thr.add_argument("--no-consumers", choices=tuple(LEVELS), default="warning",
+                     help="state for a queue with messages and no consumer (default warning)")
+    thr.add_argument("--no-consumers-min", type=int, default=1, metavar="N",
+                     help="messages waiting that make a consumer-less queue count (default 1)")
+    thr.add_argument("--stuck-consumers", choices=tuple(LEVELS), default="off",
+                     help="state for consumers holding unacked messages and acking nothing")
+    thr.add_argument("--growth-warning", type=float, metavar="MSG/S", help="growth rate warning")
+    thr.add_argument("--growth-critical", type=float, metavar="MSG/S", help="growth rate critical")
+    thr.add_argument("--drain-warning", type=units.duration, metavar="DURATION",
+                     help="WARNING when a backlog needs longer than this to drain (or never drains)")
+    thr.add_argument("--drain-critical", type=units.duration, metavar="DURATION",
+                     help="CRITICAL likewise")
+    thr.add_argument("--drain-min", type=int, default=100, metavar="N",
+                     help="backlog (messages) from which the drain time is judged (default 100)")
+    thr.add_argument("--window", type=units.duration, default=units.duration("10m"),
+                     metavar="DURATION", help="smoothing window of the growth rate (default 10m)")
+    out = parser.add_argument_group("source and output")
+    out.add_argument("--top", type=int, default=5, metavar="N",
+                     help="perfdata for the N deepest queues (default 5)")
+    out.add_argument("--api-url", metavar="URL", help="management API (default rabbitmq.api_url)")
+    out.add_argument("--via", choices=("auto", "api", "amqp"), default="auto",
+                     help="auto: API, AMQP passive declares if the API is unavailable")
+    out.add_argument("--fallback-queue", action="append", default=[], metavar="NAME",
+                     help="queue for the AMQP fallback (in the first --vhost, default /)")
+
+
+# --- select ------------------------------------------------------------------------
+
+class Selection:
+    def __init__(self, args):
+        self.vhosts = set(args.vhost)
+        self.skip_vhosts = set(args.exclude_vhost)
+        self.include = [_regex(p, "--include") for p in args.include]
+        self.exclude = [_regex(p, "--exclude") for p in args.exclude]
+
+    def wants(self, vhost, name):
+        if self.vhosts and vhost not in self.vhosts:
+            return False
+        if vhost in self.skip_vhosts:
+            return False
+        if self.include and not any(r.search(name) for r in self.include):
+            return False
+        return not any(r.search(name) for r in self.exclude)
+
+    def key(self):
+        text = repr((sorted(self.vhosts), sorted(self.skip_vhosts),
+                     [r.pattern for r in self.include], [r.pattern for r in self.exclude]))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _regex(pattern, option):
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise CheckError(f"invalid {option} regex {pattern!r}: {exc}") from None
+
+
+# --- acquire -----------------------------------------------------------------------
+
+def needs_consumers(args):
+    return args.no_consumers != "off" or args.stuck_consumers != "off"
+
+
+def from_api(api, args, selection):
+    """Rows from one listing (or the pages of one filtered listing)."""
+    columns = list(BASE_COLUMNS)
+    consumers = needs_consumers(args)
+    if consumers:
+        columns.append("consumers")
+    if args.stuck_consumers != "off":
+        columns.append("message_stats")
+    vhost = next(iter(selection.vhosts)) if len(selection.vhosts) == 1 else None
+    name_regex = args.include[0] if len(args.include) == 1 else None
+    from autoremedy.rabbitmq import ApiError, NotFound
+    try:
+        try:
+            rows = api.queues(vhost, columns, totals_only=not consumers, name_regex=name_regex)
+        except ApiError as exc:
+            if name_regex is None or exc.status != 400:
+                raise
+            # RabbitMQ's PCRE refused a Python-only regex: list everything, filter here.
+            rows = api.queues(vhost, columns, totals_only=not consumers)
+    except NotFound:
+        raise CheckError(f"vhost {vhost!r} does not exist (404)") from None
+    return [_row(r) for r in rows]
+
+
+def _row(raw):
+    if not isinstance(raw, dict) or "name" not in raw:
+        raise CheckError(f"management API: unexpected queue row {str(raw)[:80]!r}")
+    stats = raw.get("message_stats") or {}
+    return {
+        "vhost": raw.get("vhost", "/"), "name": raw["name"],
+        "messages": int(raw.get("messages") or 0),
+        "ready": int(raw.get("messages_ready") or 0),
+        "unacked": int(raw.get("messages_unacknowledged") or 0),
+        "consumers": raw.get("consumers"),
+        "ack_rate": _rate(stats, "ack_details") + _rate(stats, "deliver_no_ack_details"),
+        "deliver_rate": _rate(stats, "deliver_get_details"),
+    }
+
+
+def _rate(stats, key):
+    try:
+        return float((stats.get(key) or {}).get("rate") or 0.0)
+    except (TypeError, ValueError, AttributeError):
+        return 0.0
+
+
+def from_amqp(settings, args, reason):
+    """Passive declares of the configured fallback queues: exact and immediate,
+    but only for named queues, and without the ready/unacked split."""
+    wanted = [(q.get("vhost", "/"), q["name"]) for q in settings.fallback_queues]
+    vhost = args.vhost[0] if args.vhost else "/"
+    wanted += [(vhost, name) for name in args.fallback_queue]
+    if not wanted:
+        raise CheckError(f"{reason}; no rabbitmq.fallback_queues (or --fallback-queue) "
+                         "for the AMQP fallback")
+    from autoremedy.rabbitmq import amqp_connection, amqp_error
+    import pika
+    rows = []
+    for vh in sorted({v for v, _ in wanted}):
+        try:
+            conn = amqp_connection(settings, vh)
+        except Exception as exc:
+            raise CheckError(f"{reason}; AMQP fallback to vhost {vh!r} failed too: "
+                             f"{amqp_error(exc)}") from None
+        try:
+            channel = conn.channel()
+            for _, name in [w for w in wanted if w[0] == vh]:
+                try:
+                    ok = channel.queue_declare(name, passive=True).method
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    if exc.reply_code != 404:
+                        raise
+                    rows.append({"vhost": vh, "name": name, "missing": True})
+                    channel = conn.channel()
+                    continue
+                rows.append({"vhost": vh, "name": name, "messages": ok.message_count,
+                             "ready": ok.message_count, "unacked": 0,
+                             "consumers": ok.consumer_count, "ack_rate": 0.0, "deliver_rate": 0.0})
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
+    return rows
+
+
+# --- growth and drain, from our own readings --------------------------------------------
+
+def update_rates(path, rows, window, now):
+    """Exponentially smoothed growth rate per queue (msg/s), like a load average:
+    one small record per queue, whatever the history. Returns {key: rate or None}."""
+    from autoremedy import statefile
+    rates = {}
+    try:
+        with statefile.updating(path, lock_timeout=2) as state:
+            old = state.get("queues", {})
+            new = {}
+            for row in rows:
+                key = row["vhost"] + "\0" + row["name"]
+                prev = old.get(key)
+                depth = row["messages"]
+                if prev is None:
+                    new[key] = [now, depth, None]
+                    rates[key] = None
+                    continue
+                then, before, rate = prev
+                dt = now - then
+                if dt < 1.0:          # two runs within a second: keep the record as it is
+                    new[key] = prev
+                    rates[key] = rate
+                    continue
+                instant = (depth - before) / dt
+                alpha = 1.0 - math.exp(-dt / window) if window > 0 else 1.0
+                rate = instant if rate is None else rate + alpha * (instant - rate)
+                new[key] = [now, depth, round(rate, 6)]
+                rates[key] = rate
+            state["queues"] = new     # queues that vanished are forgotten
+    except (OSError, TimeoutError) as exc:
+        raise CheckError(f"growth state {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return rates
+
+
+# --- judge -------------------------------------------------------------------------
+
+class Rules:
+    def __init__(self, args):
+        self.messages = (args.warning, args.critical)
+        self.ready = (Range.parse(args.ready_warning), Range.parse(args.ready_critical))
+        self.unacked = (Range.parse(args.unacked_warning), Range.parse(args.unacked_critical))
+        self.no_consumers = LEVELS[args.no_consumers]
+        self.no_consumers_min = args.no_consumers_min
+        self.stuck = LEVELS[args.stuck_consumers]
+        self.growth = (_floor(args.growth_warning), _floor(args.growth_critical))
+        self.drain = (args.drain_warning, args.drain_critical)
+        self.drain_min = args.drain_min
+
+    @property
+    def rates_wanted(self):
+        return any(self.growth) or any(self.drain)
+
+
+def _floor(value):
+    return None if value is None else Range(-math.inf, value)
+
+
+def _level(value, pair):
+    warn, crit = pair
+    if crit is not None and crit.alerts(value):
+        return Status.CRITICAL, crit
+    if warn is not None and warn.alerts(value):
+        return Status.WARNING, warn
+    return Status.OK, None
+
+
+def judge(row, rules, rate=None):
+    """(status, [reasons]) for one queue."""
+    if row.get("missing"):
+        return Status.WARNING, ["does not exist"]
+    status, reasons = Status.OK, []
+    for value, pair, what in ((row["messages"], rules.messages, "msgs"),
+                              (row["ready"], rules.ready, "ready"),
+                              (row["unacked"], rules.unacked, "unacked")):
+        level, rng = _level(value, pair)
+        if level is not Status.OK:
+            status = status.worse(level)
+            word = "crit" if level is Status.CRITICAL else "warn"
+            reasons.append(f"{value} {what} ({word} {rng.describe()})")
+    consumers = row.get("consumers")
+    if rules.no_consumers and consumers == 0 and row["messages"] >= rules.no_consumers_min:
+        status = status.worse(rules.no_consumers)
+        reasons.append("no consumers" if reasons else f"{row['messages']} msgs, no consumers")
+    if (rules.stuck and consumers and row["unacked"] > 0 and row["ready"] > 0
+            and row["ack_rate"] == 0 and row["deliver_rate"] == 0):
+        status = status.worse(rules.stuck)
+        reasons.append(f"{consumers} consumer(s) stuck: {row['unacked']} unacked, no acks")
+    if rate is not None:
+        level, _ = _level(rate, rules.growth)
+        if level is not Status.OK:
+            status = status.worse(level)
+            reasons.append(f"growing {rate:+.1f} msg/s")
+        eta = drain_time(row["messages"], rate)
+        if row["messages"] >= rules.drain_min and any(rules.drain):
+            warn, crit = rules.drain
+            level = (Status.CRITICAL if crit is not None and eta > crit else
+                     Status.WARNING if warn is not None and eta > warn else Status.OK)
+            if level is not Status.OK:
+                status = status.worse(level)
+                limit = crit if level is Status.CRITICAL else warn
+                text = "never drains" if math.isinf(eta) else f"drains in {units.human_duration(eta)}"
+                reasons.append(f"{text} (> {units.human_duration(limit)})")
+    return status, reasons
+
+
+def drain_time(messages, rate):
+    """Seconds until empty at the current net rate; inf when not draining."""
+    if messages <= 0:
+        return 0.0
+    if rate is None or rate >= 0:
+        return math.inf
+    return messages / -rate
+
+
+def queue_id(row):
+    return row["name"] if row["vhost"] == "/" else f"{row['vhost']}/{row['name']}"
+
+
+# --- the check -----------------------------------------------------------------------
+
+def check(args, settings=None, clock=time.time):
+    from autoremedy import rabbitmq
+    settings = settings or rabbitmq.settings()
+    selection = Selection(args)
+    rules = Rules(args)
+    via, note = "api", None
+    if args.via == "amqp":
+        rows, via = from_amqp(settings, args, "AMQP requested"), "amqp"
+        note = "via AMQP passive declares (--via amqp)"
+    else:
+        api = settings.api(args.api_url)
+        try:
+            rows = from_api(api, args, selection)
+        except rabbitmq.ApiUnavailable as exc:
+            if args.via == "api":
+                raise
+            rows, via = from_amqp(settings, args, str(exc)), "amqp"
+            note = f"via AMQP passive declares: {exc}"
+    rows = [r for r in rows if selection.wants(r["vhost"], r["name"])]
+    rates = {}
+    if rules.rates_wanted and via == "api":
+        path = os.path.join(settings.state_dir, "checks", f"rabbitmq-queues-{selection.key()}.json")
+        rates = update_rates(path, rows, args.window, clock())
+    return summarise(rows, rules, rates, args.top, via, note)
+
+
+def summarise(rows, rules, rates, top, via, note=None):
+    judged = []
+    for row in rows:
+        rate = rates.get(row["vhost"] + "\0" + row["name"])
+        status, reasons = judge(row, rules, rate)
+        judged.append((RANK[status], -row.get("messages", 0), row, status, reasons, rate))
+    judged.sort(key=lambda j: (j[0], j[1]))
+    bad = [j for j in judged if j[3] is not Status.OK]
+    worst = Status.OK
+    for j in bad:
+        worst = worst.worse(j[3])
+    total = sum(r.get("messages", 0) for r in rows)
+    if not rows:
+        summary = "no queue matches the selection"
+    elif bad:
+        shown = "; ".join(f"{queue_id(j[2])} " + ", ".join(j[4]) for j in bad[:5])
+        more = f"; {len(bad) - 5} more" if len(bad) > 5 else ""
+        summary = f"{len(bad)} of {len(rows)} queues: {shown}{more}"
+    else:
+        deepest = max(rows, key=lambda r: r.get("messages", 0))
+        summary = (f"{len(rows)} queues OK, {total} msgs, deepest {queue_id(deepest)} "
+                   f"{deepest.get('messages', 0)}")
+    if note:
+        summary += f" ({note})"
+    metrics = [Metric(queue_id(r), r.get("messages", 0), "", rules.messages[0], rules.messages[1], 0)
+               for r in sorted((j[2] for j in judged if "messages" in j[2]),
+                               key=lambda r: -r["messages"])[:max(top, 0)]]
+    metrics += [Metric("queues", len(rows), "", min=0), Metric("messages", total, "", min=0),
+                Metric("alerting", len(bad), "", min=0)]
+    details = [f"{Status(j[3]).name}: {queue_id(j[2])} " + ", ".join(j[4]) for j in bad[5:50]]
+    # A new queue's consumer count can trail its depth in the API's statistics.
+    uncounted = sum(1 for r in rows if r.get("consumers") is None and rules.no_consumers
+                    and r.get("messages", 0) >= rules.no_consumers_min and via == "api")
+    if uncounted:
+        details.append(f"{uncounted} queue(s) with messages have no consumer count yet "
+                       "(statistics not collected): not judged for consumers this run")
+    data = {"via": via, "queues": [_data_row(j) for j in judged]}
+    return Result(NAME, summary, status=worst, metrics=metrics, details=details, data=data)
+
+
+def _data_row(judged):
+    _, _, row, status, reasons, rate = judged
+    out = {"id": queue_id(row), "vhost": row["vhost"], "name": row["name"], "status": int(status),
+           "reasons": reasons}
+    for key in ("messages", "ready", "unacked", "consumers"):
+        if key in row:
+            out[key] = row[key]
+    if rate is not None:
+        out["growth"] = round(rate, 3)
+    return out
+
+
+def discover(args):
+    """Zabbix LLD: one row per selected queue (same selection options as the check)."""
+    from autoremedy import rabbitmq
+    settings = rabbitmq.settings()
+    selection = Selection(args)
+    vhost = next(iter(selection.vhosts)) if len(selection.vhosts) == 1 else None
+    rows = settings.api(args.api_url).queues(vhost, ["name", "vhost"], totals_only=True)
+    return [{"{#VHOST}": r.get("vhost", "/"), "{#QUEUE}": r["name"],
+             "{#QUEUE.ID}": queue_id({"vhost": r.get("vhost", "/"), "name": r["name"]})}
+            for r in rows if isinstance(r, dict) and "name" in r
+            and selection.wants(r.get("vhost", "/"), r["name"])]
