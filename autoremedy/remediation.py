@@ -168,6 +168,30 @@ class Remediation:
         """Re-run the check for ``target``; return a Result."""
         raise NotImplementedError
 
+    # -- helpers for subclasses -----------------------------------------------------
+    @staticmethod
+    def poll(probe, seconds, interval=0.25, sleep=time.sleep):
+        """Re-run ``probe() -> Result`` until it is OK or ``seconds`` have passed and
+        return the last Result: the verification of most classes (a restarted
+        daemon or a rejoined node needs a moment before the check can pass)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            result = probe()
+            if result.status is Status.OK or time.monotonic() >= deadline:
+                return result
+            sleep(interval)
+
+    @staticmethod
+    def needs_action(result, what):
+        """False when the check passes (the plan is empty: idempotent), True when it
+        fails; raise when it cannot tell — acting blind could double a daemon or
+        delete what is still needed."""
+        if result.status is Status.OK:
+            return False
+        if result.status is Status.UNKNOWN:
+            raise Refused("precondition", f"cannot tell {what}: {result.summary}")
+        return True
+
     # -- shared behaviour ---------------------------------------------------------
     @property
     def enabled(self):

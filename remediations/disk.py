@@ -29,7 +29,6 @@ import time
 from autoremedy import config as configmod
 from autoremedy import units
 from autoremedy.remediation import Remediation, Step
-from autoremedy.result import Status
 
 ROTATED = ["*.gz", "*.xz", "*.bz2", "*.zst", "*.[0-9]", "*.[0-9].log", "*.old", "*-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9]"]
 COMMANDS = {
@@ -83,11 +82,8 @@ class FreeDisk(Remediation):
         return result
 
     def plan(self, target):
-        current = self.probe(target)
-        if current.status is Status.OK:
+        if not self.needs_action(self.probe(target), f"how full {target} is"):
             return []
-        if current.status is Status.UNKNOWN:
-            raise RuntimeError(f"cannot read {target}: {current.summary}")
         steps = []
         for rule in self.allowlist()[target].get("rules") or []:
             kind = rule["type"]

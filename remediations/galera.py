@@ -241,12 +241,7 @@ class GaleraBootstrap(Remediation):
     # -- verify ---------------------------------------------------------------------------
     def verify(self, target):
         settle = self.allowlist()[target].get("settle", 30.0)
-        deadline = time.monotonic() + settle
-        while True:
-            result = self.check(target)
-            if result.status is Status.OK or time.monotonic() >= deadline:
-                return result
-            self.sleep(0.25)
+        return self.poll(lambda: self.check(target), settle, sleep=self.sleep)
 
     def check(self, target):
         """Every reachable node Primary, Synced and ready (the size is the check's

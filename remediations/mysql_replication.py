@@ -455,12 +455,7 @@ class ReplicationRepair(Remediation):
     # -- verify -------------------------------------------------------------------------
     def verify(self, target):
         entry = self.entry(target)
-        deadline = time.monotonic() + entry["catch_up_timeout"]
-        while True:
-            result = self.check(target)
-            if result.status is Status.OK or time.monotonic() >= deadline:
-                return result
-            self.sleep(0.25)
+        return self.poll(lambda: self.check(target), entry["catch_up_timeout"], sleep=self.sleep)
 
     def check(self, target):
         """The replication check on this target's replica and connections."""

@@ -17,11 +17,9 @@ Configuration (every target must be listed; nothing else is ever restarted)::
 The plan is empty when the check already passes (idempotent); the verification
 re-runs the same process check until it passes or ``settle`` expires.
 """
-import time
 
 from autoremedy import config as configmod
 from autoremedy.remediation import Remediation, Step
-from autoremedy.result import Status
 
 SELECTORS = ("unit", "name", "cmdline", "pidfile")
 
@@ -63,12 +61,8 @@ class RestartProcess(Remediation):
         return result
 
     def plan(self, target):
-        current = self.probe(target)
-        if current.status is Status.OK:
+        if not self.needs_action(self.probe(target), "the process state"):
             return []
-        if current.status is Status.UNKNOWN:
-            # Cannot tell whether it runs: restarting blind could double a daemon.
-            raise RuntimeError(f"cannot tell the process state: {current.summary}")
         entry = self.allowlist()[target]
         timeout = entry.get("timeout", 60.0)
         if entry.get("unit"):
@@ -82,12 +76,7 @@ class RestartProcess(Remediation):
 
     def verify(self, target):
         settle = self.allowlist()[target].get("settle", 10.0)
-        deadline = time.monotonic() + settle
-        while True:
-            result = self.probe(target)
-            if result.status is Status.OK or time.monotonic() >= deadline:
-                return result
-            time.sleep(0.25)
+        return self.poll(lambda: self.probe(target), settle)
 
     @classmethod
     def add_arguments(cls, parser):

@@ -254,12 +254,7 @@ class ResetNode(Remediation):
 
     # -- verify ----------------------------------------------------------------------------
     def verify(self, target):
-        deadline = time.monotonic() + self.settings.get("verify_timeout", 60.0)
-        while True:
-            result = self.probe()
-            if result.status is Status.OK or time.monotonic() >= deadline:
-                return result
-            time.sleep(1.0)
+        return self.poll(self.probe, self.settings.get("verify_timeout", 60.0), interval=1.0)
 
 
 REMEDIATION = ResetNode

@@ -1,8 +1,6 @@
 """Node fixtures: real processes started and killed by the test, real tmpfs mounts."""
-import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 
@@ -50,14 +48,3 @@ def tmpfs(tmp_path):
     yield mount
     for point in reversed(mounted):
         subprocess.run(["umount", "-l", point], check=False)
-
-
-def fill(directory, nbytes, name="fill.bin"):
-    with open(os.path.join(directory, name), "wb") as handle:
-        handle.write(b"\0" * nbytes)
-    return os.path.join(directory, name)
-
-
-def age(path, days):
-    old = time.time() - days * 86400
-    os.utime(path, (old, old))

@@ -10,7 +10,7 @@ from autoremedy.checks import disk
 from autoremedy.ranges import Range
 from autoremedy.result import Status
 
-from conftest import fill  # tests/node/conftest.py
+from nodekit import fill
 
 MiB = 1024 * 1024
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import age, fill
+from nodekit import age, fill
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -163,3 +163,12 @@ def test_disk_rules_are_validated(run_cli, make_config, tmpfs):
         "rules": [{"type": "home-dirs"}]}}}}}, name="b.yaml")
     ran = run_cli("config", "check", "--config", bad)
     assert ran.returncode == 3 and "'home-dirs' is not one of" in ran.stderr
+
+
+def test_a_check_that_cannot_tell_is_a_refusal_never_a_blind_restart(run_cli, make_config, daemon_binary, tmp_path):
+    config = make_config({"remediations": {"process": {"enabled": True, "targets": {"blind": {
+        "start": [daemon_binary, "3600"], "check": {"pidfile": str(tmp_path / "no" / "such" / "dir.pid")}}}}}})
+    ran = run_cli("remediate", "process", "--config", config, "blind")
+    assert ran.returncode == 1
+    assert ran.stdout.startswith("process blind: refused: cannot tell the process state: pidfile directory")
+    assert run_cli("check", "process", "--cmdline", f"{os.path.basename(daemon_binary)} 3600").returncode == 2
