@@ -145,49 +145,46 @@ def batch_rule():
             "item_prototypes": [status, summary]}
 
 
+def node_rule(cls, macro, key, master_uid, what, check_args, metric, rule):
+    """A discovery rule for one node check per discovered object: the passive
+    master item (the check's JSON), its status with triggers, and one metric
+    taken out of the JSON. ``metric`` = (key, name, extra fields); ``rule`` =
+    (name, key, description)."""
+    tags = [{"tag": "autoremedy_class", "value": cls}, {"tag": "autoremedy_target", "value": macro},
+            {"tag": "autoremedy_check_args", "value": check_args}]
+    component = [{"tag": "component", "value": "autoremedy"}]
+    master_proto = {"uuid": uid("proto", master_uid), "name": f"autoremedy {cls} {macro}: result",
+                    "type": "ZABBIX_PASSIVE", "key": key, "delay": "{$AR.INTERVAL}", "history": "1d",
+                    "trends": "0", "value_type": "TEXT", "tags": component}
+    status_key = f"autoremedy.{cls}.status[{macro}]"
+    status = status_item(key, status_key, f"autoremedy {cls} {macro}: status", cls, tags[1:2])
+    status["uuid"] = uid("proto", status_key)
+    status["trigger_prototypes"] = status_triggers(status_key, f"{what} {macro}", "HIGH", tags)
+    metric_key, metric_name, fields = metric
+    value = {"uuid": uid("proto", metric_key), "name": metric_name, "type": "DEPENDENT", "key": metric_key,
+             "delay": "0", "history": "31d", **fields, "master_item": {"key": key}, "tags": component}
+    name, rule_key, description = rule
+    return {"uuid": uid("rule", cls), "name": name, "key": rule_key, "delay": "{$AR.LLD.INTERVAL}",
+            "lifetime": "7d", "description": description, "item_prototypes": [master_proto, status, value]}
+
+
 def process_rule():
     key = "autoremedy.process[{#PROC.NAME}]"
-    tags = [{"tag": "autoremedy_class", "value": "process"}, {"tag": "autoremedy_target", "value": "{#PROC.NAME}"},
-            {"tag": "autoremedy_check_args", "value": "--watch {#PROC.NAME}"}]
-    master_proto = {"uuid": uid("proto", key), "name": "autoremedy process {#PROC.NAME}: result",
-                    "type": "ZABBIX_PASSIVE", "key": key, "delay": "{$AR.INTERVAL}", "history": "1d",
-                    "trends": "0", "value_type": "TEXT", "tags": [{"tag": "component", "value": "autoremedy"}]}
-    status_key = "autoremedy.process.status[{#PROC.NAME}]"
-    status = status_item(key, status_key, "autoremedy process {#PROC.NAME}: status", "process", tags[1:2])
-    status["uuid"] = uid("proto", status_key)
-    status["trigger_prototypes"] = status_triggers(status_key, "Process {#PROC.NAME}", "HIGH", tags)
-    count_key = "autoremedy.process.count[{#PROC.NAME}]"
-    count = {"uuid": uid("proto", count_key), "name": "autoremedy process {#PROC.NAME}: count",
-             "type": "DEPENDENT", "key": count_key, "delay": "0", "history": "31d", "value_type": "UNSIGNED",
-             "preprocessing": [{"type": "JSONPATH", "parameters": ["$.metrics.count"]}],
-             "master_item": {"key": key}, "tags": [{"tag": "component", "value": "autoremedy"}]}
-    return {"uuid": uid("rule", "process"), "name": "autoremedy: watched processes",
-            "key": "autoremedy.process.discovery", "delay": "{$AR.LLD.INTERVAL}", "lifetime": "7d",
-            "description": "One row per entry of checks.process.watch.",
-            "item_prototypes": [master_proto, status, count]}
+    count = {"value_type": "UNSIGNED", "preprocessing": [{"type": "JSONPATH", "parameters": ["$.metrics.count"]}]}
+    return node_rule("process", "{#PROC.NAME}", key, key, "Process", "--watch {#PROC.NAME}",
+                     ("autoremedy.process.count[{#PROC.NAME}]", "autoremedy process {#PROC.NAME}: count", count),
+                     ("autoremedy: watched processes", "autoremedy.process.discovery",
+                      "One row per entry of checks.process.watch."))
 
 
 def disk_rule():
     args = '"{#FSNAME}","{$AR.DISK.PUSED.WARN:\\"{#FSNAME}\\"}","{$AR.DISK.PUSED.CRIT:\\"{#FSNAME}\\"}"'
-    key = f"autoremedy.disk[{args}]"
-    tags = [{"tag": "autoremedy_class", "value": "disk"}, {"tag": "autoremedy_target", "value": "{#FSNAME}"},
-            {"tag": "autoremedy_check_args", "value": "-p {#FSNAME}"}]
-    master_proto = {"uuid": uid("proto", "disk-master"), "name": "autoremedy disk {#FSNAME}: result",
-                    "type": "ZABBIX_PASSIVE", "key": key, "delay": "{$AR.INTERVAL}", "history": "1d",
-                    "trends": "0", "value_type": "TEXT", "tags": [{"tag": "component", "value": "autoremedy"}]}
-    status_key = "autoremedy.disk.status[{#FSNAME}]"
-    status = status_item(key, status_key, "autoremedy disk {#FSNAME}: status", "disk", tags[1:2])
-    status["uuid"] = uid("proto", status_key)
-    status["trigger_prototypes"] = status_triggers(status_key, "Disk {#FSNAME}", "HIGH", tags)
-    pused_key = "autoremedy.disk.pused[{#FSNAME}]"
-    pused = {"uuid": uid("proto", pused_key), "name": "autoremedy disk {#FSNAME}: used %",
-             "type": "DEPENDENT", "key": pused_key, "delay": "0", "history": "31d", "value_type": "FLOAT",
-             "units": "%", "preprocessing": [{"type": "JSONPATH", "parameters": ['$.metrics["{#FSNAME}"]']}],
-             "master_item": {"key": key}, "tags": [{"tag": "component", "value": "autoremedy"}]}
-    return {"uuid": uid("rule", "disk"), "name": "autoremedy: mounted filesystems",
-            "key": "autoremedy.disk.discovery", "delay": "{$AR.LLD.INTERVAL}", "lifetime": "7d",
-            "description": "Real filesystems, with the macros of vfs.fs.discovery ({#FSNAME}, {#FSTYPE}).",
-            "item_prototypes": [master_proto, status, pused]}
+    pused = {"value_type": "FLOAT", "units": "%",
+             "preprocessing": [{"type": "JSONPATH", "parameters": ['$.metrics["{#FSNAME}"]']}]}
+    return node_rule("disk", "{#FSNAME}", f"autoremedy.disk[{args}]", "disk-master", "Disk", "-p {#FSNAME}",
+                     ("autoremedy.disk.pused[{#FSNAME}]", "autoremedy disk {#FSNAME}: used %", pused),
+                     ("autoremedy: mounted filesystems", "autoremedy.disk.discovery",
+                      "Real filesystems, with the macros of vfs.fs.discovery ({#FSNAME}, {#FSTYPE})."))
 
 
 def queue_rule():
