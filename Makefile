@@ -4,6 +4,9 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip --disable-pip-version-check -q
 OUT     ?= out
+# The suite runs in worker processes (pytest-xdist); tests/conftest.py keeps each shared real
+# system on one worker. Most of the time is spent waiting on services, not on the CPU.
+WORKERS ?= 3
 
 .PHONY: demo test bench venv install setup unit asset rpm deb st2-pack zabbix packages clean
 
@@ -23,7 +26,7 @@ demo: $(VENV)/.installed
 ## The suite: installs and starts what the tests need, then runs everything.
 test: $(VENV)/.installed
 	scripts/ci-setup.sh
-	CI=$${CI:-true} $(VENV)/bin/pytest -q tests
+	CI=$${CI:-true} $(VENV)/bin/pytest -q -n $(WORKERS) --dist loadgroup tests
 
 ## Unit tests only (no services).
 unit: $(VENV)/.installed

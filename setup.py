@@ -38,7 +38,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=["autoremedy", "autoremedy.checks", "autoremedy.handlers", "autoremedy.remediations"],
+    packages=["autoremedy", "autoremedy.sources", "autoremedy.checks", "autoremedy.handlers",
+              "autoremedy.remediations"],
     package_dir={
         "autoremedy": "autoremedy",
         "autoremedy.checks": "checks",
@@ -54,13 +55,20 @@ setup(
         "urllib3>=1.26,<3",      # used directly by the RabbitMQ management API client
         "pika>=1.3,<2",
         "PyMySQL>=1.0,<2",
+        "drain3>=0.9.11,<0.10",  # log signatures of `autoremedy collect` (Drain), imported only there
     ],
     extras_require={
         "openstack": ["openstacksdk>=1.0,<5"],
         "zabbix": ["pyzabbix>=1.3,<2"],
         "sensu": ["sensu-plugin>=0.8,<0.9"],
-        "test": ["pytest>=7,<10", "openstacksdk>=1.0,<5", "pyzabbix>=1.3,<2", "sensu-plugin>=0.8,<0.9"],
-        "bench": ["openstacksdk>=1.0,<5"],
+        # oslo.messaging + oslo.config: the real RPC traffic of tests/rabbitmq/oslo_traffic.py
+        "test": ["pytest>=7,<9", "pytest-xdist>=3.5,<4", "hypothesis>=6.80,<7", "openstacksdk>=1.0,<5", "pyzabbix>=1.3,<2",
+                 "sensu-plugin>=0.8,<0.9", "oslo.messaging>=14.0,<19", "oslo.config>=9.0,<11",
+                 "tooz>=6.0,<10", "redis>=4.5,<9", "etcd3gw>=2.1,<3"],
+        "bench": ["openstacksdk>=1.0,<5", "tooz>=6.0,<10", "redis>=4.5,<9", "etcd3gw>=2.1,<3"],
+        # guards across hosts (autoremedy.coordination): tooz for the locks, the
+        # backends' own clients for the ledger (PyMySQL is already required)
+        "fleet": ["tooz>=6.0,<10", "redis>=4.5,<9", "etcd3gw>=2.1,<3"],
     },
     entry_points={
         "console_scripts": ["autoremedy = autoremedy.cli:main"],

@@ -13,6 +13,8 @@ import socket
 import syslog
 import time
 
+from autoremedy import redact, safefs
+
 _SYSLOG_PRIORITY = {"ok": syslog.LOG_INFO, "refused": syslog.LOG_WARNING,
                     "failed": syslog.LOG_ERR, "escalated": syslog.LOG_ERR,
                     "error": syslog.LOG_ERR}
@@ -23,24 +25,42 @@ class Audit:
         self.path = path
         self.use_syslog = use_syslog
         self.hostname = hostname or socket.gethostname()
+        self.failed = 0
 
     def record(self, what, result, **fields):
         """Append one record. ``what`` names the decision ('guard', 'run', 'verify',
-        'forward', 'deadletter' ...); ``result`` is its outcome word."""
+        'forward', 'deadletter' ...); ``result`` is its outcome word. The line
+        goes to syslog even when the file cannot take it; then OSError is
+        raised for the caller to say so (route.safe_audit: one line on stderr)."""
         entry = {"ts": round(time.time(), 3), "host": self.hostname, "pid": os.getpid(),
                  "what": what, "result": result}
         entry.update({k: v for k, v in fields.items() if v is not None})
-        line = json.dumps(entry, sort_keys=True, default=str, ensure_ascii=True)
-        self._append(line)
-        if self.use_syslog:
-            self._syslog(result, line)
+        line = redact.text(json.dumps(entry, sort_keys=True, default=str, ensure_ascii=True))
+        try:
+            self._append(line)
+        finally:
+            if self.use_syslog:
+                self._syslog(result, line)
         return entry
 
+    def lost(self, exc):
+        """The file could not take a record: say so once per process on stderr
+        (the monitor's output), never silently."""
+        self.failed += 1
+        if self.failed == 1:
+            import sys
+            where = "syslog only" if self.use_syslog else "nowhere"
+            sys.stderr.write(f"autoremedy: audit log {self.path} not written "
+                             f"({redact.text(str(exc.strerror or exc))}): records went to "
+                             f"{where}\n")
+
     def _append(self, line):
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, mode=0o750, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        # The state directory is writable by the monitoring users' group: a link
+        # planted at audit.log is refused, never appended through (safefs).
+        with safefs.open_dir(os.path.dirname(os.path.abspath(self.path)),
+                             create=True) as directory:
+            fd = directory.open(os.path.basename(self.path),
+                                os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.write(fd, (line + "\n").encode())
@@ -59,7 +79,9 @@ class Audit:
 def tail(path, limit=20, predicate=None):
     """The last ``limit`` records (optionally filtered), oldest first."""
     try:
-        with open(path, "rb") as handle:
+        with safefs.open_dir(os.path.dirname(os.path.abspath(path))) as directory:
+            fd = directory.open(os.path.basename(path), os.O_RDONLY)
+        with os.fdopen(fd, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             handle.seek(max(0, size - 512 * 1024))

@@ -31,12 +31,28 @@ commands:
   status                         spool, breaker and recent remediations
   collect --at TIME              incident bundle with a relationship graph
   config check                   validate the configuration file
+  zabbix-setup                   create the Zabbix template, media types and action (API)
 
 'autoremedy check --list' lists the check classes; '<command> --help' shows options.
+A command line that cannot be used exits 3 (UNKNOWN to a monitor, never OK).
 """
 
 _NAME = re.compile(r"\A[a-z][a-z0-9-]{0,62}\Z")
 EXIT_ESCALATED, EXIT_BAD_INPUT, EXIT_CONFIG = 1, 2, 3
+# Plugin convention (monitoring-plugins guidelines): a usage error is UNKNOWN, 3.
+# Exit 0 would read as OK to whatever runs us; 2 as CRITICAL.
+EXIT_USAGE = 3
+
+
+def _usage(text, asked):
+    """Usage on stdout: exit 0 when it was asked for (--help), 3 when the command
+    line was simply incomplete."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0 if asked else EXIT_USAGE
+
+
+def _asked(argv):
+    return bool(argv) and argv[0] in ("-h", "--help", "help")
 
 
 def _module_name(kind, name):
@@ -126,8 +142,8 @@ def _validated(module, args):
 
 def cmd_check(argv):
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: autoremedy check <class> [options]\nclasses: " + ", ".join(available("checks")))
-        return 0
+        return _usage("usage: autoremedy check <class> [options]\nclasses: "
+                      + ", ".join(available("checks")), _asked(argv))
     if argv[0] == "--list":
         print("\n".join(available("checks")))
         return 0
@@ -175,9 +191,8 @@ def _discover(cls_name, argv):
 
 def cmd_remediate(argv):
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: autoremedy remediate <class> [--dry-run] [--config FILE] TARGET\n"
-              "classes: " + ", ".join(available("remediations")))
-        return 0
+        return _usage("usage: autoremedy remediate <class> [--dry-run] [--config FILE] TARGET\n"
+                      "classes: " + ", ".join(available("remediations")), _asked(argv))
     from autoremedy.config import Config, ConfigError
     from autoremedy.remediation import Trigger, perform
     cls_name = argv[0]
@@ -220,6 +235,17 @@ def print_outcome(outcome, as_json=False):
         print(f"  done: {note}")
     if outcome.verify:
         print(f"  verify: {outcome.verify['status']}: {outcome.verify['summary']}")
+    if outcome.evidence is not None:
+        shown = outcome.evidence.to_dict()
+        for reach in shown["reach"]:
+            names = ", ".join(reach["names"]) or "nothing"
+            print(f"  reach: {reach['kind']}: {names}"
+                  + (f" (of {reach['watched']} watched: {reach['how']})" if reach["how"] else ""))
+        for inv in shown["invariants"]:
+            after = f" -> {inv['after']}" if "after" in inv else ""
+            print(f"  invariant: {inv['name']} [{inv['rule']}; {inv['how']}]: {inv['before']}{after}")
+        for problem in outcome.harm:
+            print(f"  HARM: {problem}")
 
 
 def audit_for(config):
@@ -238,8 +264,7 @@ def cmd_module(module_path):
 
 def cmd_handle(argv):
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: autoremedy handle sensu|zabbix|hook ...")
-        return 0
+        return _usage("usage: autoremedy handle sensu|zabbix|hook ...", _asked(argv))
     try:
         module = load("handlers", argv[0])
     except UsageError as exc:
@@ -262,15 +287,14 @@ COMMANDS = {
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
-        sys.stdout.write(USAGE)
-        return 0
+        return _usage(USAGE, _asked(argv))
     if argv[0] == "--version":
         from autoremedy import __version__
         print(__version__)
         return 0
     command = COMMANDS.get(argv[0])
     if command is None:
-        return fail(f"unknown command {argv[0]!r}; see 'autoremedy --help'", EXIT_BAD_INPUT)
+        return fail(f"unknown command {argv[0]!r}; see 'autoremedy --help'", EXIT_USAGE)
     try:
         return command(argv[1:])
     except KeyboardInterrupt:

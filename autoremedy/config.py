@@ -3,8 +3,8 @@
 Where it comes from: ``--config FILE``, else ``$AUTOREMEDY_CONFIG``, else
 ``/etc/autoremedy/autoremedy.yaml``; a missing default file means built-in
 defaults (StackStorm not configured = unreachable). The settings Sensu and
-Zabbix pass through the environment override the file (DESIGN.md, "The
-command-line contract"). Secrets are read from a file or the environment, never
+Zabbix pass through the environment override the file (docs/handlers.md,
+"Commands"). Secrets are read from a file or the environment, never
 taken from argv.
 
 The schema below covers the shared sections. Each remediation class validates
@@ -52,6 +52,9 @@ GUARDS = {
     "flap": {"changes": int, "window": Duration},      # status changes that mean "flapping"
     "lock_timeout": Duration,                          # wait for a concurrent run of the same target
     "min_occurrences": int,                            # act only after N consecutive failures
+    # distinct hosts (node scope) / targets (api scope) per class and window,
+    # fleet-wide with a coordination backend (docs/fleet.md); absent: no cap
+    "fleet_cap": {"max": int, "per": Duration},
 }
 
 SCHEMA = {
@@ -69,11 +72,19 @@ SCHEMA = {
         "breaker_cooldown": Duration,
         "trigger": str,                 # trigger type when webhook is the generic "st2"
         "attach_bundle": bool,          # escalations carry an incident bundle (collect)
+        "delivery": str,                # direct | forwarder (replay --follow delivers)
     },
     "spool": {"warning_depth": int, "critical_depth": int,
               "warning_age": Duration, "critical_age": Duration,
-              "max_event_size": Size},  # larger inputs are dead-lettered
+              "max_event_size": Size,   # larger inputs are dead-lettered
+              # dead letters (autoremedy.deadletter): bytes kept of one input, and
+              # the folder's caps (the oldest letters are pruned, audited)
+              "deadletter_max_file": Size, "deadletter_max_total": Size,
+              "deadletter_max_count": int},
     "guards": GUARDS,
+    # Guards across hosts (autoremedy.coordination, docs/fleet.md); default: local.
+    "coordination": {"backend_url": str, "unreachable": str, "timeout": Duration,
+                     "lock_ttl": Duration, "namespace": str},
     # Event -> (failure class, allowlisted target); see docs/handlers.md "Routing".
     "routes": List({"check": str, "class": str, "target": str, "source": str,
                     "host": str, "labels": Map(str), "enabled": bool, "fallback": str}),
@@ -101,7 +112,8 @@ DEFAULTS = {
     },
     "spool": {"warning_depth": 100, "critical_depth": 1000,
               "warning_age": 900.0, "critical_age": 3600.0,
-              "max_event_size": 1 << 20},
+              "max_event_size": 1 << 20, "deadletter_max_file": 4 << 20,
+              "deadletter_max_total": 64 << 20, "deadletter_max_count": 1000},
     "guards": {
         "rate_limit": {"max": 3, "per": 3600.0},
         "global_cap": {"max": 10, "per": 3600.0},
@@ -109,6 +121,8 @@ DEFAULTS = {
         "lock_timeout": 120.0,
         "min_occurrences": 1,
     },
+    "coordination": {"backend_url": "local", "unreachable": "refuse", "timeout": 2.0,
+                     "lock_ttl": 30.0, "namespace": "autoremedy"},
     "routes": [],
     "remediations": {},
     "checks": {},
@@ -204,8 +218,27 @@ def env_overrides(environ):
     if environ.get("AUTOREMEDY_STATE_DIR"):
         out["state_dir"] = environ["AUTOREMEDY_STATE_DIR"]
     if environ.get("AUTOREMEDY_DRY_RUN"):
-        out["dry_run"] = _truthy(environ["AUTOREMEDY_DRY_RUN"])
+        out["dry_run"] = dry_run_flag(environ["AUTOREMEDY_DRY_RUN"])
     return out
+
+
+_YES = ("1", "true", "yes", "on", "y", "enabled", "enable", "dry", "dry-run", "dryrun")
+_NO = ("0", "false", "no", "off", "n", "disabled", "disable", "")
+
+
+def dry_run_flag(text, warn=True):
+    """AUTOREMEDY_DRY_RUN fails closed: a value that is not clearly "no" means
+    dry-run (said once on stderr), never a real run."""
+    low = str(text).strip().lower()
+    if low in _YES:
+        return True
+    if low in _NO:
+        return False
+    if warn:
+        import sys
+        sys.stderr.write(f"autoremedy: AUTOREMEDY_DRY_RUN={str(text)[:40]!r} is neither yes nor "
+                         "no: dry-run (change nothing)\n")
+    return True
 
 
 def read_yaml(path):
@@ -243,6 +276,15 @@ class Config:
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         self.data = merge(DEFAULTS, checked)
+        delivery = self.data["stackstorm"].get("delivery", "direct")
+        if delivery not in ("direct", "forwarder"):
+            raise ConfigError(f"{where}: stackstorm.delivery: {delivery!r} is not direct or "
+                              "forwarder")
+        if "coordination" in checked:
+            from autoremedy.coordination import check
+            problem = check(self)
+            if problem:
+                raise ConfigError(f"{where}: {problem}")
 
     @classmethod
     def load(cls, path=None, environ=None):

@@ -107,7 +107,9 @@ class Graph:
         edge["first"] = min(edge["first"], ts)
         edge["last"] = max(edge["last"], ts)
 
-    def add_line(self, service, host, ts, line, level=None):
+    def add_line(self, service, host, ts, line, level=None, extra=None):
+        """Add one line; ``extra`` adds ids found otherwise ({id: kind}, e.g. an
+        event's queue name). Returns the line's {id: kind}."""
         error = level in ERRORS or (level or "").upper() in ERRORS
         svc = f"service:{service}"
         self.node(svc, "service", ts, error, label=service, host=host)
@@ -116,6 +118,8 @@ class Graph:
             if (svc, f"host:{host}") not in self.edges:
                 self.edge(svc, f"host:{host}", ts)
         ids = extract(line)
+        for ident, kind in (extra or {}).items():
+            ids.setdefault(ident, kind)
         for ident, kind in ids.items():
             node = self.node(ident, kind, ts, error, label=_label(ident, kind))
             node["services"].add(service)
@@ -153,14 +157,33 @@ class Graph:
                     link["last"] = max(link["last"], ea["last"], eb["last"])
         return [pairs[k] for k in sorted(pairs)]
 
-    def to_dict(self, iso):
+    def visible(self, only=None):
+        """Node ids to show: every node, or the ids in ``only`` with the services
+        that mention them and those services' hosts."""
+        if only is None:
+            return set(self.nodes)
+        shown = set(only) & set(self.nodes)
+        for ident in list(shown):
+            for service in self.nodes[ident]["services"]:
+                shown.add(f"service:{service}")
+        for (a, b) in self.edges:
+            if a in shown and a.startswith("service:") and b.startswith("host:"):
+                shown.add(b)
+        return shown
+
+    def to_dict(self, iso, only=None):
+        shown = self.visible(only)
         nodes = []
         for n in sorted(self.nodes.values(), key=lambda n: (n["kind"], n["id"])):
-            out = dict(n, first=iso(n["first"]), last=iso(n["last"]), services=sorted(n["services"]))
-            nodes.append(out)
+            if n["id"] in shown:
+                nodes.append(dict(n, first=iso(n["first"]), last=iso(n["last"]),
+                                  services=sorted(n["services"])))
         edges = [dict(e, first=iso(e["first"]), last=iso(e["last"]))
-                 for e in sorted(self.edges.values(), key=lambda e: (e["source"], e["target"]))]
-        links = [dict(l, first=iso(l["first"]), last=iso(l["last"])) for l in self.service_links()]
+                 for e in sorted(self.edges.values(), key=lambda e: (e["source"], e["target"]))
+                 if e["source"] in shown and e["target"] in shown]
+        links = [dict(l, first=iso(l["first"]), last=iso(l["last"]),
+                      via=[v for v in l["via"] if v in shown])
+                 for l in self.service_links() if any(v in shown for v in l["via"])]
         return {"nodes": nodes, "edges": edges, "service_links": links}
 
 
@@ -186,14 +209,21 @@ def _q(text):
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def to_dot(graph, title, max_ids=60):
-    """Graphviz DOT of the services, hosts and the ids worth seeing: those shared
-    by services or seen on error lines (the rest are in graph.json)."""
+def to_dot(graph, title, max_ids=60, only=None, seeds=None, unlinked=""):
+    """Graphviz DOT of the ids worth seeing — those in ``only`` (the focus on the
+    error), else those shared by services or seen on error lines — with the
+    services and hosts that print them. Seeds are drawn bold; a node whose
+    record disagrees with the logs gets an orange dashed border and the reason."""
+    seeds = seeds or {}
     ids = [n for n in graph.nodes.values() if n["kind"] not in ("service", "host")]
-    worth = [n for n in ids if len(n["services"]) >= 2 or n["errors"]]
-    worth.sort(key=lambda n: (-len(n["services"]), -n["errors"], -n["count"], n["id"]))
-    shown = {n["id"] for n in worth[:max_ids]}
-    shown |= {n["id"] for n in graph.nodes.values() if n["kind"] in ("service", "host")}
+    if only is None:
+        worth = [n for n in ids if len(n["services"]) >= 2 or n["errors"]]
+    else:
+        worth = [n for n in ids if n["id"] in only]
+    worth.sort(key=lambda n: (n["id"] not in seeds, -len(n["services"]), -n["errors"], -n["count"], n["id"]))
+    shown = graph.visible({n["id"] for n in worth[:max_ids]})
+    if only is None:
+        shown |= {n["id"] for n in graph.nodes.values() if n["kind"] in ("service", "host")}
     lines = ["digraph incident {", f"  label={_q(title)}; labelloc=t; fontsize=16;",
              "  rankdir=LR; node [fontname=Helvetica fontsize=10]; edge [fontname=Helvetica fontsize=8];"]
     for ident in sorted(shown):
@@ -204,18 +234,26 @@ def to_dot(graph, title, max_ids=60):
             label = f"{label}\n{n['count']} lines, {n['errors']} errors"
         elif n["kind"] != "host":
             label = f"{label}\n×{n['count']}"
-        color = ' color=red penwidth=2' if n["errors"] else ""
-        lines.append(f"  {_q(ident)} [label={_q(label)} {style}{color}];")
+        extra = ' color=red penwidth=2' if n["errors"] else ""
+        if ident in seeds:
+            extra += " peripheries=2"
+        if n.get("disagree"):
+            label += "\n≠ record: " + n["disagree"][0][:60]
+            extra += ' color=orange penwidth=3 style="dashed,filled"'
+        lines.append(f"  {_q(ident)} [label={_q(label)} {style}{extra}];")
     for (a, b), e in sorted(graph.edges.items()):
         if a in shown and b in shown:
             color = " color=red" if e["errors"] else ""
             lines.append(f"  {_q(a)} -> {_q(b)} [label={_q(e['count'])}{color}];")
     for link in graph.service_links():
-        lines.append(f"  {_q(link['source'])} -> {_q(link['target'])} [dir=none style=dashed color=blue "
-                     f"constraint=false label={_q(str(len(link['via'])) + ' shared')}];")
+        via = [v for v in link["via"] if v in shown]
+        if via and link["source"] in shown and link["target"] in shown:
+            lines.append(f"  {_q(link['source'])} -> {_q(link['target'])} [dir=none style=dashed color=blue "
+                         f"constraint=false label={_q(str(len(via)) + ' shared')}];")
     hidden = len(ids) - len(shown & {n['id'] for n in ids})
-    if hidden:
-        lines.append(f"  note [shape=note label={_q(f'{hidden} more ids in graph.json')}];")
+    note = unlinked or (f"{hidden} more ids in graph.json" if hidden else "")
+    if note:
+        lines.append(f"  note [shape=note label={_q(note)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -34,7 +34,7 @@ PRESETS = {
                         "%d-%b-%Y::%H:%M:%S"),
     "syslog": (re.compile(r"^([A-Z][a-z]{2} [ \d]\d \d{2}:\d{2}:\d{2})"), "syslog"),
 }
-BISECT_ABOVE = 4 * 1024 * 1024      # plain files bigger than this are bisected
+BISECT_ABOVE = 1024 * 1024          # plain files bigger than this are bisected
 SLACK = 5.0                         # tolerated disorder (threads log slightly out of order)
 
 
@@ -58,12 +58,30 @@ class Stamper:
             raise SourceError(f"unknown format {fmt!r} (known: {', '.join(PRESETS)} or a regex)")
         self.tz = timezone.utc if utc else None
         self.year = year_hint or time.localtime().tm_year
+        self._seconds = {}      # "YYYY-MM-DD HH:MM:SS" + offset -> epoch: lines share seconds
 
     def __call__(self, line):
         match = self.regex.match(line)
         if not match:
             return None
         text = match.group("ts") if "ts" in self.regex.groupindex else match.group(1)
+        if not self.strptime:
+            parts = _ISO_PARTS.match(text)
+            if parts:
+                key = (parts.group(1), parts.group(3))
+                base = self._seconds.get(key)
+                if base is None:
+                    base = self._parse(f"{parts.group(1)}{parts.group(3)}")
+                    if base is None:
+                        return None
+                    if len(self._seconds) > 100000:
+                        self._seconds.clear()
+                    self._seconds[key] = base
+                frac = parts.group(2)
+                return base + (int(frac) / 10 ** len(frac) if frac else 0.0)
+        return self._parse(text)
+
+    def _parse(self, text):
         try:
             if self.strptime == "syslog":
                 when = datetime.strptime(f"{self.year} {text}", "%Y %b %d %H:%M:%S")
@@ -78,6 +96,9 @@ class Stamper:
                 return time.mktime(when.timetuple()) + when.microsecond / 1e6
             when = when.replace(tzinfo=self.tz)
         return when.timestamp()
+
+
+_ISO_PARTS = re.compile(r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2})(?:[.,](\d{1,9}))?(.*)$")
 
 
 def _iso(text):

@@ -552,7 +552,8 @@ def client_option_file(server, directory):
     mariadb-dump command-line tools (credentials never go into their argv).
     Returns (path, argv addressing the server); the caller deletes the file."""
     import tempfile
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    from autoremedy import safefs
+    safefs.makedirs(directory, private=True)
     lines = ["[client]", f"user={_quote_option(server.user)}"]
     if server.password:
         lines.append(f"password={_quote_option(server.password)}")

@@ -30,11 +30,12 @@ DEFAULT_API_URL = "http://127.0.0.1:15672"
 # One policy per queue pattern; what `remediate rabbitmq-queues <name>` may do.
 POLICY_SCHEMA = {
     "vhost": str,                     # exact vhost name (default "/")
-    "pattern": str,                   # Python regex, searched in the queue name; required
+    "pattern": str,                   # regex searched in the queue name, same in Python and PCRE
     "action": str,                    # cap | move | purge
     "messages": int,                  # act on matching queues deeper than this (default 0)
     "no_consumers": bool,             # act only on queues without consumers
     "max_queues": int,                # queues one run may touch (blast radius, default 20)
+    "rpc_queues": str,                # protect (default) | allow: oslo.messaging RPC queues
     # cap
     "max_length": int,
     "max_length_bytes": configmod.Size,
@@ -68,6 +69,7 @@ SCHEMA = {
     "baseline_refresh": configmod.Duration,
     "fallback_queues": configmod.List({"vhost": str, "name": str}),
     "queue_policies": configmod.Map(POLICY_SCHEMA),
+    "rpc_window": configmod.Duration,  # an RPC queue with a consumer this recently is protected
 }
 
 DEFAULTS = {
@@ -79,15 +81,17 @@ DEFAULTS = {
     "cluster_nodes": [],
     "node_env": {},
     "start_command": ["rabbitmq-server", "-detached"],
-    "boot_timeout": 20.0,                 # a healthy boot takes 5-10 s (reference §3)
+    "boot_timeout": 20.0,                 # a healthy boot takes 5-10 s (measured on RabbitMQ 3.10, tests/rabbitmq/test_node_throwaway.py)
     "baseline_refresh": 3600.0,
     "fallback_queues": [],
     "queue_policies": {},
+    "rpc_window": 3600.0,
 }
 
 ACTIONS = ("cap", "move", "purge")
 OVERFLOWS = ("drop-head", "reject-publish", "reject-publish-dlx")
 MOVE_VIA = ("auto", "shovel", "amqp")
+RPC_QUEUES = ("protect", "allow")
 
 
 class Settings:
@@ -125,8 +129,16 @@ class Settings:
     def configured_node(self):
         """The node named by the configuration, the environment, node_env or
         rabbitmq-env.conf (where packages and operators set NODENAME); None if none does."""
+        return self.explicit_node or _env_conf_nodename(ENV_CONF)
+
+    @property
+    def explicit_node(self):
+        """The node this configuration names itself (rabbitmq.node, --node,
+        $AUTOREMEDY_RABBITMQ_NODE, node_env.RABBITMQ_NODENAME); None otherwise.
+        rabbitmq-env.conf and the hostname are the machine's own broker, which is
+        never a remediation target by default."""
         return (self.data.get("node") or self.environ.get("AUTOREMEDY_RABBITMQ_NODE")
-                or self.node_env.get("RABBITMQ_NODENAME") or _env_conf_nodename(ENV_CONF))
+                or self.node_env.get("RABBITMQ_NODENAME"))
 
     @property
     def node_name(self):
@@ -215,14 +227,17 @@ def settings(config=None, environ=None):
 
 def validate_policy(name, policy):
     """The cross-field rules the type schema cannot express."""
-    import re
+    from autoremedy import queue_patterns
     where = f"queue_policies.{name}"
     if not policy.get("pattern"):
         raise configmod.ConfigError(f"{where}.pattern: required (a regex of queue names)")
     try:
-        re.compile(policy["pattern"])
-    except re.error as exc:
-        raise configmod.ConfigError(f"{where}.pattern: invalid regex: {exc}") from None
+        queue_patterns.validate(policy["pattern"])
+    except ValueError as exc:
+        raise configmod.ConfigError(f"{where}.pattern: {exc}") from None
+    if policy.get("rpc_queues", "protect") not in RPC_QUEUES:
+        raise configmod.ConfigError(f"{where}.rpc_queues: {policy['rpc_queues']!r} is not one of "
+                                    f"{', '.join(RPC_QUEUES)}")
     action = policy.get("action")
     if action not in ACTIONS:
         raise configmod.ConfigError(f"{where}.action: {action!r} is not one of {', '.join(ACTIONS)}")
@@ -425,7 +440,8 @@ def _error_text(body):
 def ctl(tool, node, *args):
     """argv for rabbitmqctl / rabbitmq-diagnostics aimed at ``node`` (always -n: a
     call without it goes to the default node, which may be somebody else's)."""
-    if tool not in ("rabbitmqctl", "rabbitmq-diagnostics", "rabbitmq-plugins"):
+    if tool not in ("rabbitmqctl", "rabbitmq-diagnostics", "rabbitmq-plugins", "rabbitmq-queues",
+                    "rabbitmq-streams"):
         raise ValueError(f"not a RabbitMQ tool: {tool}")
     return [tool, "-q", "-n", node, *args]
 

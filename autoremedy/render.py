@@ -4,10 +4,12 @@ nagios  Sensu / Nagios: ``NAME STATUS: summary | 'label'=value[UOM];warn;crit;mi
         long output on the next lines, exit code = status.
 zabbix  one JSON object (the master item for dependent items) or, with a field,
         a single value; exit 0 always, because Zabbix ignores the exit code and
-        merges stderr into the value (reference/zabbix.md §4): the state must be
+        merges stderr into the value (Zabbix manual, "External checks": the output is the value): the state must be
         in the value.
 json    the Result as a JSON object, exit code = status.
 """
+import math
+
 from autoremedy.ranges import _fmt
 
 FORMATS = ("nagios", "zabbix", "json")
@@ -19,12 +21,18 @@ def perf_label(label):
 
 
 def perfdata(metric):
+    """One perfdata entry; the thresholds are the normalised ranges that made the
+    verdict ('10:20', '1000', '~:5'), never the text as typed ('10 : 20', '1e3'),
+    which Icinga 2 and others reject. A value that is not a finite number has no
+    perfdata entry (there is no way to write it)."""
     if metric.value is None:
+        return None
+    if isinstance(metric.value, float) and not math.isfinite(metric.value):
         return None
     value = _fmt(metric.value) if isinstance(metric.value, (int, float)) else str(metric.value)
     fields = [
-        str(metric.warn) if metric.warn is not None else "",
-        str(metric.crit) if metric.crit is not None else "",
+        metric.warn.normalised() if metric.warn is not None else "",
+        metric.crit.normalised() if metric.crit is not None else "",
         _fmt(metric.min) if metric.min is not None else "",
         _fmt(metric.max) if metric.max is not None else "",
     ]
@@ -72,9 +80,12 @@ def as_json(result):
 
 
 def render(result, fmt="nagios", field=None):
-    """Return (text, exit code)."""
+    """Return (text, exit code); credentials in a URL never reach the monitor."""
+    from autoremedy import redact
     if fmt == "zabbix":
-        return zabbix(result, field)
-    if fmt == "json":
-        return as_json(result)
-    return nagios(result)
+        text, code = zabbix(result, field)
+    elif fmt == "json":
+        text, code = as_json(result)
+    else:
+        text, code = nagios(result)
+    return redact.text(text), code

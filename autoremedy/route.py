@@ -40,12 +40,14 @@ import fnmatch
 
 from autoremedy import __version__
 from autoremedy.event import printable
+from autoremedy.guard import same_host    # one same-node rule for routing and maintenance
 from autoremedy.runtime import describe
 
 NODE, BACKEND = "node", "backend"
 REMEDIATE, NODE_HOOK, ESCALATE = "remediate", "node-hook", "escalate"
 FALLBACKS = (REMEDIATE, NODE_HOOK, ESCALATE)
 EXIT_OK, EXIT_ESCALATED, EXIT_CONFIG = 0, 1, 3
+RAN = ("remediated", "failed", "partial")     # local outcomes whose steps ran: never run twice
 
 
 # --- routing table ------------------------------------------------------------------
@@ -133,16 +135,6 @@ def from_labels(event):
     return cls, event.labels.get(TARGET_LABEL) or None
 
 
-def same_host(a, b):
-    """'web-01' and 'web-01.example.com' are the same node; case does not matter."""
-    a, b = a.lower().rstrip("."), b.lower().rstrip(".")
-    if a == b:
-        return True
-    if "." in a and "." in b:
-        return False
-    return a.split(".", 1)[0] == b.split(".", 1)[0]
-
-
 # --- what happened --------------------------------------------------------------------
 
 class Decision:
@@ -156,6 +148,8 @@ class Decision:
         self.outcome = None
         self.escalation = None
         self.config_error = None
+        self.earlier = []        # local outcomes an earlier run recorded for this same event
+        self.kept = False        # the spool holds the event for delivery (replay / drain)
         self.notes = []          # (stream, text): 'out' lines to stdout, 'err' to stderr
 
     def say(self, text):
@@ -172,21 +166,55 @@ class Decision:
             return EXIT_ESCALATED
         return EXIT_OK
 
+    def verdict(self):
+        """One line for the monitor's log: what became of the event and why —
+        delivered / kept for delivery / remediated locally / escalated. A retry of
+        the same event gives the same line (the local outcome is the recorded one)."""
+        if self.delivery is not None and self.delivery.ok:
+            return f"delivered to StackStorm ({self.delivery.line()})"
+        why = self.delivery.reason if self.delivery is not None else "not tried"
+        head = f"kept for delivery (StackStorm: {why})" if self.kept else \
+            f"NOT kept (StackStorm: {why}); the spool could not keep it"
+        parts = [head]
+        local = self.outcome_line()
+        if local:
+            parts.append(local)
+        if self.escalation:
+            parts.append(f"escalated: {self.escalation}")
+        return "; ".join(parts)
+
+    def outcome_line(self):
+        if self.outcome is not None:
+            word = "remediated locally" if self.outcome.status == "remediated" else "local"
+            return f"{word}: {self.outcome.line()}"
+        if self.earlier:
+            last = self.earlier[-1]
+            word = "remediated locally" if last.get("outcome") == "remediated" else "local"
+            text = f"{last.get('class')} {last.get('target')}: {last.get('outcome')}"
+            if last.get("reason"):
+                text += f": {last['reason']}"
+            return f"{word} (earlier attempt): {text}"
+        return ""
+
     def print(self, out=None, err=None):
         import sys
         out, err = out or sys.stdout, err or sys.stderr
+        from autoremedy import redact
         for stream, text in self.notes:
-            (out if stream == "out" else err).write(f"autoremedy: {text}\n")
+            (out if stream == "out" else err).write(f"autoremedy: {redact.text(text)}\n")
 
 
 def safe_audit(audit, what, result, **fields):
-    """An audit write must never cost an event: a full or read-only disk is
-    reported on stderr by the caller, not raised."""
+    """An audit write must never cost an event: a full or read-only disk (or a
+    link planted at audit.log) is reported on stderr, not raised."""
     if audit is None:
         return None
     try:
         return audit.record(what, result, **fields)
-    except OSError:
+    except OSError as exc:
+        lost = getattr(audit, "lost", None)
+        if lost is not None:
+            lost(exc)               # one line on stderr: never dropped silently
         return None
 
 
@@ -218,8 +246,24 @@ def dispatch(config, event, path, dry_run=False, cls=None, target=None, audit=No
     base = {"event_id": event.id, "source": event.source, "event_host": event.host,
             "check": event.check, "status": event.status.name, "path": path}
 
+    if _hand_over(config, spool, event):
+        # The continuous forwarder delivers it (keep-alive, bounded concurrency):
+        # this handler's time does not grow with StackStorm's latency or the rate.
+        try:
+            decision.entry = spool.put(event, claim=False)
+        except OSError as exc:
+            decision.spool_error = f"cannot spool the event in {spool.dir}: {exc.strerror or exc}"
+        else:
+            decision.say(f"{event.describe()}: spooled for the forwarder ({decision.entry.name})")
+            safe_audit(audit, "forward", "ok", outcome="handed-over", **base)
+            return decision
     try:
         decision.entry = spool.put(event)
+        # What an earlier run (a retry of this alert by the monitor) already did
+        # here: it is not done twice, and the retry reports the same outcome.
+        # Only runs that changed something (or tried to) are final; a skip
+        # (min_occurrences, silenced) or a refusal is judged again now.
+        decision.earlier = [m for m in decision.entry.local if m.get("outcome") in RAN]
     except OSError as exc:
         decision.spool_error = f"cannot spool the event in {spool.dir}: {exc.strerror or exc}"
         decision.warn(decision.spool_error + " (delivering without a safety net)")
@@ -252,10 +296,29 @@ def dispatch(config, event, path, dry_run=False, cls=None, target=None, audit=No
     if decision.entry is not None:
         try:
             spool.save(decision.entry)
+            decision.kept = True
             decision.say(f"event kept in the spool for replay ({decision.entry.name})")
         except OSError as exc:
             decision.warn(f"cannot update the spool entry: {exc.strerror or exc}")
     return decision
+
+
+def _hand_over(config, spool, event):
+    """Leave delivery to the forwarder (``replay --follow``)? Only when the
+    configuration asks for it (``stackstorm.delivery: forwarder``), a forwarder
+    is alive for this spool, and the breaker is closed: while StackStorm is
+    known unreachable the event takes the direct path, whose local fallback is
+    decided here, now, within the handler's budget."""
+    if config.get("stackstorm.delivery", "direct") != "forwarder":
+        return False
+    from autoremedy import forwarder
+    from autoremedy.breaker import CLOSED, Breaker
+    if not forwarder.alive(spool):
+        return False
+    try:
+        return Breaker.for_config(config).state().get("state", CLOSED) == CLOSED
+    except OSError:
+        return False
 
 
 def _forward(config, decision, hostname):
@@ -303,12 +366,28 @@ def _fall_back(config, decision, path, dry_run, cls, target, audit, base):
         decision.say(f"nothing to remediate for a {event.action} event "
                      f"({event.status.name}); StackStorm hears of it on replay")
         return
+    if decision.earlier and not dry_run:
+        _restate(config, decision, audit, base)
+        return
     if cls is None:
         choice = _choose(config, decision, path, audit, base)
         if choice is None:
             return                      # escalated or deferred: nothing runs here
         cls, target = choice
     _remediate(config, decision, path, dry_run, cls, target, audit, base)
+
+
+def _restate(config, decision, audit, base):
+    """A retry of an event whose local remediation already ran (the monitor did
+    not hear the first answer, or its alert failed): the remediation is not run
+    again, and the answer is the first one — the same exit status on every retry."""
+    decision.say(f"{decision.outcome_line()}; not run again for this event")
+    safe_audit(audit, "fallback", "ok", outcome="restated", earlier=decision.earlier[-1].get("outcome"),
+               **base)
+    escalation = (decision.entry.data.get("escalation") or {}) if decision.entry is not None else {}
+    if escalation.get("reason"):
+        decision.escalation = escalation["reason"]
+        decision.warn(f"ESCALATION {decision.event.describe()}: {escalation['reason']} (as before)")
 
 
 def _choose(config, decision, path, audit, base):
@@ -359,7 +438,7 @@ def _remediate(config, decision, path, dry_run, cls, target, audit, base):
     if scope == "node" and not same_host(event.host, config.hostname):
         _not_here(config, decision, path, cls, audit, base)
         return
-    trigger = Trigger(source=event.source, event_id=event.id, status=event.status,
+    trigger = Trigger(source=event.source, event_id=event.id, status=event.status, host=event.host,
                       occurrences=event.occurrences, silenced=event.silenced,
                       history=event.history)
     outcome = perform(remediation, target, trigger, dry_run=dry_run or None)
@@ -421,8 +500,9 @@ def incident_bundle(config, event, reason):
     returns (a small JSON-able dict: the bundle's location and summary) travels to
     StackStorm in ``autoremedy.escalation.bundle`` and into the audit record.
 
-    It calls ``autoremedy.collect.for_event(config, host, check, when)`` (the log
-    window around the event, the relationship graph) when the configuration asks
+    It calls ``autoremedy.collect.for_event(config, host, check, when, ids)`` (the
+    log window around the event centred on its ids and errors, the new error
+    signatures, the records that disagree with the logs) when the configuration asks
     for it with ``stackstorm.attach_bundle: true``: collecting logs takes time in
     the monitor's handler path, so it is opt-in. A failure here never stops the
     escalation itself.
@@ -438,7 +518,9 @@ def incident_bundle(config, event, reason):
     if build is None:
         return None
     try:
-        return build(config, event.host, event.check, event.timestamp)
+        ids_of = getattr(collect, "event_ids", None)
+        ids = ids_of(event.labels, event.output, event.labels.get("autoremedy_target")) if ids_of else ()
+        return build(config, event.host, event.check, event.timestamp, ids=ids)
     except Exception as exc:   # the escalation must go out even if collecting fails
         return {"error": describe(exc)}
 

@@ -83,5 +83,6 @@ def guarded_result(name, func, timeout):
 
 def fail(message, code=Status.UNKNOWN):
     """Print one line to stderr and return the exit code (for non-check commands)."""
-    sys.stderr.write(f"autoremedy: {message}\n")
+    from autoremedy import redact
+    sys.stderr.write(f"autoremedy: {redact.text(str(message))}\n")
     return int(code)

@@ -8,7 +8,7 @@ Layout under the state directory::
     spool/.lock                 serialises put() across handler processes
     spool/.replay.lock          one replay at a time
     deadletter/<ns>-<source>-<pid>.raw   the raw input that could not be parsed
-    deadletter/<ns>-<source>-<pid>.json  why, when, how big
+    deadletter/<ns>-<source>-<pid>.json  why, when, how big (autoremedy.deadletter)
 
 Writes go through ``statefile.write_atomic`` (temp file + fsync + rename + fsync of
 the directory): after ``kill -9`` or a power cut a reader sees the whole old file or
@@ -24,7 +24,7 @@ import json
 import os
 import time
 
-from autoremedy import statefile
+from autoremedy import safefs, statefile
 
 CLAIM_TTL = 3600.0          # a claim older than this is void even if the pid was reused
 TEMP_MAX_AGE = 600.0        # temp files of writers killed mid-write are swept after this
@@ -33,6 +33,11 @@ FORMAT = 1
 
 class CorruptEntry(Exception):
     """A spool file that cannot be read back (disk fault, manual edit)."""
+
+
+class PlantedEntry(CorruptEntry):
+    """A name in the spool that is no file of ours (a link, a FIFO, a hard link, a
+    file moved in): removed, never read, never kept as a dead letter."""
 
 
 class Entry:
@@ -130,7 +135,7 @@ class Spool:
             entry.data["claim"] = None
         entry.data["updated_at"] = round(time.time(), 6)
         with statefile.locked(self.lock_path):
-            if not os.path.exists(entry.path):
+            if not self._exists(entry.name):
                 # Delivered and removed meanwhile (a replay took it after its claim
                 # lapsed): the marks are news StackStorm has not heard, so spool again.
                 entry.path = os.path.join(self.dir, f"{time.time_ns():020d}-{entry.key}.json")
@@ -141,21 +146,38 @@ class Spool:
         """Forget a delivered entry. No directory fsync: if the unlink is lost in a
         crash the event is delivered once more, with the same trace tag."""
         try:
-            os.unlink(entry.path)
+            with self._open() as directory:
+                directory.unlink(entry.name)
         except FileNotFoundError:
             pass
 
     def _write(self, entry):
         data = json.dumps(entry.data, sort_keys=True, separators=(",", ":"), default=str)
-        statefile.write_atomic(entry.path, data.encode())
+        with self._open(create=True) as directory:
+            statefile.write_in(directory, entry.name, data.encode())
+
+    def _open(self, create=False):
+        """The spool directory, opened and checked (safefs: every name in it is
+        resolved relative to this fd, never through a planted link)."""
+        return safefs.open_dir(self.dir, create=create)
 
     # -- reading --------------------------------------------------------------------
     def names(self):
         """Entry file names in delivery order (oldest first)."""
         try:
-            return sorted(n for n in os.listdir(self.dir) if n.endswith(".json") and n[0] != ".")
+            with self._open() as directory:
+                listing = directory.listdir()
         except FileNotFoundError:
             return []
+        return sorted(n for n in listing if n.endswith(".json") and n[0] != ".")
+
+    def _exists(self, name):
+        try:
+            with self._open() as directory:
+                directory.lstat(name)
+            return True
+        except FileNotFoundError:
+            return False
 
     def _find(self, key):
         suffix = f"-{key}.json"
@@ -173,8 +195,12 @@ class Spool:
             return None
 
     def _read(self, path):
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        try:
+            raw = safefs.read(path)
+        except safefs.Refused as exc:
+            # A link, FIFO or foreign file planted in the spool: never read
+            # through it (a root replay would copy what it points at).
+            raise PlantedEntry(exc.why) from None
         try:
             data = json.loads(raw)
             if not isinstance(data, dict) or data.get("v") != FORMAT or "event" not in data:
@@ -215,26 +241,34 @@ class Spool:
         return _not_zombie(pid)
 
     # -- dead letters and housekeeping ------------------------------------------------
-    def deadletter(self, raw, reason, source):
-        """Keep input that could not be parsed, with the reason; return its path."""
-        stem = f"{time.time_ns():020d}-{source}-{os.getpid()}"
-        raw_path = os.path.join(self.deadletter_dir, stem + ".raw")
-        statefile.write_atomic(raw_path, raw, mode=0o640)
-        meta = {"reason": reason, "source": source, "size": len(raw), "received_at": time.time(),
-                "raw": os.path.basename(raw_path)}
-        statefile.write_atomic(os.path.join(self.deadletter_dir, stem + ".json"),
-                               json.dumps(meta, sort_keys=True).encode(), mode=0o640)
-        return raw_path
+    def deadletter(self, raw, reason, source, **options):
+        """Keep input that could not be parsed, with the reason; return its path
+        (autoremedy.deadletter: capped per file and for the folder)."""
+        from autoremedy import deadletter
+        return deadletter.write(self.deadletter_dir, raw, reason, source, **options)
 
     def _quarantine(self, path, reason):
-        """Move an unreadable entry out of the delivery order, into the dead letters."""
+        """Move an unreadable entry out of the delivery order, into the dead
+        letters. A planted name (link, FIFO, hard link, foreign file) is only
+        removed: its content is not ours to copy anywhere. Returns the dead
+        letter's path, or None."""
+        name = os.path.basename(path)
         try:
-            with open(path, "rb") as handle:
-                raw = handle.read()
+            raw = safefs.read(path)
         except FileNotFoundError:
             return None
-        kept = self.deadletter(raw, f"corrupt spool entry: {reason}", "spool")
-        os.unlink(path)
+        except safefs.Refused:
+            raw = None
+        kept = None
+        if raw is not None:
+            kept = self.deadletter(raw, f"corrupt spool entry: {reason}", "spool")
+        with self._open() as directory:
+            try:
+                directory.unlink(name)
+            except IsADirectoryError:
+                pass        # a directory planted under an entry's name: names() skips it
+            except FileNotFoundError:
+                pass
         return kept
 
     def quarantine(self, name, reason):
@@ -245,21 +279,21 @@ class Spool:
         entries, so nothing is lost with them); return how many."""
         now = time.time() if now is None else now
         removed = 0
-        for directory in (self.dir, self.deadletter_dir):
+        for path in (self.dir, self.deadletter_dir):
             try:
-                names = os.listdir(directory)
+                directory = safefs.open_dir(path)
             except FileNotFoundError:
                 continue
-            for name in names:
-                if not (name.startswith(".tmp-") and name.endswith(".part")):
-                    continue
-                path = os.path.join(directory, name)
-                try:
-                    if now - os.lstat(path).st_mtime > max_age:
-                        os.unlink(path)
-                        removed += 1
-                except FileNotFoundError:
-                    continue
+            with directory:
+                for name in directory.listdir():
+                    if not (name.startswith(".tmp-") and name.endswith(".part")):
+                        continue
+                    try:
+                        if now - directory.lstat(name).st_mtime > max_age:
+                            directory.unlink(name)
+                            removed += 1
+                    except (FileNotFoundError, IsADirectoryError):
+                        continue
         return removed
 
     def stats(self, now=None):
@@ -274,7 +308,8 @@ class Spool:
             except ValueError:
                 oldest_age = None
         try:
-            dead = sum(1 for n in os.listdir(self.deadletter_dir) if n.endswith(".json"))
+            with safefs.open_dir(self.deadletter_dir) as directory:
+                dead = sum(1 for n in directory.listdir() if n.endswith(".json"))
         except FileNotFoundError:
             dead = 0
         return {"depth": len(names), "oldest_age": oldest_age,

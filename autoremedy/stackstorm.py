@@ -1,4 +1,6 @@
-"""The StackStorm webhook client (reference/stackstorm.md §1-§7).
+"""The StackStorm webhook client (https://docs.stackstorm.com/webhooks.html; the
+routes, codes and headers are those of StackStorm/st2's
+st2api/st2api/controllers/v1/webhooks.py and st2common/st2common/router.py).
 
 ``POST <url>/api/v1/webhooks/<name>`` (or ``<url>/webhooks/<name>`` when the URL
 already ends in ``/v1``, i.e. straight to st2api on :9101) with exactly one
@@ -12,11 +14,13 @@ Verdicts (``Delivery.outcome``):
 - ``config``      400/401/403/404 and other 4xx, a TLS verification failure, a bad
                   URL: a human must fix the configuration. Loud, never "sent";
 - ``unreachable`` connection refused/reset, DNS failure, connect or read timeout,
-                  5xx, 408/429. A timeout means "delivery unknown" (st2 may hang
-                  ~100 s on its own broker, §6): the event stays spooled.
+                  5xx, 408/429. A timeout means "delivery unknown": st2 may hang
+                  ~100 s retrying its own broker (messaging.connection_retries=10 x
+                  connection_retry_wait=10 s, st2common/st2common/config.py), so
+                  the event stays spooled.
 
 Why the standard library (http.client) rather than requests: a handler is one
-process per event and its start-up is the cost (DESIGN.md, "Performance"):
+process per event and its start-up is paid on every event:
 requests adds ~100 ms of imports to each event for features a single POST does not
 use. One HTTPConnection is kept alive for a whole replay. Proxy variables from the
 monitor's environment are ignored on purpose: StackStorm is an internal service
@@ -29,7 +33,7 @@ import os
 import time
 import uuid
 
-from autoremedy import __version__
+from autoremedy import __version__, redact
 
 DELIVERED, CONFIG, UNREACHABLE = "delivered", "config", "unreachable"
 MAX_RESPONSE = 1 << 20        # st2 echoes our body; never read an unbounded answer
@@ -70,11 +74,12 @@ def endpoint(url, webhook):
     from urllib.parse import quote, urlsplit
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"stackstorm.url {url!r} must be http(s)://host[:port][/path]")
+        raise SettingsError(f"stackstorm.url {redact.text(url)!r} must be "
+                            "http(s)://host[:port][/path]")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise SettingsError("stackstorm.url must not carry credentials, a query or a fragment "
                             "(the API key goes in stackstorm.api_key_file)")
-    hook = webhook.strip("/")       # st2 strips them when the rule registers (§1)
+    hook = webhook.strip("/")       # st2 strips them when the rule registers (webhooks.py)
     if not hook or ".." in hook.split("/") or any(c in hook for c in " ?#%\\\r\n\t"):
         raise SettingsError(f"stackstorm.webhook {webhook!r} is not a webhook name")
     base = parts.path.rstrip("/")
@@ -82,7 +87,7 @@ def endpoint(url, webhook):
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        raise SettingsError(f"stackstorm.url {url!r}: {exc}") from None
+        raise SettingsError(f"stackstorm.url {redact.text(url)!r}: {exc}") from None
     return parts.scheme, parts.hostname, port, prefix + quote(hook, safe="/")
 
 
@@ -102,6 +107,12 @@ class Client:
         self.trigger = trigger
         if api_key is not None and (not api_key or any(c in api_key for c in "\r\n\0")):
             raise SettingsError("the StackStorm API key is empty or holds a line break")
+        if api_key is not None:
+            try:
+                api_key.encode("latin-1")        # what http.client sends a header as
+            except UnicodeEncodeError:
+                raise SettingsError("the StackStorm API key holds characters an HTTP header "
+                                    "cannot carry (not latin-1)") from None
         self.api_key = api_key
         self.verify = verify
         self.connect_timeout = float(connect_timeout)
@@ -129,6 +140,7 @@ class Client:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.connect_timeout)
         conn.connect()                              # connect (and TLS handshake) timeout
         conn.sock.settimeout(self.read_timeout)     # then each read may take this long
+        _tcp_options(conn.sock)
         return conn
 
     def _tls_context(self):
@@ -189,6 +201,7 @@ class Client:
             self._conn = self._connect()
         self._phase = "read"
         self._conn.request("POST", self.path, body=data, headers=headers)
+        _quickack(self._conn.sock)
         response = self._conn.getresponse()
         length = response.getheader("Content-Length")
         if length and length.isdigit() and int(length) > MAX_RESPONSE:
@@ -245,8 +258,40 @@ class Client:
         return Delivery(UNREACHABLE, None, f"{type(exc).__name__}: {text}", elapsed=elapsed)
 
 
+# --- socket options: a server that leaves Nagle on -------------------------------------
+# A server that writes an answer's headers and body in two writes without
+# TCP_NODELAY (Nagle on) holds the body back until the client ACKs the headers;
+# the client's kernel delays that ACK (up to 40 ms on Linux) waiting for data to
+# piggyback it on, and there is none: ~40 ms per event, 22 events/s on one
+# connection (measured: docs/fleet.md). The client cannot turn the server's
+# Nagle off, but it can ACK at once: TCP_QUICKACK, which Linux clears again
+# after a while, so it is set anew before each answer is read. TCP_NODELAY on
+# our side keeps our own small writes (a request after a kept-alive pause)
+# from the mirror-image wait.
+
+def _tcp_options(sock):
+    import socket
+    raw = getattr(sock, "_sock", sock)      # an SSLSocket is a socket too
+    try:
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
+    _quickack(sock)
+
+
+def _quickack(sock):
+    import socket
+    option = getattr(socket, "TCP_QUICKACK", None)      # Linux only
+    if option is None or sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+    except OSError:
+        pass
+
+
 def _faultstring(text):
-    """st2 error bodies are {"faultstring": "..."} (§5)."""
+    """st2 error bodies are {"faultstring": "..."} (st2common/middleware/error_handling.py)."""
     try:
         value = json.loads(text)
     except (ValueError, TypeError):

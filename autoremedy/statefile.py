@@ -9,42 +9,40 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
+
+from autoremedy import safefs
 
 
 def write_atomic(path, data, mode=0o640):
-    """Write bytes to ``path`` atomically and durably."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o750, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    """Write bytes to ``path`` atomically and durably. The directory is opened
+    the safe way (safefs): a link planted at ``path`` is replaced, never
+    followed; a planted directory on the way is refused."""
+    with safefs.open_dir(os.path.dirname(os.path.abspath(path)), create=True) as directory:
+        write_in(directory, os.path.basename(path), data, mode)
+
+
+def write_in(directory, name, data, mode=0o640):
+    """write_atomic into an already opened safefs.Dir."""
+    fd, tmp = directory.create_temp(mode=mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, path)
+        directory.replace(tmp, name)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            directory.unlink(tmp)
         raise
-    fsync_dir(directory)
-
-
-def fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    directory.fsync()
 
 
 def load(path, default=None):
-    """Read a JSON state file; a missing or damaged file gives ``default``
-    (state is advisory: losing it must never stop a check or a handler)."""
+    """Read a JSON state file; a missing, damaged or planted file gives
+    ``default`` (state is advisory: losing it must never stop a check or a
+    handler; the next save replaces a planted name)."""
     try:
-        with open(path, "rb") as handle:
-            return json.loads(handle.read())
+        return json.loads(safefs.read(path))
     except (OSError, ValueError):
         return default
 
@@ -55,15 +53,16 @@ def save(path, value):
 
 @contextlib.contextmanager
 def locked(path, timeout=None):
-    """Hold an exclusive flock on ``path`` (created if needed).
+    """Hold an exclusive flock on ``path`` (created if needed, safely: a link or
+    FIFO planted at the name is refused, never followed).
 
     ``timeout=None`` waits forever, 0 fails at once; raises TimeoutError when the
     lock could not be had in time.
     """
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, mode=0o750, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    with safefs.open_dir(os.path.dirname(os.path.abspath(path)), create=True) as directory:
+        # Read-only is enough for flock: a lock file some other group member
+        # created is usable even where its mode would not let us write it.
+        fd = directory.open(os.path.basename(path), os.O_RDONLY | os.O_CREAT, 0o640)
     try:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)

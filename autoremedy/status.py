@@ -74,7 +74,10 @@ def main(argv):
         config = Config.load(args.config)
     except (UsageError, ConfigError) as exc:
         return fail(str(exc), 3)
-    report = sections(config, args.limit)
+    try:
+        report = sections(config, args.limit)
+    except OSError as exc:      # unreadable, or something planted in it (safefs)
+        return fail(f"status: cannot read {config.state_dir}: {exc.strerror or exc}", 3)
     if args.json:
         import json
         print(json.dumps(report, sort_keys=True, default=str))

@@ -10,21 +10,37 @@
     user autoremedy-st2: created (media: autoremedy (alert script))
     action autoremedy to StackStorm: created
 
+With ``--via script`` (the default: the spooled path) the alert script on this
+server reads the node configuration, not the macros: setup writes
+``stackstorm.url`` and the API key file there (``--node-config``, default
+``$AUTOREMEDY_CONFIG`` or /etc/autoremedy/autoremedy.yaml; the key root-owned,
+mode 0640, group autoremedy or the alert user's) and verifies them as the alert
+user (``--alert-user``, default zabbix) would read them; while an alert would
+fall back for lack of configuration it fails (exit 4) and says what is missing.
+With ``--via webhook`` the {$AR.ST2.*} macros must be set. ``--test`` then sends
+one test alert through the chosen media type (the alert script as the alert
+user, or the webhook's JavaScript through zabbix_js) and prints StackStorm's
+answer (exit 5 when StackStorm did not take it).
+
 ``--node-hook`` adds the node side: a global script and an action that run
 ``autoremedy handle hook <class> --target <target> <check options>`` on the
 problem's host (a remote command; the agents need ``AllowKey=system.run[*]``).
 
 Idempotent: run it again after an upgrade and every object is updated in place
 (found by name), never deleted and recreated: an action that is missing for a
-moment matches no event (reference/zabbix.md pitfall 11), and operators'
+moment matches no event (events raised within the server's CacheUpdateFrequency
+window after a delete + create sent nothing: measured on Zabbix 6.0.14), and operators'
 additions to the template are kept (no ``deleteMissing``).
 
-The definitions come from a directory (``--source``; default
-``$AUTOREMEDY_ZABBIX_DIR`` or ``/usr/share/autoremedy/zabbix``, where the rpm/deb
-install ``packaging/zabbix/``): ``autoremedy_template.yaml``, ``mediatypes.yaml``
-(+ ``st2_webhook.js``) and ``action.yaml``. Secrets come from files or the
+The definitions come from a directory (``--source``; else
+``$AUTOREMEDY_ZABBIX_DIR``, ``/usr/share/autoremedy/zabbix`` where the rpm/deb
+install ``packaging/zabbix/``, or — run from a checkout — ``out/zabbix`` after
+``make zabbix``, then ``packaging/zabbix``): ``autoremedy_template.yaml``,
+``mediatypes.yaml`` (+ ``st2_webhook.js``) and ``action.yaml``. Secrets come from files or the
 environment (``AUTOREMEDY_ZABBIX_PASSWORD``, ``AUTOREMEDY_ZABBIX_TOKEN``), never argv.
-Exit codes: 0 done, 2 bad input, 3 Zabbix refused or could not be reached.
+Exit codes: 0 done, 2 bad input, 3 Zabbix refused or could not be reached, 4 an
+alert would fall back for lack of configuration, 5 the test alert did not reach
+StackStorm.
 """
 import os
 import secrets
@@ -65,6 +81,15 @@ def parser():
     p.add_argument("--node-hook-sudo", action="store_true",
                    help="run the node hook as root through the packages' sudo gate "
                         "(/usr/libexec/autoremedy/remediate hook), so it can restart daemons")
+    p.add_argument("--node-config", metavar="FILE",
+                   help="the configuration the alert script reads (default $AUTOREMEDY_CONFIG or "
+                        "/etc/autoremedy/autoremedy.yaml); --via script writes/verifies it")
+    p.add_argument("--alert-user", default="zabbix", help="the user zabbix_server runs alert scripts as")
+    p.add_argument("--alertscripts", metavar="DIR",
+                   help="AlertScriptsPath holding autoremedy_alert, for --test (default: from "
+                        "/etc/zabbix/zabbix_server.conf, else /usr/lib/zabbix/alertscripts)")
+    p.add_argument("--test", action="store_true",
+                   help="send one test alert through the media type and print StackStorm's answer")
     p.add_argument("--no-verify", action="store_true", help="do not verify the frontend's TLS certificate")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per API call (default 30)")
     return p
@@ -83,11 +108,20 @@ def read_secret(path, env_name):
     return os.environ.get(env_name) or None
 
 
+CHECKOUT_SOURCES = ("out/zabbix", "packaging/zabbix")   # make zabbix's output, the sources
+
+
 def source_dir(arg):
-    path = arg or os.environ.get("AUTOREMEDY_ZABBIX_DIR") or DEFAULT_SOURCE
-    if not os.path.isfile(os.path.join(path, "autoremedy_template.yaml")):
-        raise UsageError(f"{path}: no autoremedy_template.yaml here (give --source packaging/zabbix)")
-    return path
+    """The definitions directory: what --source or $AUTOREMEDY_ZABBIX_DIR names
+    (it must hold them), else the installed copy, else a checkout's."""
+    named = arg or os.environ.get("AUTOREMEDY_ZABBIX_DIR")
+    candidates = [named] if named else [DEFAULT_SOURCE, *CHECKOUT_SOURCES]
+    for path in candidates:
+        if os.path.isfile(os.path.join(path, "autoremedy_template.yaml")):
+            return path
+    raise UsageError(f"no autoremedy_template.yaml in {', '.join(candidates)} "
+                     "(give --source DIR: the rpm/deb install it in /usr/share/autoremedy/zabbix, "
+                     "make zabbix writes out/zabbix)")
 
 
 def load_definitions(path):
@@ -192,7 +226,8 @@ def upsert_user(api, mediatypeid, sendto):
               "period": "1-7,00:00-24:00"}]
     found = one(api, "user.get", {"filter": {"username": [USER]}, "output": ["userid"]}, f"user {USER}")
     if found:
-        # One call with every media: user_medias is deprecated (reference/zabbix.md §3).
+        # One call with every media: user_medias is deprecated in favour of medias
+        # (Zabbix 5.2+, https://support.zabbix.com/browse/ZBX-17955).
         api("user.update", {"userid": found["userid"], "medias": media})
         return found["userid"], "updated"
     group = one(api, "usergroup.get", {"filter": {"name": [USER_GROUP]}, "output": ["usrgrpid"]}, USER_GROUP)
@@ -275,10 +310,99 @@ def upsert_action(api, params):
     return api("action.create", params)["actionids"][0], "created"
 
 
+class NotWired(Exception):
+    """An alert would fall back for lack of configuration (exit 4)."""
+
+
+class TestFailed(Exception):
+    """The test alert did not reach StackStorm (exit 5)."""
+
+
+def node_config_path(args):
+    return args.node_config or os.environ.get("AUTOREMEDY_CONFIG") or "/etc/autoremedy/autoremedy.yaml"
+
+
+def wire_node(args, key, report=print):
+    """--via script: the alert script's configuration, written or verified."""
+    from autoremedy import zabbix_node
+    try:
+        zabbix_node.wire(node_config_path(args), args.alert_user, args.st2_url, key, report)
+    except zabbix_node.NodeError as exc:
+        raise NotWired(str(exc)) from None
+
+
+def wired_macros(api):
+    """--via webhook: {$AR.ST2.URL} must hold a URL, or every alert fails."""
+    found = one(api, "usermacro.get", {"globalmacro": True, "filter": {"macro": "{$AR.ST2.URL}"},
+                                       "output": ["value"]}, "global macro {$AR.ST2.URL}")
+    if not found or not found.get("value"):
+        raise NotWired("global macro {$AR.ST2.URL} is not set: every webhook alert would fail "
+                       "(give --st2-url and --st2-api-key-file)")
+    return found["value"]
+
+
+def test_alert(args, mediatypes, report=print):
+    """One test alert through the chosen media type; StackStorm's answer printed."""
+    import socket
+    from autoremedy import zabbix_node
+    if args.via == "script":
+        script = os.path.join(args.alertscripts or zabbix_node.alertscripts_dir(), "autoremedy_alert")
+        try:
+            code, output = zabbix_node.run_alert_script(script, args.alert_user, node_config_path(args),
+                                                        socket.gethostname(), args.sendto)
+        except zabbix_node.NodeError as exc:
+            raise TestFailed(str(exc)) from None
+        for line in output.splitlines():
+            report(f"test alert: {line}")
+        if code != 0 or "zabbix alert: delivered to StackStorm" not in output:
+            raise TestFailed(f"the test alert did not reach StackStorm (alert script exit {code})")
+        return
+    import json
+    import shutil
+    import subprocess
+    tool = shutil.which("zabbix_js") or "/usr/sbin/zabbix_js"
+    media = next(m for m in mediatypes if m["type"] == 4)
+    if not os.path.exists(tool):
+        raise TestFailed("zabbix_js is not installed (zabbix-server packages): cannot run the "
+                         "webhook's script here")
+    key = read_secret(args.st2_api_key_file, "AUTOREMEDY_ST2_API_KEY")
+    if not (args.st2_url and key):
+        raise TestFailed("--test with --via webhook needs --st2-url and --st2-api-key-file")
+    params = {p["name"]: p["value"] for p in media["parameters"]}
+    params.update({"URL": args.st2_url, "Webhook": args.st2_webhook, "ApiKey": key,
+                   "EventID": "0", "EventValue": "1", "EventSource": "3",
+                   "Host": socket.gethostname(), "TriggerName": "autoremedy zabbix-setup test alert",
+                   "Severity": "1", "EventTags": json.dumps([{"tag": "autoremedy_test",
+                                                               "value": "zabbix-setup"}])})
+    params = {k: ("" if str(v).startswith("{") and str(v).endswith("}") else v) for k, v in params.items()}
+    params["EventTags"] = json.dumps([{"tag": "autoremedy_test", "value": "zabbix-setup"}])
+    with tempfile_script(media["script"]) as path:
+        ran = subprocess.run([tool, "-s", path, "-p", json.dumps(params)], capture_output=True,
+                             text=True, timeout=60)
+    answer = (ran.stdout + ran.stderr).strip()
+    report(f"test alert: webhook: {answer}")
+    if ran.returncode != 0 or answer.splitlines()[-1:] != ["OK"]:
+        raise TestFailed("the test alert did not reach StackStorm")
+
+
+def tempfile_script(text):
+    import contextlib
+    import tempfile
+
+    @contextlib.contextmanager
+    def scoped():
+        with tempfile.NamedTemporaryFile("w", suffix=".js") as handle:
+            handle.write(text)
+            handle.flush()
+            yield handle.name
+    return scoped()
+
+
 def setup(api, args, definitions, report=print):
     template, mediatypes, action = definitions
     templateid, what = import_template(api, template)
     report(f"template autoremedy: {what}")
+    key = None
     if args.st2_url:
         key = read_secret(args.st2_api_key_file, "AUTOREMEDY_ST2_API_KEY")
         if not key:
@@ -303,6 +427,13 @@ def setup(api, args, definitions, report=print):
         report(f"script {HOOK_SCRIPT}: {what}")
         ids["hook_actionid"], what = upsert_action(api, hook_action_params(templateid, scriptid))
         report(f"action {HOOK_ACTION}: {what}")
+    # Every path created above must work: refuse to report success otherwise.
+    if args.via == "script":
+        wire_node(args, key, report)
+    else:
+        report(f"global macro {{$AR.ST2.URL}}: verified ({wired_macros(api)})")
+    if args.test:
+        test_alert(args, mediatypes, report)
     return ids
 
 
@@ -323,6 +454,10 @@ def main(argv):
         setup(api, args, definitions)
     except UsageError as exc:
         return fail(str(exc), 2)
+    except NotWired as exc:
+        return fail(f"not wired: {exc}", 4)
+    except TestFailed as exc:
+        return fail(f"test alert: {exc}", 5)
     except (SetupError, OSError, ValueError) as exc:
         return fail(str(exc) if isinstance(exc, SetupError) else describe(exc), 3)
     return 0

@@ -14,6 +14,7 @@ AUTOREMEDY_BENCH_MYSQL_CNF (an option file with the login).
 import contextlib
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 
@@ -23,7 +24,62 @@ from bench.lib import AUTOREMEDY, PYTHON, compare, row
 def run():
     port = os.environ.get("AUTOREMEDY_BENCH_MYSQL_PORT", "3306")
     with _server(int(port)) as port:
-        return _run(str(port))
+        rows = _run(str(port))
+    return rows + galera_rows()
+
+
+# The galera remediation's no-harm evidence (reach + invariants: one SQL connection
+# per node with SHOW GLOBAL STATUS, the wsrep variables and COUNT(*) of the witness
+# table; grastate.dat where a node does not answer), read once, in-process as perform()
+# does, against one monitoring check of one node.
+EVIDENCE = """
+import sys
+from autoremedy.config import Config
+from autoremedy.noharm import Evidence
+from autoremedy.remediations import galera
+rem = galera.REMEDIATION(Config.load(sys.argv[1]))
+rem._planned["test"] = {"leader": "g1", "seqno": 0, "uuid": None, "recover": []}
+Evidence(rem.reach("test", []), rem.invariants("test", [])).read_before()
+"""
+
+
+def galera_rows():
+    """On a throwaway 3-node cluster (tests/mysql/galera_cluster.py, ~20 s to start)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "mysql"))
+    import galera_cluster as gc
+    import mysql_instances as mi
+    import yaml
+    gc.sweep_leftovers()
+    base = gc.make_base()
+    cluster = gc.Cluster(base)
+    try:
+        cluster.setup()
+        cluster.witness(1000)
+        cnf = os.path.join(base, "login.cnf")
+        with open(cnf, "w") as handle:
+            handle.write("[client]\nuser = root\npassword = ''\n")
+        path = os.path.join(base, "autoremedy.yaml")
+        data = gc.config(cluster, cnf)
+        data["state_dir"] = base
+        with open(path, "w") as handle:
+            yaml.safe_dump(data, handle)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": base, "AUTOREMEDY_STATE_DIR": base}
+        one = [AUTOREMEDY, "check", "galera", "-H", "127.0.0.1", "-P", str(cluster.g1.port), "--defaults-file", cnf]
+        rows = []
+        for label, argv in (("galera no-harm evidence read (reach + 3 invariants, 3 nodes)",
+                             [PYTHON, "-I", "-c", EVIDENCE, path]),
+                            ("check galera --cluster (3 nodes, the remediation's verify)",
+                             [AUTOREMEDY, "check", "galera", "--cluster", "test", "--config", path])):
+            probe = subprocess.run(argv, capture_output=True, text=True, env=env)
+            if probe.returncode != 0:
+                raise RuntimeError(f"{label}: exit {probe.returncode}: {(probe.stderr or probe.stdout)[-500:]}")
+            result = compare(argv, one, runs=11, env=env)
+            rows.append(row(label, "read_before() in one process" if argv[0] == PYTHON else
+                            "autoremedy check galera --cluster test", "autoremedy check galera (one node)", result))
+        return rows
+    finally:
+        cluster.shutdown()
+        mi.remove(base)
 
 
 @contextlib.contextmanager

@@ -9,13 +9,22 @@
 3. Importing every OpenStack module of the bundle on top of the CLI and the process
    classes (same core) against those alone: no SDK at import time.
 4. For information: the API check against the fake cloud next to ``import openstack``.
+5. On a real Nova 34 (tests/openstack/realnova.py, 3 computes): evacuating 30
+   instances with concurrency 3 against 1 (target <= 0.45); ``check compute-node``
+   against ``import openstack``, and where its time goes; the time to heal
+   (SIGKILL of nova-compute -> every instance ACTIVE/SHUTOFF elsewhere as it was:
+   detection by the check every second, then the remediation); the cost of
+   reading compute-node's no-harm declarations (one server listing, one service
+   listing). ``BENCH_OPENSTACK_REAL=0`` leaves it out.
 
     .venv/bin/python bench/run.py openstack          # BENCH_OPENSTACK_RUNS=2 for more pairs
 """
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "openstack"))
@@ -137,9 +146,135 @@ def api_check():
                "python -c 'import openstack'", result)
 
 
+def _real_config(nova, tmp, concurrency):
+    import yaml
+    state = os.path.join(tmp, f"state-{concurrency}")
+    data = {"state_dir": state, "maintenance_file": os.path.join(tmp, "maintenance"),
+            "openstack": {"cloud": nova.cloud, "clouds_yaml": nova.clouds_yaml, "timeout": 30,
+                          "compute": {"probe": {"icmp": True, "tcp_ports": [], "timeout": 1}}},
+            "remediations": {"compute-node": {"enabled": True, "host_patterns": ["host-*"],
+                                              "concurrency": concurrency, "poll_interval": 0.3,
+                                              "watch_interval": 1, "claim_settle": 1,
+                                              "evacuate_timeout": 120}}}
+    path = os.path.join(tmp, f"real-{concurrency}.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(data, handle)
+    return path, state
+
+
+def _kill(nova, fakebin, host="host-a"):
+    nova.kill_compute(host)
+    fakebin.ping(host, False)
+    return nova.wait_service(host, "down", timeout=60)
+
+
+def _mixed_30(nova):
+    ids = nova.boot("host-a", 30)
+    for i, sid in enumerate(ids):
+        if i % 4 == 1:
+            nova.action(sid, {"os-stop": None})
+    nova.wait_servers(ids, lambda s: s and s["task_state"] is None)
+    return {i: s["status"] for i, s in nova.servers().items() if i in ids}
+
+
+def real_nova(runs=1):
+    import statistics
+    from fakebin import FakeBin
+    from realnova import RealNova
+    tmp = tempfile.mkdtemp(prefix="bench-realnova-")
+    nova = RealNova(tmp)
+    rows = []
+    try:
+        nova.start()
+        print(f"real Nova up in {nova.timings['bring_up']}s ({nova.timings}), {nova.rss_mib()} MiB RSS",
+              flush=True)
+        fakebin = FakeBin(os.path.join(tmp, "bin"))
+        env = dict(os.environ, AUTOREMEDY_EXEC_PATH=fakebin.path)
+        walls = {1: [], 3: []}
+        heal = []
+        for _ in range(runs):
+            for conc in (3, 1):
+                nova.reset()
+                for host in nova.hosts:
+                    fakebin.ping(host, True)
+                before = _mixed_30(nova)
+                path, _state = _real_config(nova, tmp, conc)
+                killed = time.monotonic()
+                _kill(nova, fakebin)
+                # detection: the check, every second, as a monitor would run it
+                while run_once([AUTOREMEDY, "check", "compute-node", "--config", path], env)[3] != 2:
+                    time.sleep(1)
+                detected = time.monotonic()
+                wall, _, rss, rc = run_once([AUTOREMEDY, "remediate", "compute-node", "--config", path,
+                                             "host-a"], env)
+                now = nova.servers()
+                wrong = [i for i in before if now[i]["host"] == "host-a" or now[i]["status"] != before[i]]
+                if rc != 0 or wrong:
+                    raise RuntimeError(f"real evacuation (concurrency {conc}) failed: exit {rc}, {wrong[:3]}")
+                walls[conc].append((wall, rss))
+                heal.append((conc, detected - killed, time.monotonic() - killed))
+        result = {"a_wall": statistics.median(w for w, _ in walls[3]),
+                  "b_wall": statistics.median(w for w, _ in walls[1]),
+                  "a_rss_kib": max(r for _, r in walls[3]), "b_rss_kib": max(r for _, r in walls[1]),
+                  "ratio": statistics.median(a[0] / b[0] for a, b in zip(walls[3], walls[1]))}
+        rows.append(row("real Nova: evacuate 30 VMs (1 in 4 stopped)", "concurrency 3", "one at a time",
+                        result, target=0.45))
+        for conc, detect, total in heal:
+            print(f"time to heal, concurrency {conc}: SIGKILL -> CRITICAL {detect:.1f}s, "
+                  f"-> all 30 elsewhere as they were {total:.1f}s", flush=True)
+        nova.reset()
+        for host in nova.hosts:
+            fakebin.ping(host, True)
+        nova.boot("host-a", 10)
+        path, _state = _real_config(nova, tmp, 3)
+        check = compare([AUTOREMEDY, "check", "compute-node", "--config", path],
+                        [PYTHON, "-c", "import openstack"], runs=5, warmup=1, env=env)
+        rows.append(row("real Nova: check compute-node, 3 hosts up", "autoremedy check compute-node",
+                        "python -c 'import openstack'", check))
+        phases = subprocess.run([PYTHON, "-c", PHASES, path], capture_output=True, text=True, env=env,
+                                timeout=120, cwd=tmp)      # the installed bundle, not ./autoremedy
+        print("where check compute-node's time goes: " + (phases.stdout.strip() or phases.stderr[-300:]),
+              flush=True)
+    finally:
+        nova.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+# One check run, phase by phase, in one process (the CLI does the same work).
+PHASES = r"""
+import sys, time, json
+t0 = time.perf_counter()
+import autoremedy.cli, autoremedy.checks.compute_node as cn
+t1 = time.perf_counter()
+import openstack
+t2 = time.perf_counter()
+from autoremedy.config import Config
+from autoremedy.cloud import connect, settings
+from autoremedy.remediations.compute_node import EvacuateHost
+config = Config.load(sys.argv[1])
+conn = connect(config)
+services = cn.compute_services(conn)
+t3 = time.perf_counter()
+states, total = cn.survey(conn, settings(config))
+t4 = time.perf_counter()
+view = EvacuateHost(config, conn=conn)._view
+reads = []
+for _ in range(5):
+    s = time.perf_counter(); view.instances(); view.services(); reads.append(time.perf_counter() - s)
+reads.sort()
+print(f"bundle imports {1000*(t1-t0):.0f} ms, openstacksdk import {1000*(t2-t1):.0f} ms, "
+      f"token + first listing {1000*(t3-t2):.0f} ms, survey {1000*(t4-t3):.0f} ms; "
+      f"no-harm reading (server + service listings) {1000*reads[2]:.0f} ms median")
+"""
+
+
 def run():
     runs = int(os.environ.get("BENCH_OPENSTACK_RUNS", "1"))
-    return [evacuation(runs)] + startup() + [api_check()]
+    rows = [evacuation(runs)] + startup() + [api_check()]
+    if os.environ.get("BENCH_OPENSTACK_REAL", "1") != "0":
+        rows += real_nova(runs)
+    return rows
 
 
 if __name__ == "__main__":

@@ -10,7 +10,14 @@ the end. Rows (whole `autoremedy` processes, interleaved, median of pair ratios)
 - the same on the broker, request included;
 - the cheap listing (disable_stats, no consumer counts) vs the default one;
 - the API check vs AMQP passive declares of the same 1,000 queues;
-- the node check over HTTP vs one `rabbitmq-diagnostics check_running`.
+- the node check over HTTP vs one `rabbitmq-diagnostics check_running`;
+- what the rabbitmq-node remediation reads for its no-harm declarations (one
+  `cluster_status`, one queue listing of every queue) vs one node check;
+- 10,000 queues (vhost ``ar_oslo_bench_<pid>``): the check, with no include, a
+  regex ``--include`` and an exact-names ``--include``, each against ``curl`` of
+  the same listing (same columns, gzip like the check's client): the
+  one-request promise for any selection; and a cap's dry-run (plan + the no-harm
+  reading: reach and invariants) against the same curl.
 
 It also prints, in process, request time vs own work per size, and the modules a
 check imports (pika must not be among them).
@@ -32,6 +39,8 @@ API = "http://127.0.0.1:15672"
 AMQP_PORT = 5672
 SIZES = (100, 1000, 5000)
 COLUMNS = "name,vhost,messages,messages_ready,messages_unacknowledged,consumers"
+CHECK_COLUMNS = COLUMNS + ",arguments"          # what the check asks for by default (x-expires)
+BIG = 10000
 
 
 def _http(method, path, body=None):
@@ -139,12 +148,68 @@ def imported_modules(vhost):
 
 ENV = None
 
+# What the rabbitmq-node remediation reads for its reach and invariants (they share
+# one cluster_status and one queue listing), as a whole process.
+NODE_EVIDENCE = """
+from autoremedy import rabbitmq
+from autoremedy.remediations import _rabbitmq_cluster as cluster
+s = rabbitmq.settings()
+membership, _ = cluster.learn(lambda *a, **k: rabbitmq.run_ctl(s, *a, **k), "none@nowhere", ["rabbit@localhost"])
+assert membership is not None
+cluster.list_queues(s.api())
+"""
 
-def run():
+
+def curl_argv(vhost, columns=CHECK_COLUMNS):
+    return ["curl", "-s", "--compressed", "-o", "/dev/null", "-u", "guest:guest",
+            f"{API}/api/queues/{quote(vhost, safe='')}?columns={columns}"]
+
+
+def big_rows(vhost, state):
+    """10,000 queues: the check against the plain listing, whatever the selection."""
+    started = time.perf_counter()
+    make_vhost(vhost, BIG)
+    print(f"created {BIG} queues in {time.perf_counter() - started:.1f}s")
+    time.sleep(6)
+    plain = curl_argv(vhost)
+    out = []
+    for label, extra in (("no --include", ()), ("--include regex '^q\\.'", ("--include", r"^q\.")),
+                         ("--include of 2 exact names", ("--include", r"^(?:q\.00001|q\.00002)$"))):
+        result = compare(check_argv(vhost, *extra), plain, runs=7, env=ENV)
+        out.append(row(f"queue check, 10,000 queues, {label}", "check (1 request)",
+                       "curl of the listing", result, target=1.2))
+    config = os.path.join(state, "cap.yaml")
+    with open(config, "w") as handle:
+        json.dump({"state_dir": state, "rabbitmq": {"queue_policies": {"cap": {
+            "vhost": vhost, "pattern": r"^q\.0000[0-9]$", "messages": 0, "action": "cap",
+            "max_length": 10}}}, "remediations": {"rabbitmq-queues": {"enabled": True}}}, handle)
+    dry = [AUTOREMEDY, "remediate", "rabbitmq-queues", "cap", "--config", config, "--dry-run"]
+    result = compare(dry, plain, runs=5, env=ENV)
+    out.append(row("cap dry-run, 10,000 queues (plan + no-harm reading)", "remediate --dry-run",
+                   "curl of the listing", result))
+    return out
+
+
+def _environment():
     global ENV
     state = tempfile.mkdtemp(prefix="bench-rabbitmq-")
     ENV = {**os.environ, "AUTOREMEDY_STATE_DIR": state, "AUTOREMEDY_CONFIG": os.path.join(state, "none.yaml")}
     open(ENV["AUTOREMEDY_CONFIG"], "w").write(f"state_dir: {state}\n")
+    return state
+
+
+def run_big():
+    """Only the 10,000-queue rows: ``.venv/bin/python -m bench.bench_rabbitmq big``."""
+    state = _environment()
+    vhost = f"ar_oslo_bench_{os.getpid()}"
+    try:
+        return big_rows(vhost, state)
+    finally:
+        _http("DELETE", f"vhosts/{quote(vhost, safe='')}")
+
+
+def run():
+    state = _environment()
     stamp = f"{os.getpid()}"
     vhosts = {n: f"bench-{n}-{stamp}" for n in SIZES}
     rows = []
@@ -185,6 +250,10 @@ def run():
                        runs=9, env=ENV)
         rows.append(row("node health", "check rabbitmq-node (HTTP)", "rabbitmq-diagnostics check_running",
                         node, target=0.5))
+        evidence = compare([PYTHON, "-I", "-c", NODE_EVIDENCE], [AUTOREMEDY, "check", "rabbitmq-node"], runs=7, env=ENV)
+        rows.append(row("rabbitmq-node no-harm reading (once before, once after a run)",
+                        f"cluster_status + one queue listing ({sum(SIZES):,} queues)", "check rabbitmq-node",
+                        evidence))
         print("in process, request vs own work (parse, judge, render), median of 5:")
         for size, vhost in vhosts.items():
             request, work = breakdown(vhost)
@@ -192,6 +261,9 @@ def run():
                   f"({work / size * 1e6:.1f} us/queue)")
         print(f"modules a queue check imports (of pika, requests, urllib3, yaml, psutil): "
               f"{imported_modules(vhosts[100])}")
+        big = f"ar_oslo_bench_{stamp}"
+        vhosts[BIG] = big
+        rows.extend(big_rows(big, state))
     finally:
         for vhost in vhosts.values():
             try:
@@ -199,3 +271,9 @@ def run():
             except Exception as exc:                 # keep going: the others must go too
                 print(f"could not delete vhost {vhost}: {exc}")
     return rows
+
+
+if __name__ == "__main__":
+    import sys
+    from bench.lib import table
+    print(table(run_big() if sys.argv[1:] == ["big"] else run()))

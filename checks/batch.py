@@ -219,7 +219,7 @@ def status_line(result):
 # --- Sensu: each result is its own event --------------------------------------------
 
 def sensu_event(name, cls, result, handlers, ttl):
-    """The body of ``POST /events`` on the agent API (reference/sensu.md §4): the
+    """The body of ``POST /events`` on the agent API (Sensu Go agent reference, "Events API": https://docs.sensu.io/sensu-go/latest/observability-pipeline/observe-schedule/agent/#events-api): the
     agent adds its entity, so the event is the check part only."""
     from autoremedy.render import nagios
     check = {

@@ -116,7 +116,7 @@ def power_state(ipmi, runner):
 
 def keepalive(sensu, host, session=None):
     """The Sensu Go keepalive status of the host's entity: 0 passing, >0 failing,
-    None when not configured or not known (reference: GET .../events/<entity>/keepalive)."""
+    None when not configured or not known (Sensu Go API: GET /api/core/v2/namespaces/<ns>/events/<entity>/keepalive)."""
     if not sensu.get("url") or not sensu.get("api_key_file"):
         return None, None        # not configured: not evidence either way
     import requests

@@ -12,9 +12,19 @@ where every query on a table fails with 1047. ``-w/-c`` are Nagios ranges on
 ``<quorum>:``. Flow control is the fraction of time replication was paused since
 the previous run (from ``wsrep_flow_control_paused_ns``, remembered in
 ``<state_dir>/checks/``), not Galera's own figure, which covers everything since
-the last FLUSH STATUS. ``wsrep_connected`` stays ON in a non-Primary component
-(reference §5): it is reported, but the verdict rests on the cluster status,
-``wsrep_ready`` and the local state.
+the last FLUSH STATUS. ``wsrep_connected`` stays ON in a non-Primary component:
+it is reported, but the verdict rests on the cluster status, ``wsrep_ready`` and
+the local state.
+
+On the node itself, ``--node-cnf FILE`` (the server's option file) turns "cannot
+connect" (UNKNOWN: the server may be fine and the network not) into facts:
+
+    $ autoremedy check galera -S /run/mysqld/mysqld.sock --node-cnf /etc/mysql/my.cnf
+    GALERA CRITICAL: server down: no mariadbd holds /var/lib/mysql (grastate.dat seqno -1: it crashed) ...
+
+and ``--format json`` carries them (``data.node``: down, holders, grastate.dat,
+gvwstate.dat's last Primary view): what the galera remediation's per-node
+``probe`` reads on hosts it cannot see.
 """
 import os
 import time
@@ -27,6 +37,8 @@ TIMEOUT = 10.0
 
 # wsrep_local_state: 1 Joining, 2 Donor/Desynced, 3 Joined, 4 Synced (0 = Initialized).
 SYNCED, DONOR, JOINING, JOINED, INITIALIZED = 4, 2, 1, 3, 0
+# Client errors that mean no server answered: socket, connect, gone, lost (or no code).
+NOT_ANSWERING = (None, 2002, 2003, 2006, 2013)
 _STATE = {"ok": Status.OK, "warning": Status.WARNING, "critical": Status.CRITICAL, "unknown": Status.UNKNOWN}
 
 
@@ -48,6 +60,15 @@ def add_arguments(parser):
                         help="CRITICAL when wsrep_local_recv_queue exceeds N write-sets")
     parser.add_argument("--not-galera", choices=tuple(_STATE), default="critical",
                         help="state when the server has no wsrep provider loaded (default critical)")
+    parser.add_argument("--cluster", metavar="NAME",
+                        help="judge the whole cluster remediations.galera.targets.NAME of the configuration: "
+                             "every node Primary, Synced, ready, one component of the configured size")
+    parser.add_argument("--node-cnf", metavar="FILE",
+                        help="the server's own option file (on its host): when it does not answer, tell "
+                             "down from running from its process and datadir instead of UNKNOWN")
+    parser.add_argument("--node-recover", action="store_true",
+                        help="with --node-cnf: when the server is proven down, read its position with "
+                             "mariadbd --wsrep-recover (InnoDB crash recovery; the remediation's probe)")
 
 
 # --- acquire ---------------------------------------------------------------------
@@ -165,30 +186,99 @@ def judge(status, args, fc, fc_note=None):
 
 
 def check(args):
+    if getattr(args, "cluster", None):
+        return cluster_check(args)
     from autoremedy import mysql
     server = mysql.server_from_args(args)
-    with mysql.connect(server, timeout=args.timeout) as session:
-        return evaluate(args, session)
+    node_cnf = getattr(args, "node_cnf", None)
+    try:
+        session = mysql.connect(server, timeout=args.timeout)
+    except mysql.SQLError as exc:
+        # Only "nobody answers" is the node's business; a refused login is ours.
+        if not node_cnf or exc.code not in NOT_ANSWERING:
+            raise
+        return node_result(server, exc, node_cnf, getattr(args, "node_recover", False))
+    with session:
+        result = evaluate(args, session)
+    if node_cnf:
+        from autoremedy import galera
+        result.data["node"] = galera.probe(node_cnf, answering=True)
+    return result
+
+
+def cluster_check(args):
+    """The verdict the galera remediation verifies against, for StackStorm's verify
+    step and for an operator: every configured node, one SQL connection each."""
+    from autoremedy.config import Config, ConfigError
+    from autoremedy.guard import Refused
+    from autoremedy.result import CheckError
+    from autoremedy.remediations import galera as remediation
+    try:
+        config = Config.load(getattr(args, "config", None))
+        cluster = remediation.REMEDIATION(config)
+        target = cluster.resolve(args.cluster)
+    except (ConfigError, Refused) as exc:
+        raise CheckError(f"--cluster {args.cluster}: {getattr(exc, 'reason', exc)}") from None
+    return remediation.cluster_verdict(cluster.survey(target, facts="none"))
+
+
+def node_result(server, error, node_cnf, recover=False):
+    """The verdict for a server that does not answer, from its host's own facts."""
+    from autoremedy import galera
+    from autoremedy.result import CheckError
+    try:
+        facts = galera.probe(node_cnf, recover=recover)
+    except CheckError as exc:
+        raise CheckError(f"{error}; and {exc}") from None
+    data = {"server": server.describe(), "node": facts, "error": str(error)}
+    grastate = facts["grastate"]
+    if facts["down"]:
+        seqno = grastate.get("seqno")
+        how = ("it crashed" if seqno == -1 else f"clean shutdown at seqno {seqno}" if seqno is not None
+               else "no grastate.dat")
+        summary = f"server down: no mariadbd holds {facts['datadir']} (grastate.dat seqno {seqno}: {how})"
+        if facts.get("recovered"):
+            summary += f"; recovered position {facts['recovered']}"
+        elif facts.get("recover_error"):
+            summary += f"; {facts['recover_error']}"
+    else:
+        summary = (f"server running but not answering ({'; '.join(facts['holders'])}): starting, joining "
+                   f"a Primary component, or hung; {error}")
+    return Result(NAME, summary, status=Status.CRITICAL, data=data,
+                  details=[f"last Primary view: {_view_line(facts.get('gvwstate'))}"])
+
+
+def _view_line(view):
+    if not view:
+        return "none saved (gvwstate.dat absent: never Primary, or shut down cleanly)"
+    from autoremedy.galera import short_uuid
+    return f"{view['view']} members {', '.join(short_uuid(m) for m in view['members'])}"
 
 
 def evaluate(args, session, remember=True):
     """The Result for an open session. ``remember=False`` (the remediation's
     verification) leaves the flow-control reading of the monitoring runs alone."""
-    server = session.server
-    status = read_wsrep(session)
-    data = {"server": server.describe(),
+    return from_status(args, read_wsrep(session), session.server.describe(),
+                       session.server.address if remember else None)
+
+
+def from_status(args, status, where, remember_key=None):
+    """The Result for one node's ``SHOW GLOBAL STATUS LIKE 'wsrep%'``.
+    ``remember_key``: measure flow control since the previous run under this key
+    (None: Galera's own figure since the last FLUSH STATUS)."""
+    data = {"server": where,
             "wsrep": {k: status.get(k) for k in (
                 "wsrep_cluster_status", "wsrep_cluster_size", "wsrep_local_state", "wsrep_local_state_comment",
                 "wsrep_ready", "wsrep_connected", "wsrep_desync_count", "wsrep_last_committed",
                 "wsrep_cluster_state_uuid", "wsrep_local_state_uuid", "wsrep_flow_control_paused",
                 "wsrep_local_recv_queue", "wsrep_local_recv_queue_avg", "wsrep_evs_state",
-                "wsrep_incoming_addresses", "wsrep_provider_version")}}
+                "wsrep_incoming_addresses", "wsrep_provider_version", "wsrep_gcomm_uuid")}}
     if not status.get("wsrep_provider_name"):
-        return Result(NAME, f"not a Galera node: no wsrep provider loaded on {server.describe()} "
+        return Result(NAME, f"not a Galera node: no wsrep provider loaded on {where} "
                       f"(wsrep_cluster_status={status.get('wsrep_cluster_status', '-')})",
                       status=_STATE[args.not_galera], data=data)
-    if remember:
-        key = server.address.replace("/", "_").replace(":", "_")
+    if remember_key is not None:
+        key = remember_key.replace("/", "_").replace(":", "_")
         fc, note = flow_control_fraction(status, key)
     else:
         fc, note = _float(status, "wsrep_flow_control_paused"), "since the last FLUSH STATUS"

@@ -14,6 +14,14 @@ variables: ~1 ms of server time. ``-w/-c`` are Nagios ranges on
 ``Seconds_Behind_Master`` (default 300 / 600 s). A NULL lag is its own state,
 never "0": with a thread stopped the thread is the finding; with both threads
 running it means "lag unknown" (``--lag-null``, default WARNING).
+
+Errant transactions (MariaDB GTID): transactions in the replica's binlog that
+its source never had — a write on the replica, in any GTID domain. Without
+``--source`` the check sees the ones the replica wrote itself after the last
+transaction it applied from its source (its own server_id in
+``@@gtid_binlog_state``); with ``--source SERVER`` it compares the replica's
+``@@gtid_binlog_state`` with the source's (one more connection), which also
+finds older ones. Either way they are named with their GTIDs.
 """
 import re
 
@@ -44,7 +52,7 @@ IO_STOPPED, SQL_STOPPED = "io-stopped", "sql-stopped"
 PRIMARY_UNREACHABLE, IO_ERROR, SQL_ERROR = "primary-unreachable", "io-error", "sql-error"
 IO_CONNECTING, LAG, LAG_UNKNOWN, RELAY_SPACE = "io-connecting", "lag", "lag-unknown", "relay-log-space"
 NOT_REPLICA, MISSING = "not-a-replica", "connection-missing"
-WRITABLE = "writable"
+WRITABLE, ERRANT = "writable", "errant-transactions"
 
 _STATE = {"ok": Status.OK, "warning": Status.WARNING, "critical": Status.CRITICAL, "unknown": Status.UNKNOWN}
 
@@ -67,6 +75,11 @@ def add_arguments(parser):
                         help="CRITICAL when the relay logs of a connection exceed SIZE")
     parser.add_argument("--require-read-only", action="store_true",
                         help="WARNING when the replica accepts writes (read_only=OFF): local writes cause drift")
+    parser.add_argument("--source", metavar="SERVER",
+                        help="the replica's source (a mysql.servers name or HOST:PORT, same login): "
+                             "errant transactions are found by comparing both GTID states")
+    parser.add_argument("--errant", choices=("warning", "critical", "ok"), default="critical",
+                        help="state when the replica has errant transactions (default critical)")
 
 
 # --- acquire -------------------------------------------------------------------
@@ -178,8 +191,8 @@ def server_state(session):
     from autoremedy.mysql import SQLError
     if session.flavour == "mariadb":
         sql = ("SELECT @@global.gtid_binlog_pos AS gtid_binlog_pos, @@global.gtid_slave_pos AS gtid_slave_pos, "
-               "@@global.gtid_current_pos AS gtid_current_pos, @@global.read_only AS read_only, "
-               "@@global.server_id AS server_id")
+               "@@global.gtid_current_pos AS gtid_current_pos, @@global.gtid_binlog_state AS gtid_binlog_state, "
+               "@@global.read_only AS read_only, @@global.server_id AS server_id")
     else:
         sql = "SELECT @@global.gtid_executed AS gtid_executed, @@global.read_only AS read_only, " \
               "@@global.server_id AS server_id"
@@ -198,6 +211,57 @@ def parse_gtid_list(text):
         if match:
             domain, server_id, seq = (int(x) for x in match.groups())
             out[domain] = (server_id, seq)
+    return out
+
+
+def parse_gtid_state(text):
+    """MariaDB ``@@gtid_binlog_state`` '0-1-5,0-2-3' -> {(domain, server_id): seq}
+    (the last sequence number of every server in every domain)."""
+    out = {}
+    for part in str(text or "").replace("\n", "").split(","):
+        match = re.fullmatch(r"(\d+)-(\d+)-(\d+)", part.strip())
+        if match:
+            domain, server_id, seq = (int(x) for x in match.groups())
+            out[(domain, server_id)] = max(seq, out.get((domain, server_id), 0))
+    return out
+
+
+def domains_of(channel):
+    """(replicated, ignored) GTID domains of a connection: replicated is None when
+    the connection takes every domain but the ignored ones."""
+    def ids(key):
+        text = str(channel.raw.get(key) or "").strip()
+        return {int(x) for x in re.findall(r"\d+", text)}
+    do = ids("Replicate_Do_Domain_Ids")
+    return (do or None), ids("Replicate_Ignore_Domain_Ids")
+
+
+def in_domains(domain, domains):
+    replicated, ignored = domains
+    return domain not in ignored and (replicated is None or domain in replicated)
+
+
+def errant_local(state):
+    """GTIDs the replica wrote itself (its own server_id) after the last transaction
+    it applied from its source in that domain: errant, seen from the replica alone."""
+    own = int(state.get("server_id") or 0)
+    applied = parse_gtid_list(state.get("gtid_slave_pos"))
+    out = []
+    for (domain, server_id), seq in sorted(parse_gtid_state(state.get("gtid_binlog_state")).items()):
+        if server_id == own and seq > applied.get(domain, (0, 0))[1]:
+            out.append(f"{domain}-{server_id}-{seq}")
+    return out
+
+
+def errant_against(replica_state, source_state, domains=(None, frozenset())):
+    """GTIDs of the replica's binlog state that the source's state does not contain
+    (per domain and server_id, the replica's last sequence number is beyond the
+    source's), in the domains the connection replicates."""
+    have = parse_gtid_state(source_state)
+    out = []
+    for (domain, server_id), seq in sorted(parse_gtid_state(replica_state).items()):
+        if in_domains(domain, domains) and have.get((domain, server_id), -1) < seq:
+            out.append(f"{domain}-{server_id}-{seq}")
     return out
 
 
@@ -266,8 +330,9 @@ def _prefix(channel):
     return f"{channel.name}." if channel.name else ""
 
 
-def judge(channels, args, state=None, wanted=None):
-    """Result for the connections read from the server."""
+def judge(channels, args, state=None, wanted=None, errant=None):
+    """Result for the connections read from the server. ``errant``: the errant
+    GTIDs already computed against the source (None: judge from the replica alone)."""
     state = state or {}
     findings, metrics, details = [], [], []
     for channel in channels:
@@ -301,6 +366,12 @@ def judge(channels, args, state=None, wanted=None):
                                     f"replication connection {name or 'default'!r} is not configured"))
     if args.require_read_only and str(state.get("read_only", "1")) in ("0", "OFF"):
         findings.append(Finding(Status.WARNING, WRITABLE, "the replica accepts writes (read_only=OFF)"))
+    if errant is not None:
+        metrics.append(Metric("errant_transactions", len(errant), "", min=0))
+        if errant and getattr(args, "errant", "critical") != "ok":
+            shown = ", ".join(errant[:10]) + (f" and {len(errant) - 10} more" if len(errant) > 10 else "")
+            findings.append(Finding(_STATE[getattr(args, "errant", "critical")], ERRANT,
+                                    f"errant transactions on the replica (not from its source): {shown}"))
     return findings, metrics, details
 
 
@@ -361,11 +432,46 @@ def check(args):
     from autoremedy import mysql
     server = mysql.server_from_args(args)
     with mysql.connect(server, timeout=args.timeout) as session:
-        return evaluate(args, session)
+        source = None
+        if getattr(args, "source", None):
+            source = lambda: mysql.connect(source_server(args, server), timeout=args.timeout)  # noqa: E731
+        return evaluate(args, session, source)
 
 
-def evaluate(args, session):
-    """The Result for an open session (the remediation verifies through this too)."""
+def source_server(args, replica):
+    """The --source SERVER: a mysql.servers name, or HOST:PORT with the replica's login."""
+    from autoremedy import mysql
+    text = args.source
+    match = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", text)
+    if match is None:
+        return mysql.server_from_args(_with(args, server=text, host=None, port=None, socket=None))
+    source = mysql.server_from_args(_with(args, server=None, host=match.group(1), port=int(match.group(2)),
+                                          socket=None))
+    if not args.defaults_file and replica.user:
+        source.user, source.password = replica.user, replica.password
+    return source
+
+
+def _with(args, **changes):
+    import argparse
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
+def errant_with_source(state, channels, source_session):
+    """Errant GTIDs against the source's binlog state (MariaDB), in the domains of
+    the connection that replicates from it (the only one, or the one whose
+    address is the source's port)."""
+    theirs = source_session.row("SELECT @@global.gtid_binlog_state AS s, @@global.port AS port") or {}
+    channel = channels[0] if len(channels) == 1 else next(
+        (c for c in channels if c.primary_port == int(theirs.get("port") or 0)), None)
+    domains = domains_of(channel) if channel is not None else (None, frozenset())
+    return errant_against(state.get("gtid_binlog_state"), theirs.get("s"), domains)
+
+
+def evaluate(args, session, source=None):
+    """The Result for an open session (the remediation verifies through this too).
+    ``source``: a callable opening a session to the replica's source, for the
+    errant-transaction comparison."""
     statement, channels, state, wanted = probe(args, session)
     where = session.server.describe()
     data = {"server": where, "flavour": f"{session.flavour} {session.version_string}",
@@ -375,7 +481,15 @@ def evaluate(args, session):
         return Result(NAME, f"not a replica: {statement} returned nothing (replication is not configured "
                       f"on {where})", status=_STATE[args.not_replica],
                       data={**data, "connections": [], "findings": [{"kind": NOT_REPLICA}]})
-    findings, metrics, details = judge(channels, args, state, wanted)
+    errant = None
+    if session.flavour == "mariadb" and state.get("gtid_binlog_state") is not None:
+        if source is not None:
+            with source() as theirs:
+                errant = errant_with_source(state, channels, theirs)
+        else:
+            errant = errant_local(state)
+    data["errant"] = errant
+    findings, metrics, details = judge(channels, args, state, wanted, errant)
     status = Status.OK
     for finding in findings:
         status = status.worse(finding.status)

@@ -4,11 +4,18 @@
     PROCESS OK: 1 process matching name nova-compute | 'count'=1;;1:;0 'rss'=104857600B;;;0 'cpu'=12.5c
 
 Selectors (one is required): ``--name`` (the process name or the basename of
-argv[0], exactly, like ``pidof``), ``--cmdline REGEX`` (searched in the joined
-command line), ``--pidfile FILE``, ``--unit UNIT`` (systemd), or ``--watch NAME``
-(an entry of ``checks.process.watch`` in the configuration, which is what the
-Zabbix template uses: agent parameters cannot carry regexes). The default
-thresholds are CRITICAL below one process (``-c 1:``).
+argv[0], exactly, like ``pidof``), ``--cmdline REGEX`` (anchored: it must match
+the daemon's own command line from its start — argv[0] as given or by its
+basename, or the script an interpreter runs — so a ``tail -f`` of the daemon's
+log or an editor on its configuration never counts), ``--pidfile FILE`` (the
+pid counts only if that process started before the pid file was written — else
+the pid was reused — is not pid 1, and matches ``--exe``/``--user`` when
+given), ``--unit UNIT`` (systemd), or ``--watch NAME`` (an entry of
+``checks.process.watch`` in the configuration, which is what the Zabbix
+template uses: agent parameters cannot carry regexes). A process stopped (T),
+stuck in uninterruptible sleep (D, on three readings) or a zombie (Z) is
+reported as such and not counted as running. The default thresholds are
+CRITICAL below one process (``-c 1:``). docs/process.md has the details.
 """
 import os
 import re
@@ -27,6 +34,9 @@ def add_arguments(parser):
     sel.add_argument("--unit", help="systemd unit (counts the processes of its cgroup)")
     sel.add_argument("--watch", metavar="NAME", help="an entry of checks.process.watch in the configuration")
     parser.add_argument("--user", help="only processes of this user")
+    parser.add_argument("--exe", metavar="PROGRAM",
+                        help="with --pidfile: the pid counts only if it runs PROGRAM "
+                             "(/proc/PID/exe or the basename of argv[0])")
     parser.add_argument("--zombies", action="store_true", help="WARNING when a matching process is a zombie")
     parser.add_argument("--max-restarts", type=int, metavar="N",
                         help="with --unit: WARNING when systemd restarted it more than N times")
@@ -141,7 +151,41 @@ def by_name(name):
     return match
 
 
+INTERPRETERS = ("python", "perl", "ruby", "node", "sh", "bash", "dash", "java", "php")
+
+
+def is_interpreter(program):
+    """python, python3, python3.11, perl5.36 ...: a program that runs a script."""
+    return any(program == name or (program.startswith(name) and
+                                   program[len(name):].replace(".", "").isdigit())
+               for name in INTERPRETERS)
+
+
+def own_lines(args):
+    """The daemon's own command line, as the lines a ``--cmdline`` pattern is
+    matched against from their start: from argv[0] (as given and by its
+    basename) and, when argv[0] is an interpreter, from the script it runs
+    (``python3 -u /usr/bin/nova-compute ...`` -> ``nova-compute ...``)."""
+    heads = [args]
+    if is_interpreter(os.path.basename(args[0])):
+        rest, i = args[1:], 0
+        while i < len(rest) and rest[i].startswith("-") and rest[i] not in ("-c", "-m"):
+            i += 1
+        if i < len(rest) and rest[i] == "-m":
+            heads.append(rest[i + 1:])
+        elif i < len(rest) and rest[i] != "-c":
+            heads.append(rest[i:])
+    lines = []
+    for head in heads:
+        if head:
+            lines.append(" ".join(head))
+            lines.append(" ".join([os.path.basename(head[0])] + head[1:]))
+    return lines
+
+
 def by_cmdline(pattern):
+    """Anchored: the pattern must match the daemon's own command line from its
+    start (own_lines), never a process that merely mentions the daemon."""
     try:
         regex = re.compile(pattern)
     except re.error as exc:
@@ -151,7 +195,7 @@ def by_cmdline(pattern):
         args = argv()
         if not args or _searches_for(args, pattern):
             return False
-        return regex.search(" ".join(args)) is not None
+        return any(regex.match(line) for line in own_lines(args))
     return match
 
 
@@ -164,12 +208,23 @@ def _searches_for(args, pattern):
     return False
 
 
-def from_pidfile(path):
-    """The process named by a pid file; [] when the daemon is gone."""
+# A daemon writes its pid file after it starts; a process that started later
+# than the file was written has a reused pid. The start time psutil computes is
+# boot time (whole seconds) plus clock ticks: allow a second.
+REUSE_SLACK = 1.0
+
+
+def from_pidfile(path, exe=None, user=None):
+    """The process named by a pid file, if it is the daemon; [] and why when not.
+
+    This may run as root through the sudo gate with a path of the caller's
+    choosing: nothing read from the file is ever shown (a bad one is "not a pid
+    file"), and a FIFO or device never blocks or is read (O_NONBLOCK, then a
+    regular file or nothing)."""
     import psutil
+    import stat
     try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            text = handle.read(64).strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise CheckError(f"pidfile directory {os.path.dirname(path) or '.'} does not exist "
@@ -179,12 +234,62 @@ def from_pidfile(path):
         raise CheckError(f"pidfile {path}: permission denied") from None
     except OSError as exc:
         raise CheckError(f"pidfile {path}: {exc.strerror}") from None
-    if not text.isdigit():
-        raise CheckError(f"pidfile {path} does not hold a pid: {text[:20]!r}")
+    with os.fdopen(fd, "rb") as handle:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckError(f"pidfile {path} is not a pid file")
+        written = st.st_mtime
+        try:
+            text = handle.read(64).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            text = ""
+    if not text.isdigit() or len(text) > 10:
+        raise CheckError(f"pidfile {path} is not a pid file")
+    pid = int(text)
+    if pid <= 1:
+        return [], f"pidfile {path} names pid {pid} (init or nothing), not a daemon"
     try:
-        return [psutil.Process(int(text))], None
+        proc = psutil.Process(pid)
+        started = proc.create_time()
+        if started > written + REUSE_SLACK:
+            return [], (f"pid {pid} from {path} is not the daemon: it started "
+                        f"{started - written:.1f}s after the pidfile was written (a reused pid)")
+        if user is not None:
+            owner = proc.uids().real
+            if owner != _uid(user):
+                return [], f"pid {pid} from {path} is not the daemon: it runs as uid {owner}, not {user}"
+        if exe is not None and not _runs(proc, exe):
+            return [], (f"pid {pid} from {path} is not the daemon: it runs "
+                        f"{_program(proc)}, not {exe}")
+        return [proc], None
     except psutil.NoSuchProcess:
-        return [], f"pid {text} from {path} is not running (stale pidfile)"
+        return [], f"pid {pid} from {path} is not running (stale pidfile)"
+    except psutil.AccessDenied:
+        raise CheckError(f"pid {pid} from {path}: permission denied reading it") from None
+
+
+def _runs(proc, exe):
+    """``proc`` runs program ``exe``: by /proc/PID/exe, or by argv[0]'s basename."""
+    import psutil
+    try:
+        real = proc.exe()
+    except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        real = ""
+    if real and os.path.realpath(exe) == os.path.realpath(real):
+        return True
+    try:
+        args = proc.cmdline()
+    except (psutil.AccessDenied, psutil.ZombieProcess):
+        args = []
+    return bool(args) and os.path.basename(args[0]) == os.path.basename(exe)
+
+
+def _program(proc):
+    import psutil
+    try:
+        return proc.exe() or proc.name()
+    except (psutil.Error, OSError):
+        return "?"
 
 
 def from_unit(unit, runner=None):
@@ -236,13 +341,15 @@ def watched(name):
 def check(args, runner=None):
     selector = _selector(args)
     kind, value = selector
+    if getattr(args, "exe", None) and kind != "pidfile":
+        raise CheckError("--exe applies to --pidfile (other selectors name the program already)")
     note, unit_info = None, None
     if kind == "name":
         procs = scan(by_name(value), args.user)
     elif kind == "cmdline":
         procs = scan(by_cmdline(value), args.user)
     elif kind == "pidfile":
-        procs, note = from_pidfile(value)
+        procs, note = from_pidfile(value, getattr(args, "exe", None), args.user)
     else:
         procs, unit_info = from_unit(value, runner)
     return judge(procs, kind, value, args, note, unit_info)
@@ -251,6 +358,10 @@ def check(args, runner=None):
 def _selector(args):
     if args.watch:
         entry = watched(args.watch)
+        # a watch may carry the identity a pid file's process must have
+        for key in ("exe", "user"):
+            if entry.get(key) and not getattr(args, key, None):
+                setattr(args, key, str(entry[key]))
         # "name" is the entry's own label; the process name is under "process".
         for key, kind in (("unit", "unit"), ("pidfile", "pidfile"), ("cmdline", "cmdline"), ("process", "name")):
             if entry.get(key):
@@ -262,14 +373,44 @@ def _selector(args):
     return chosen[0]
 
 
+# States that are not "running" whatever the process table says: the daemon
+# cannot serve (stopped by a signal or a debugger, a zombie) or is stuck in the
+# kernel. D is often brief (I/O): it counts only when three readings agree.
+NOT_RUNNING = {"stopped": "T", "tracing-stop": "t", "zombie": "Z", "dead": "X"}
+D_READINGS, D_INTERVAL = 3, 0.1
+
+
+def state_of(proc):
+    """The process's state letter when it is not running (T, t, Z, X, D), else None."""
+    import time
+    import psutil
+    status = proc.status()
+    if status in NOT_RUNNING:
+        return NOT_RUNNING[status]
+    if status != psutil.STATUS_DISK_SLEEP:
+        return None
+    for _ in range(D_READINGS - 1):
+        time.sleep(D_INTERVAL)
+        if proc.status() != psutil.STATUS_DISK_SLEEP:
+            return None
+    return "D"
+
+
+STATE_WORDS = {"T": "stopped (T)", "t": "stopped by a debugger (t)", "Z": "a zombie (Z)",
+               "X": "dead (X)", "D": "stuck in uninterruptible sleep (D)"}
+
+
 def judge(procs, kind, value, args, note=None, unit_info=None):
     import psutil
     live, zombies, rss, cpu = 0, 0, 0, 0.0
+    states = {}
     for proc in procs:
         try:
             with proc.oneshot():
-                if proc.status() == psutil.STATUS_ZOMBIE:
-                    zombies += 1
+                letter = state_of(proc)
+                if letter is not None:
+                    states[proc.pid] = letter
+                    zombies += letter == "Z"
                     continue
                 live += 1
                 rss += proc.memory_info().rss
@@ -289,6 +430,9 @@ def judge(procs, kind, value, args, note=None, unit_info=None):
         word = "crit" if bad is count.crit else "warn"
         summary += f" ({word} {bad.describe()})"
     details = [note] if note else []
+    if states:
+        summary += "; " + ", ".join(f"pid {pid} {STATE_WORDS[letter]}"
+                                    for pid, letter in sorted(states.items()))
     if args.zombies:
         metrics.append(Metric("zombies", zombies, "", warn="0", min=0))
         if zombies:
@@ -301,7 +445,8 @@ def judge(procs, kind, value, args, note=None, unit_info=None):
                        f"{restarts} restart(s)")
         if limit is not None and restarts > limit:
             summary += f"; restarted {restarts} times (more than {limit})"
-    data = {"selector": kind, "value": value, "count": live, "pids": [p.pid for p in procs]}
+    data = {"selector": kind, "value": value, "count": live, "pids": [p.pid for p in procs],
+            "states": {str(pid): letter for pid, letter in states.items()}}
     return Result(NAME, summary, metrics=metrics, details=details, data=data)
 
 

@@ -4,17 +4,18 @@
     RABBITMQ-NODE CRITICAL: rabbit@ctl1 running but definitions vanished: vhosts nova, neutron;
     users openstack | 'fd'=3.6%;80;90;0;100 'sockets'=0%;80;90;0;100 ...
 
-Much mnesia damage does not stop the node (reference §3): a truncated LATEST.LOG
+Much mnesia damage does not stop the node (measured on RabbitMQ 3.10: tests/rabbitmq/test_node_throwaway.py): a truncated LATEST.LOG
 boots a node that silently lost its vhosts, users and queues; a deleted
 schema.DAT boots an empty one. So the verdict combines three signals:
 
-1. the node itself: ``GET /api/nodes`` (one request: every cluster member's
-   running flag, partitions, memory/disk alarms, file descriptors, sockets and
-   Erlang processes). When the API does not answer, the node's beam process
-   (pid file, else ``RABBITMQ_NODENAME`` in its environment) and one
-   ``rabbitmq-diagnostics check_running`` tell booting from dead from running
-   without the management plugin, and a boot older than ``boot_timeout`` is
-   "stuck booting";
+1. the node and its cluster: ``GET /api/nodes`` (one request: every member the
+   cluster lists — ``cluster_nodes`` is only a cross-check —, its running flag,
+   partitions, memory/disk alarms, file descriptors, sockets and Erlang
+   processes). A partition is reported with its map before anything is called
+   "not running". When the API does not answer, the node's youngest beam
+   process and one ``rabbitmq-diagnostics check_running`` tell booting from
+   dead from running without the management plugin, and a boot older than
+   ``boot_timeout`` is "stuck booting" when the node says it is booting;
 2. the fatal markers in the node's log since its last boot (``** FATAL **``,
    ``BOOT FAILED``, ``Cannot read schema``; ``crasher`` reports warn), read
    incrementally from a small state file;
@@ -28,8 +29,11 @@ schema.DAT boots an empty one. So the verdict combines three signals:
 ``--accept-definitions`` takes the live definitions as the new baseline (after an
 intentional deletion). ``data.state`` is one of running, booting, stuck_booting,
 boot_failed, not_running, app_stopped, definitions_lost, partitioned, alarm,
-exhausted, cluster_degraded: the remediation acts on the first four it names in
-BROKEN and refuses the rest.
+exhausted, cluster_degraded, not_member, membership_mismatch; the remediation
+(remediations/rabbitmq_node.py) decides what each allows.
+
+The queues this node holds and their counts are kept as the last reading a
+reset refusal quotes (``save_ledger``).
 """
 import json
 import os
@@ -47,8 +51,6 @@ BOOT_LINE = " Starting RabbitMQ "
 FIRST_READ = 4 * 1024 * 1024          # bytes of an unknown log read on the first run
 NODE_COLUMNS = ("name", "running", "type", "partitions", "mem_alarm", "disk_free_alarm", "fd_used",
                 "fd_total", "sockets_used", "sockets_total", "proc_used", "proc_total", "uptime")
-# Node states that a mnesia reset can fix (remediations/rabbitmq_node.py).
-BROKEN = ("boot_failed", "stuck_booting", "definitions_lost", "not_running")
 
 
 def add_arguments(parser):
@@ -68,30 +70,43 @@ def add_arguments(parser):
 # --- the node's process ------------------------------------------------------------------
 
 def find_beam(settings):
-    """The beam.smp process of this node, or None. The pid file first; else a
-    beam.smp whose environment names the node exactly (3.10 does not put the node
-    name on the command line). Never guesses among other nodes' processes."""
+    """The beam.smp process of this node, or None.
+
+    Candidates are the pid file's process and every beam.smp whose environment
+    names the node exactly (3.10 does not put the node name on its command
+    line); the youngest wins. Right after a restart the pid file still names
+    the old beam, which may still be exiting: taking it would date the new boot
+    from the old one's start and call a 0.04 s old boot "stuck" (measured once).
+    A pid-file process whose environment names another node is not ours (a
+    recycled pid). Never guesses among other nodes' processes."""
     import psutil
-    pid = _pid_from_file(settings.pid_path)
-    if pid is not None:
-        try:
-            proc = psutil.Process(pid)
-            if proc.name() == "beam.smp" and proc.status() != psutil.STATUS_ZOMBIE:
-                return proc
-        except psutil.Error:
-            pass
     wanted = "RABBITMQ_NODENAME=" + settings.node_name
+    found = {}
+    pid = _pid_from_file(settings.pid_path)
     for proc in psutil.process_iter(["name"]):
         if proc.info["name"] != "beam.smp":
             continue
+        env = _environ(proc.pid)
+        if (env is not None and wanted in env) or (env is None and proc.pid == pid):
+            found[proc.pid] = proc
+    live = []
+    for proc in found.values():
         try:
-            with open(f"/proc/{proc.pid}/environ", "rb") as handle:
-                env = handle.read().decode("utf-8", "replace").split("\0")
-        except OSError:
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                live.append((proc.create_time(), proc))
+        except psutil.Error:
             continue
-        if wanted in env:
-            return proc
-    return None
+    return max(live, key=lambda pair: pair[0])[1] if live else None
+
+
+def _environ(pid):
+    """The process's environment as a list of KEY=VALUE, or None when it cannot
+    be read (another user's process, unless root): then only the pid file names it."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return handle.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return None
 
 
 def _pid_from_file(path):
@@ -255,31 +270,52 @@ class Findings:
 
 
 def probe_api(api, findings, settings, args):
-    """The cluster view from one /api/nodes request."""
+    """The cluster view from one /api/nodes request: the members are the ones the
+    cluster lists (``cluster_nodes`` is only a cross-check), who runs, and the
+    partition map."""
     nodes = api.get("nodes", columns=",".join(NODE_COLUMNS))
     if not isinstance(nodes, list):
         raise CheckError("management API: /api/nodes did not return a list")
-    by_name = {n.get("name"): n for n in nodes if isinstance(n, dict)}
+    by_name = {n.get("name"): n for n in nodes if isinstance(n, dict) and n.get("name")}
     findings.data["nodes"] = {name: bool(n.get("running")) for name, n in by_name.items()}
-    expected = list(settings.cluster_nodes) or ([] if args.cluster else [findings.node])
-    for name in expected:
-        if name not in by_name:
-            findings.crit("cluster_degraded", f"{name} is not a cluster member")
-        elif not by_name[name].get("running"):
-            state = "not_running" if name == findings.node else "cluster_degraded"
-            findings.crit(state, f"{name} not running")
-    extra = sorted(set(by_name) - set(expected)) if settings.cluster_nodes else []
-    if extra:
-        findings.warn("unexpected cluster member(s) " + ", ".join(extra))
+    judge_cluster(findings, by_name, settings, args)
     for name, node in sorted(by_name.items()):
         if not node.get("running"):
             continue
-        if node.get("partitions"):
-            findings.crit("partitioned", f"{name} partitioned from " + ", ".join(node["partitions"]))
         alarms = [a for a, key in (("memory", "mem_alarm"), ("disk", "disk_free_alarm")) if node.get(key)]
         if alarms:
             findings.crit("alarm", f"{name} {' and '.join(alarms)} alarm (publishers blocked)")
         usage(findings, name, node, args, own=(name == findings.node or len(by_name) == 1))
+
+
+def judge_cluster(findings, by_name, settings, args):
+    """Partitions first: with ``ignore`` handling each side sees the other as
+    not running, and calling that "not running" would invite a restart or a
+    reset of a live node (measured: ``partitions`` fills 8-10 s after the cut,
+    and names both sides)."""
+    partitions = {name: sorted(n["partitions"]) for name, n in sorted(by_name.items())
+                  if n.get("partitions")}
+    cut_off = set()
+    if partitions:
+        findings.data["partitions"] = partitions
+        cut_off = set(partitions).union(*partitions.values())
+        findings.crit("partitioned", "partition: " + "; ".join(
+            f"{name} cut off from {', '.join(peers)}" for name, peers in partitions.items()))
+    if by_name and findings.node not in by_name:
+        findings.crit("not_member", f"{findings.node} is not a member of the cluster this API "
+                      f"reports ({', '.join(sorted(by_name))})")
+    for name in sorted(by_name, key=lambda n: n != findings.node):   # this node first
+        if by_name[name].get("running") or name in cut_off:
+            continue
+        state = "not_running" if name == findings.node else "cluster_degraded"
+        findings.crit(state, f"{name} not running")
+    configured = set(settings.cluster_nodes)
+    if configured and configured != set(by_name):
+        missing, extra = sorted(configured - set(by_name)), sorted(set(by_name) - configured)
+        text = "cluster membership differs from rabbitmq.cluster_nodes:" + (
+            f" not members: {', '.join(missing)}" if missing else "") + (
+            f" unexpected members: {', '.join(extra)}" if extra else "")
+        findings.warn(text, state="membership_mismatch")
 
 
 def usage(findings, name, node, args, own):
@@ -324,26 +360,39 @@ def probe_down(settings, findings, args, fatal, runner=None, clock=None):
     if fatal:
         findings.crit("boot_failed", f"{findings.node} boot failed: {fatal[0]}")
     elif age > timeout:
-        if booting(settings, runner):
+        says = booting(settings, runner)
+        if says is True:
             findings.crit("stuck_booting", f"{findings.node} stuck booting for {age:.0f}s "
                           f"(limit {timeout:g}s)")
-        else:                                     # stop_app by someone, or a start that never began
+        elif says is False:                       # stop_app by someone, or a start that never began
             findings.crit("app_stopped", f"{findings.node}: the rabbit app is not running on a live "
                           f"VM (pid {proc.pid}, up {age:.0f}s; stop_app?)")
+        else:
+            # A VM that does not answer is_booting may be one that is stopping: a
+            # guess here would reset a healthy node, so the check cannot tell.
+            findings.unknown(f"{findings.node}: beam pid {proc.pid} up {age:.0f}s without the rabbit "
+                             f"app, and the node does not say whether it is booting ({says})")
     else:
         findings.warn(f"{findings.node} booting for {age:.0f}s", state="booting")
     return None
 
 
 def booting(settings, runner=None):
-    """True when the node says it is still booting (not stopped with stop_app)."""
+    """True when the node says it is still booting, False when it says it is not
+    (stopped with stop_app); otherwise the reason it could not say (a string)."""
     from autoremedy import execute
     try:
         done = run_cli(settings, "rabbitmq-diagnostics", "is_booting", "--formatter", "json",
                        runner=runner)
-        return json.loads(done.stdout).get("result") is True
-    except (execute.CommandError, ValueError, AttributeError):
-        return True                               # cannot tell: the boot timeout stands
+    except execute.CommandError as exc:
+        return f"rabbitmq-diagnostics is_booting: {exc}"
+    try:
+        answer = json.loads(done.stdout).get("result")
+    except (ValueError, AttributeError):
+        answer = None
+    if isinstance(answer, bool):
+        return answer
+    return f"rabbitmq-diagnostics is_booting: exit {done.returncode}: {done.brief() or 'no answer'}"
 
 
 def probe_cli_cluster(settings, findings, runner=None):
@@ -357,18 +406,94 @@ def probe_cli_cluster(settings, findings, runner=None):
         findings.warn(f"rabbitmqctl cluster_status failed: {done.brief() or done.returncode}")
         return
     running = set(status.get("running_nodes") or [])
-    for name in settings.cluster_nodes or [findings.node]:
-        if name not in running:
-            findings.crit("not_running" if name == findings.node else "cluster_degraded",
-                          f"{name} not running")
+    members = set(status.get("disk_nodes") or []) | set(status.get("ram_nodes") or []) | running
     partitions = status.get("partitions") or {}
-    for name, peers in sorted(partitions.items()):
-        findings.crit("partitioned", f"{name} partitioned from " + ", ".join(peers))
+    by_name = {name: {"running": name in running, "partitions": partitions.get(name) or []}
+               for name in members}
+    findings.data["nodes"] = {name: row["running"] for name, row in by_name.items()}
+    judge_cluster(findings, by_name, settings, None)
     for alarm in status.get("alarms") or []:
         findings.crit("alarm", f"alarm: {json.dumps(alarm, sort_keys=True)}")
 
 
-def probe_definitions(api, settings, findings, args, totals, auth_error=None, runner=None):
+QUEUE_COLUMNS = ("vhost", "name", "type", "node", "members", "online", "messages", "durable", "state")
+# The queue ledger is refreshed at most this often (one listing: 0.34 s for 5,000 queues in
+# the reference measurement), and on every run while a member is down.
+LEDGER_EVERY = 60.0
+
+
+def probe_queues(api, settings, findings, args):
+    """Every queue of the cluster in one listing — including those whose home
+    node is down (``state: down``): ``/api/overview`` leaves them out of its
+    totals (measured), and counting from it made a healthy peer of a dead node
+    look as if its definitions had vanished. Returns the number of durable
+    queues, and keeps the ledger of the queues this node holds (below)."""
+    from autoremedy.rabbitmq import ApiError
+    try:
+        rows = api.queues(columns=QUEUE_COLUMNS, totals_only=True)
+    except ApiError as exc:
+        findings.details.append(f"queues not listed: {exc}")
+        return None
+    if not args.cluster:
+        save_ledger(settings, findings.node, rows, findings)
+    return sum(1 for row in rows if isinstance(row, dict) and row.get("durable", True))
+
+
+def ledger_path(settings, node):
+    return os.path.join(settings.state_dir, "rabbitmq", f"{_safe(node)}.queues.json")
+
+
+def save_ledger(settings, node, rows, findings, clock=time.time):
+    """The queues this node holds (classic queues homed here, quorum and stream
+    queues with a replica here) and their message counts at this reading: what a
+    reset of this node would put at risk. A node that cannot boot cannot be
+    asked, so the remediation names these last readings in its refusal."""
+    from autoremedy import statefile
+    now = round(clock(), 3)
+    earlier = {(q.get("vhost"), q.get("name")): q for q in load_ledger(settings, node).get("queues", [])}
+    held = []
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        members = row.get("members") or []
+        if row.get("node") == node or node in members:
+            entry = {"vhost": row.get("vhost"), "name": row.get("name"), "type": row.get("type"),
+                     "home": row.get("node"), "members": members, "messages": row.get("messages"),
+                     "at": now}
+            seen = earlier.get((entry["vhost"], entry["name"]))
+            if entry["messages"] is None and seen and seen.get("messages") is not None:
+                entry = seen          # its home is down: the reading from before stays, with its time
+            held.append(entry)
+    try:
+        statefile.save(ledger_path(settings, node), {"node": node, "at": now, "queues": held})
+    except OSError as exc:
+        findings.details.append(f"queue ledger not saved: {exc.strerror}")
+
+
+def ledger_age(settings, node):
+    try:
+        return time.time() - os.stat(ledger_path(settings, node)).st_mtime
+    except OSError:
+        return float("inf")
+
+
+def load_ledger(settings, node):
+    """The last readings saved by ``save_ledger`` ({} when none)."""
+    from autoremedy import statefile
+    data = statefile.load(ledger_path(settings, node), {}) or {}
+    return data if isinstance(data, dict) and data.get("node") == node else {}
+
+
+def vanished(baseline, vhosts, users, queues):
+    """What the definitions comparison found gone, for the remediation to tell
+    a loss of the node's database (vhosts or users gone) from a count."""
+    return {"vhosts": sorted({v["name"] for v in baseline.get("vhosts", [])} - set(vhosts)),
+            "users": [] if users is None else sorted({u["name"] for u in baseline.get("users", [])}
+                                                      - set(users)),
+            "durable_queues": queues}
+
+
+def probe_definitions(api, settings, findings, args, queues, auth_error=None, runner=None):
     """Compare with the baseline; refresh the baseline while all is well. ``api``
     is None when it cannot be used: the definitions come from rabbitmqctl."""
     path = settings.baseline_path
@@ -381,7 +506,6 @@ def probe_definitions(api, settings, findings, args, totals, auth_error=None, ru
     if api is not None:
         vhosts = [v["name"] for v in api.get("vhosts", columns="name")]
         users = listed_users(api, findings)
-        queues = (totals or {}).get("queues")
     else:
         vhosts, users, queues = definitions_via_cli(settings, runner)
     if baseline is None:
@@ -393,6 +517,7 @@ def probe_definitions(api, settings, findings, args, totals, auth_error=None, ru
         reasons, notes = compare(baseline, vhosts, users, queues, args.queues_lost)
         findings.details.extend(notes)
         if reasons:
+            findings.data["vanished"] = vanished(baseline, vhosts, users, queues)
             findings.crit("definitions_lost", f"{findings.node} running but definitions vanished: "
                           + "; ".join(reasons))
             return
@@ -448,8 +573,10 @@ def check(args, settings=None, runner=None):
         overview = api.get("overview", columns="node,object_totals")
         if not isinstance(overview, dict):
             raise CheckError("management API: /api/overview did not return an object")
-        if not settings.configured_node and overview.get("node"):
-            settings.data["node"] = overview["node"]     # the node this API runs on
+        if not settings.explicit_node and overview.get("node"):
+            # The node this API runs on, before rabbitmq-env.conf or the hostname:
+            # those name the machine's own broker, not necessarily api_url's.
+            settings.data["node"] = overview["node"]
     except (rabbitmq.ApiUnavailable, rabbitmq.ApiAuthError) as exc:
         if args.cluster:
             raise
@@ -471,10 +598,20 @@ def check(args, settings=None, runner=None):
         if isinstance(api_error, rabbitmq.ApiUnavailable):
             findings.warn("management API unavailable, node checked with the CLI")
         probe_cli_cluster(settings, findings, runner)
+    queues = None
+    if api_error is None:
+        # /api/overview's total leaves out the queues of a member that is down:
+        # then (and every LEDGER_EVERY for the ledger) the queues are listed.
+        members_down = not all((findings.data.get("nodes") or {}).values())
+        ledger_due = not args.cluster and ledger_age(settings, node) > LEDGER_EVERY
+        if members_down or ledger_due:
+            queues = probe_queues(api, settings, findings, args)
+        else:
+            queues = ((overview or {}).get("object_totals") or {}).get("queues")
     if not args.no_baseline:
         auth_error = api_error if isinstance(api_error, rabbitmq.ApiAuthError) else None
         probe_definitions(None if api_error else api, settings, findings, args,
-                          (overview or {}).get("object_totals"), auth_error, runner)
+                          queues, auth_error, runner)
     return verdict(findings, fatal, warn)
 
 

@@ -4,9 +4,19 @@
     RABBITMQ-QUEUES CRITICAL: 2 of 153 queues: notifications.info 52000 msgs (crit >10000), no consumers;
     reply_4f1e 1200 msgs (warn >1000) | 'notifications.info'=52000;1000;10000;0 ... 'queues'=153 ...
 
-One ``GET /api/queues[/<vhost>]?columns=...`` whatever the number of queues (the
-cheaper ``disable_stats`` listing when no consumer count is needed; a paginated,
-server-side filtered listing when one ``--include`` regex narrows the set).
+One ``GET /api/queues[/<vhost>]?columns=...`` whatever the number of queues and
+the selection (the cheaper ``disable_stats`` listing when no consumer count is
+needed; ``--include``/``--exclude`` are applied here, except an ``--include`` of
+exact names, which the API filters in one page: measured 0.12 s against 0.9 s
+for 10,000 queues).
+
+oslo.messaging's queues are told apart by shape (autoremedy.oslo_queues): an
+RPC server queue (``<topic>.<host>``) or topic queue with no consumer is its own
+finding ("RPC server gone 3m (nova-compute on node1?)": WARNING, then
+``--rpc-server-gone`` after ``--rpc-grace``), an orphaned fanout or reply queue
+with ``x-expires`` is reported as "orphaned, expires in N min" without a depth
+alarm (``--orphaned`` to alarm), notifications keep the plain verdicts. When
+consumers went away is kept in ``<state_dir>/rabbitmq/rpc-consumers.json``.
 Thresholds: ``-w/-c`` on a queue's messages (ready + unacked), ``--ready-*`` and
 ``--unacked-*`` on each part, ``--no-consumers`` for messages waiting with nobody
 consuming, ``--stuck-consumers`` for consumers that hold unacked messages and
@@ -54,6 +64,15 @@ def add_arguments(parser):
                      help="state for a queue with messages and no consumer (default warning)")
     thr.add_argument("--no-consumers-min", type=int, default=1, metavar="N",
                      help="messages waiting that make a consumer-less queue count (default 1)")
+    thr.add_argument("--rpc-server-gone", choices=tuple(LEVELS), default="critical",
+                     help="state for an oslo.messaging RPC server or topic queue without consumer "
+                          "after --rpc-grace (default critical; WARNING before)")
+    thr.add_argument("--rpc-grace", type=units.duration, default=units.duration("1m"),
+                     metavar="DURATION", help="how long an RPC queue may lack its consumer "
+                     "before --rpc-server-gone applies (default 1m: a service restart)")
+    thr.add_argument("--orphaned", choices=("report",) + tuple(LEVELS)[1:], default="report",
+                     help="orphaned fanout/reply queues with x-expires: report (default, no alarm) "
+                          "or alarm at this level, depth thresholds included")
     thr.add_argument("--stuck-consumers", choices=tuple(LEVELS), default="off",
                      help="state for consumers holding unacked messages and acking nothing")
     thr.add_argument("--growth-warning", type=float, metavar="MSG/S", help="growth rate warning")
@@ -110,28 +129,30 @@ def _regex(pattern, option):
 # --- acquire -----------------------------------------------------------------------
 
 def needs_consumers(args):
-    return args.no_consumers != "off" or args.stuck_consumers != "off"
+    return (args.no_consumers != "off" or args.stuck_consumers != "off"
+            or getattr(args, "rpc_server_gone", "off") != "off")
+
+
+EXACT_PAGE = 500     # Api.queues pages by 500: at most this many exact names is one request
 
 
 def from_api(api, args, selection):
-    """Rows from one listing (or the pages of one filtered listing)."""
+    """Rows from ONE request, whatever the selection."""
     columns = list(BASE_COLUMNS)
     consumers = needs_consumers(args)
     if consumers:
-        columns.append("consumers")
+        columns += ["consumers", "arguments"]         # arguments: x-expires of RPC queues
     if args.stuck_consumers != "off":
         columns.append("message_stats")
     vhost = next(iter(selection.vhosts)) if len(selection.vhosts) == 1 else None
-    name_regex = args.include[0] if len(args.include) == 1 else None
-    from autoremedy.rabbitmq import ApiError, NotFound
+    # Only an include of exact names is filtered by the API: it reads the same
+    # in both regex dialects and cannot match more than one page.
+    from autoremedy import queue_patterns
+    exact = queue_patterns.exact_names(args.include[0]) if len(args.include) == 1 else None
+    name_regex = args.include[0] if exact is not None and len(exact) <= EXACT_PAGE else None
+    from autoremedy.rabbitmq import NotFound
     try:
-        try:
-            rows = api.queues(vhost, columns, totals_only=not consumers, name_regex=name_regex)
-        except ApiError as exc:
-            if name_regex is None or exc.status != 400:
-                raise
-            # RabbitMQ's PCRE refused a Python-only regex: list everything, filter here.
-            rows = api.queues(vhost, columns, totals_only=not consumers)
+        rows = api.queues(vhost, columns, totals_only=not consumers, name_regex=name_regex)
     except NotFound:
         raise CheckError(f"vhost {vhost!r} does not exist (404)") from None
     return [_row(r) for r in rows]
@@ -149,7 +170,16 @@ def _row(raw):
         "consumers": raw.get("consumers"),
         "ack_rate": _rate(stats, "ack_details") + _rate(stats, "deliver_no_ack_details"),
         "deliver_rate": _rate(stats, "deliver_get_details"),
+        "expires": _expires(raw.get("arguments")),
     }
+
+
+def _expires(arguments):
+    try:
+        value = (arguments or {}).get("x-expires")
+        return None if value is None else int(value) / 1000.0
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def _rate(stats, key):
@@ -248,6 +278,10 @@ class Rules:
         self.growth = (_floor(args.growth_warning), _floor(args.growth_critical))
         self.drain = (args.drain_warning, args.drain_critical)
         self.drain_min = args.drain_min
+        self.rpc_gone = LEVELS[getattr(args, "rpc_server_gone", "off")]
+        self.rpc_grace = getattr(args, "rpc_grace", 60.0)
+        orphaned = getattr(args, "orphaned", "report")
+        self.orphaned = None if orphaned == "report" else LEVELS[orphaned]
 
     @property
     def rates_wanted(self):
@@ -267,11 +301,34 @@ def _level(value, pair):
     return Status.OK, None
 
 
-def judge(row, rules, rate=None):
-    """(status, [reasons]) for one queue."""
+def orphaned(row, oslo):
+    """An oslo.messaging fanout/reply queue nobody consumes that RabbitMQ will
+    delete by itself (x-expires): its process died, its successor has its own."""
+    return ((oslo or {}).get("kind") in ("fanout", "reply") and row.get("consumers") == 0
+            and row.get("expires") is not None)
+
+
+def orphan_text(oslo, row=None):
+    left = (oslo or {}).get("expires_in")
+    if left is not None:
+        return f"orphaned, expires in {units.human_duration(left)}"
+    if row is not None and row.get("expires") is not None:
+        return f"orphaned, expires within {units.human_duration(row['expires'])}"
+    return "orphaned, expires by itself"
+
+
+def judge(row, rules, rate=None, oslo=None):
+    """(status, [reasons]) for one queue. ``oslo``: {kind, label, lost_for,
+    expires_in} from the queue's oslo.messaging shape (see check())."""
     if row.get("missing"):
         return Status.WARNING, ["does not exist"]
     status, reasons = Status.OK, []
+    kind = (oslo or {}).get("kind")
+    if orphaned(row, oslo):
+        if rules.orphaned is None:
+            return Status.OK, []          # reported apart (summarise), no depth alarm
+        status = rules.orphaned
+        reasons.append(orphan_text(oslo, row))
     for value, pair, what in ((row["messages"], rules.messages, "msgs"),
                               (row["ready"], rules.ready, "ready"),
                               (row["unacked"], rules.unacked, "unacked")):
@@ -281,7 +338,15 @@ def judge(row, rules, rate=None):
             word = "crit" if level is Status.CRITICAL else "warn"
             reasons.append(f"{value} {what} ({word} {rng.describe()})")
     consumers = row.get("consumers")
-    if rules.no_consumers and consumers == 0 and row["messages"] >= rules.no_consumers_min:
+    if rules.rpc_gone and kind in ("server", "topic") and consumers == 0:
+        lost = oslo.get("lost_for")
+        level = rules.rpc_gone if lost is not None and lost >= rules.rpc_grace else Status.WARNING
+        status = status.worse(level)
+        since = "" if lost is None else f" {units.human_duration(lost)}"
+        reasons.insert(0, f"RPC server gone{since} ({oslo.get('label')}?)" if kind == "server"
+                       else f"no RPC server consumes this topic{since}")
+    elif (rules.no_consumers and consumers == 0 and row["messages"] >= rules.no_consumers_min
+          and not orphaned(row, oslo)):        # "orphaned" says it already
         status = status.worse(rules.no_consumers)
         reasons.append("no consumers" if reasons else f"{row['messages']} msgs, no consumers")
     if (rules.stuck and consumers and row["unacked"] > 0 and row["ready"] > 0
@@ -339,20 +404,65 @@ def check(args, settings=None, clock=time.time):
                 raise
             rows, via = from_amqp(settings, args, str(exc)), "amqp"
             note = f"via AMQP passive declares: {exc}"
+    now = clock()
+    # The shapes are read from every queue listed (a server queue is known by
+    # its topic queue), before the selection narrows the rows.
+    oslo, history_note = oslo_view(rows, rules, settings, now) if via == "api" else ({}, None)
     rows = [r for r in rows if selection.wants(r["vhost"], r["name"])]
     rates = {}
     if rules.rates_wanted and via == "api":
         path = os.path.join(settings.state_dir, "checks", f"rabbitmq-queues-{selection.key()}.json")
-        rates = update_rates(path, rows, args.window, clock())
-    return summarise(rows, rules, rates, args.top, via, note)
+        rates = update_rates(path, rows, args.window, now)
+    result = summarise(rows, rules, rates, args.top, via, note, oslo)
+    if history_note:
+        result.details.append(history_note)
+    return result
 
 
-def summarise(rows, rules, rates, top, via, note=None):
-    judged = []
+def oslo_view(rows, rules, settings, now):
+    """{(vhost, name): {kind, label, lost_for, expires_in}} for oslo.messaging
+    queues, and a note when the consumer history could not be kept."""
+    from autoremedy import oslo_queues
+    kinds, topics = oslo_queues.classify_rows(rows)
+    seen, note = {}, None
+    if any(k is not None and k != "notification" for k in kinds.values()):
+        history = oslo_queues.ConsumerHistory(oslo_queues.history_path(settings.state_dir))
+        try:
+            seen = history.update(rows, kinds, now)
+        except (OSError, TimeoutError) as exc:
+            note = (f"RPC consumer history {history.path}: {getattr(exc, 'strerror', None) or exc}: "
+                    "how long an RPC server has been gone is unknown")
+    out = {}
+    for row in rows:
+        key = (row["vhost"], row["name"])
+        kind = kinds.get(key)
+        if kind is None or kind == "notification":
+            continue
+        info = {"kind": kind}
+        if kind == "server":
+            topic = topics[key]
+            info["label"] = oslo_queues.server_label(topic, row["name"][len(topic) + 1:])
+        entry = seen.get(row["vhost"] + "\0" + row["name"]) or {}
+        if entry.get("lost") is not None:
+            info["lost_for"] = max(0.0, now - entry["lost"])
+        if row.get("expires") is not None and info.get("lost_for") is not None:
+            # x-expires counts from the last use (consumer, get, declare): the
+            # consumer was gone at least since our first run that saw it without.
+            info["expires_in"] = max(0.0, row["expires"] - info["lost_for"])
+        out[key] = info
+    return out, note
+
+
+def summarise(rows, rules, rates, top, via, note=None, oslo=None):
+    oslo = oslo or {}
+    judged, orphans = [], []
     for row in rows:
         rate = rates.get(row["vhost"] + "\0" + row["name"])
-        status, reasons = judge(row, rules, rate)
-        judged.append((RANK[status], -row.get("messages", 0), row, status, reasons, rate))
+        info = oslo.get((row["vhost"], row["name"]))
+        status, reasons = judge(row, rules, rate, info)
+        if rules.orphaned is None and orphaned(row, info):
+            orphans.append(f"{queue_id(row)} {orphan_text(info, row)}")
+        judged.append((RANK[status], -row.get("messages", 0), row, status, reasons, rate, info))
     judged.sort(key=lambda j: (j[0], j[1]))
     bad = [j for j in judged if j[3] is not Status.OK]
     worst = Status.OK
@@ -369,6 +479,9 @@ def summarise(rows, rules, rates, top, via, note=None):
         deepest = max(rows, key=lambda r: r.get("messages", 0))
         summary = (f"{len(rows)} queues OK, {total} msgs, deepest {queue_id(deepest)} "
                    f"{deepest.get('messages', 0)}")
+        if orphans:
+            summary += (f"; {len(orphans)} orphaned RPC queue(s), no alarm: "
+                        + "; ".join(orphans[:3]) + ("; ..." if len(orphans) > 3 else ""))
     if note:
         summary += f" ({note})"
     metrics = [Metric(queue_id(r), r.get("messages", 0), "", rules.messages[0], rules.messages[1], 0)
@@ -377,6 +490,8 @@ def summarise(rows, rules, rates, top, via, note=None):
     metrics += [Metric("queues", len(rows), "", min=0), Metric("messages", total, "", min=0),
                 Metric("alerting", len(bad), "", min=0)]
     details = [f"{Status(j[3]).name}: {queue_id(j[2])} " + ", ".join(j[4]) for j in bad[5:50]]
+    details += [f"OK: {text} (x-expires: RabbitMQ deletes it; --orphaned to alarm)"
+                for text in orphans[:50]]
     # A new queue's consumer count can trail its depth in the API's statistics.
     uncounted = sum(1 for r in rows if r.get("consumers") is None and rules.no_consumers
                     and r.get("messages", 0) >= rules.no_consumers_min and via == "api")
@@ -388,9 +503,14 @@ def summarise(rows, rules, rates, top, via, note=None):
 
 
 def _data_row(judged):
-    _, _, row, status, reasons, rate = judged
+    _, _, row, status, reasons, rate, info = judged
     out = {"id": queue_id(row), "vhost": row["vhost"], "name": row["name"], "status": int(status),
            "reasons": reasons}
+    if info:
+        out["kind"] = info["kind"]
+        for key in ("lost_for", "expires_in"):
+            if info.get(key) is not None:
+                out[key] = round(info[key], 1)
     for key in ("messages", "ready", "unacked", "consumers"):
         if key in row:
             out[key] = row[key]

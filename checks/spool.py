@@ -44,7 +44,10 @@ def check(args):
     depth_crit = args.critical if args.critical is not None else f"{spool['critical_depth']}"
     age_warn = args.age_warning if args.age_warning is not None else spool["warning_age"]
     age_crit = args.age_critical if args.age_critical is not None else spool["critical_age"]
-    stats = Spool(config.state_dir).stats()
+    try:
+        stats = Spool(config.state_dir).stats()
+    except OSError as exc:      # unreadable, or something planted at spool/ (safefs)
+        raise CheckError(f"cannot read the spool: {exc.strerror or exc}") from None
     depth = Metric("depth", stats["depth"], "", depth_warn, depth_crit, min=0)
     age = Metric("oldest_age", round(stats["oldest_age"] or 0), "s",
                  f"{age_warn:g}", f"{age_crit:g}", min=0)

@@ -9,7 +9,7 @@ import sys
 from autoremedy.runtime import describe, fail
 
 EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED = 2, 3, 1
-READ_CAP = 64 << 20        # beyond this the dead letter keeps the first 64 MiB only
+READ_CAP = 64 << 20        # never hold more than this in memory, whatever the settings
 
 
 def read_input(stream=None, cap=READ_CAP):
@@ -48,20 +48,36 @@ class Setup:
     def max_event_size(self):
         return int(self.config.get("spool.max_event_size") or (1 << 20))
 
+    @property
+    def read_cap(self):
+        """Bytes of stdin worth holding: enough to parse the largest event allowed
+        and to keep the head of a larger one as a dead letter (the rest is
+        drained and counted, never kept)."""
+        from autoremedy.deadletter import Limits
+        keep = Limits.from_config(self.config).max_file
+        return min(READ_CAP, max(self.max_event_size, keep) + 1)
+
 
 def _audit(config):
     from autoremedy.cli import audit_for
     return audit_for(config)
 
 
-def reject(setup, raw, reason, source, total=None):
-    """Malformed input: keep the raw bytes as a dead letter, audit, one line, exit 2."""
+def reject(setup, raw, reason, source, total=None, argv=None):
+    """Malformed input or a bad command line: keep the raw bytes as a dead letter
+    (capped: autoremedy.deadletter), audit, one line, exit 2."""
+    from autoremedy.deadletter import Limits
     from autoremedy.route import safe_audit
     from autoremedy.spool import Spool
     size = len(raw) if total is None else total
     note = ""
+
+    def audit(what, result, **fields):
+        safe_audit(setup.audit, what, result, **fields)
     try:
-        kept = Spool(setup.config.state_dir).deadletter(raw, reason, source)
+        kept = Spool(setup.config.state_dir).deadletter(
+            raw, reason, source, size=size, argv=argv, limits=Limits.from_config(setup.config),
+            audit=audit)
         note = f" (raw input kept in {kept})"
     except OSError as exc:
         kept = None
@@ -69,6 +85,21 @@ def reject(setup, raw, reason, source, total=None):
     safe_audit(setup.audit, "deadletter", "error", source=source, reason=reason, size=size,
                path=kept)
     return fail(f"{source} event rejected: {reason}{note}", EXIT_BAD_INPUT)
+
+
+def parse_or_reject(setup, raw, source, parse, total=None):
+    """``parse()`` -> Event, or the exit code of ``reject``: a malformed input,
+    and any error at all while parsing, keeps the raw input with the reason."""
+    from autoremedy.event import MalformedEvent
+    try:
+        return parse(), None
+    except MalformedEvent as exc:
+        return None, reject(setup, raw, str(exc), source, total)
+    except Exception as exc:                  # noqa: BLE001 - the last line of defence
+        if os.environ.get("AUTOREMEDY_DEBUG"):
+            raise
+        return None, reject(setup, raw, f"internal error while parsing: {describe(exc)}",
+                            source, total)
 
 
 def config_failure(setup, event):

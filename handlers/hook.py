@@ -8,8 +8,9 @@ forward the result to StackStorm or fall back to the guarded local remediation.
     autoremedy: event kept in the spool for replay (...)
 
 This is what a Sensu check hook, a Zabbix action's remote command or a timer
-runs on the failing node (Sensu handlers run on the backend, reference/sensu.md
-§4). Hook options come first; every other option goes to ``autoremedy check
+runs on the failing node (Sensu handlers run on the backend:
+https://docs.sensu.io/sensu-go/latest/plugins/assets/). Hook options come first;
+every other option goes to ``autoremedy check
 <class>``:
 
     --target NAME       key of remediations.<class>.targets to remediate (else the
@@ -17,6 +18,9 @@ runs on the failing node (Sensu handlers run on the backend, reference/sensu.md
     --check-name NAME   the event's check name (default: the class)
     --config FILE       configuration (also passed to the check)
     --dry-run           plan the remediation, change nothing
+    --silenced          the monitor has this check silenced (or the problem is
+                        suppressed): forward the event, never remediate it
+                        here (also AUTOREMEDY_SILENCED=1)
 
 The hook remembers the incident (``<state_dir>/hook/incidents.json``): its start
 makes the event id stable across runs of the same incident (one remediation,
@@ -29,7 +33,6 @@ Exit: 0 OK, delivered or handled locally; 1 escalation; 2 bad command line;
 """
 import hashlib
 import os
-import time
 
 from autoremedy.runtime import ArgumentParser, UsageError, fail
 
@@ -38,7 +41,7 @@ from autoremedy.handlers._common import EXIT_BAD_INPUT, EXIT_CONFIG, Setup, run_
 SOURCE = "hook"
 INCIDENT_TTL = 7 * 86400.0      # an incident not seen for a week is forgotten
 USAGE = "usage: autoremedy handle hook <class> [--target NAME] [--check-name NAME] " \
-        "[--config FILE] [--dry-run] [check options]"
+        "[--config FILE] [--dry-run] [--silenced] [check options]"
 
 
 def parser():
@@ -47,13 +50,23 @@ def parser():
     p.add_argument("--check-name")
     p.add_argument("--config")
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--silenced", action="store_true")
     return p
+
+
+def _silenced(own, environ=None):
+    """The hook's silence input: ``--silenced`` or AUTOREMEDY_SILENCED (a Sensu
+    check hook inherits the agent's environment; a Zabbix action for suppressed
+    problems passes the flag). Same effect as Sensu's ``is_silenced``: the event
+    is forwarded and never remediated locally."""
+    value = (environ if environ is not None else os.environ).get("AUTOREMEDY_SILENCED", "")
+    return bool(own.silenced) or value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE + "\n\n" + (__doc__ or "").split("\n\n", 2)[2])
-        return 0
+        return 0 if argv else EXIT_BAD_INPUT
     from autoremedy.cli import run_check
     from autoremedy.event import MalformedEvent, from_check
     from autoremedy.render import render
@@ -67,6 +80,9 @@ def main(argv):
     setup = Setup(own.config)
     if setup.error:
         return fail(f"configuration error: {setup.error}", EXIT_CONFIG)
+    refusal = _not_allowlisted(setup.config, cls, own.target)
+    if refusal:
+        return fail(f"hook: {refusal} (nothing was run)", EXIT_BAD_INPUT)
     if own.config:
         check_argv = check_argv + ["--config", own.config]
     result, args = run_check(cls, check_argv)
@@ -77,7 +93,14 @@ def main(argv):
     config = setup.config
     check_name = own.check_name or cls
     key = _incident_key(cls, check_name, own.target, check_argv)
-    incident, was_open = track(config.state_dir, key, result.status)
+    try:
+        incident, was_open = track(config.state_dir, key, result.status)
+    except OSError as exc:
+        # No incident memory (state directory unwritable, full, read-only): the
+        # event still goes out — a failure now, or an OK that may close one.
+        print(f"autoremedy: hook: incident state not kept in {config.state_dir} "
+              f"({exc.strerror or exc}): forwarding without it")
+        incident, was_open = {"start": None}, True
     if result.status is Status.OK and not was_open:
         print(f"autoremedy: {check_name} OK on {config.hostname}: nothing to do")
         return 0
@@ -88,7 +111,7 @@ def main(argv):
     try:
         event = from_check(result, check_name, config.hostname, rendered,
                            started=incident["start"], occurrences=incident.get("occurrences"),
-                           labels=labels)
+                           labels=labels, silenced=_silenced(own))
     except MalformedEvent as exc:          # e.g. an unusable --check-name
         return fail(f"hook: {exc}", EXIT_BAD_INPUT)
     raw = rendered.encode("utf-8", "replace")
@@ -98,6 +121,33 @@ def main(argv):
             and decision.outcome.status == "remediated":
         close(config.state_dir, key)   # verified OK: the next failure is a new incident
     return code
+
+
+def _not_allowlisted(config, cls, target):
+    """Why ``--target`` may not be used, or None. Decided before the check runs:
+    through the sudo gate the check runs as root with options of the caller's
+    choosing, so a class or target outside root's allowlist must not get as
+    far as a probe."""
+    if target is None:
+        return None
+    from autoremedy.cli import available, load
+    from autoremedy.runtime import UsageError
+    if cls not in available("remediations"):
+        try:
+            load("remediations", cls)           # a plugin's class (entry point)
+        except UsageError:
+            return f"no remediation class {cls!r}"
+    from autoremedy.config import ConfigError
+    from autoremedy.remediation import Remediation
+    try:
+        remediation = load("remediations", cls).REMEDIATION(config)
+        if remediation.listed(target):
+            return None
+    except ConfigError as exc:
+        return f"configuration error: {exc}"
+    if type(remediation).allowlist is Remediation.allowlist:
+        return f"target {target!r} is not in remediations.{cls}.targets"
+    return f"target {target!r} is not an allowlisted target of {cls}"
 
 
 def _incident_key(cls, check_name, target, check_argv):
@@ -110,31 +160,11 @@ def _path(state_dir):
 
 
 def track(state_dir, key, status, now=None):
-    """Record this run; return (incident, was_open). An OK run closes the incident
-    and returns the one it closed (its start identifies the resolution)."""
-    from autoremedy import statefile
-    from autoremedy.result import Status
-    now = time.time() if now is None else now
-    with statefile.updating(_path(state_dir)) as data:
-        for old in [k for k, v in data.items() if now - v.get("last", 0) > INCIDENT_TTL]:
-            del data[old]
-        current = data.get(key)
-        if status is Status.OK:
-            data.pop(key, None)
-            return (current or {"start": now}), current is not None
-        if current is None:
-            current = {"start": round(now, 3), "status": int(status), "occurrences": 0}
-        elif current.get("status") != int(status):
-            # Sensu semantics: occurrences restart on any status change; the
-            # incident (and its start) goes on.
-            current.update(status=int(status), occurrences=0)
-        current["occurrences"] += 1
-        current["last"] = round(now, 3)
-        data[key] = current
-        return dict(current), True
+    """Record this run; return (incident, was_open) (autoremedy.incidents)."""
+    from autoremedy import incidents
+    return incidents.track(_path(state_dir), key, status, now, INCIDENT_TTL)
 
 
 def close(state_dir, key):
-    from autoremedy import statefile
-    with statefile.updating(_path(state_dir)) as data:
-        data.pop(key, None)
+    from autoremedy import incidents
+    incidents.close(_path(state_dir), key)

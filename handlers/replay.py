@@ -17,8 +17,18 @@ once, so a systemd timer can fire it as often as it likes. The circuit breaker
 does not gate replay (replay *is* the probe) but learns from it: a successful
 replay closes it for every handler on the host.
 
+``--concurrency N`` delivers over N kept-alive connections at once: events of
+one incident (one event id) always go through the same connection, one after
+the other, so their order holds; across incidents the spool order is no longer
+the arrival order. ``--follow`` makes replay the continuous forwarder: it never
+ends, delivers what handlers spool within ~0.2 s, and keeps a heartbeat
+(``spool/.forwarder.json``) by which handlers configured with
+``stackstorm.delivery: forwarder`` know they may hand events over instead of
+waiting on StackStorm themselves (docs/fleet.md, "Storm-proof delivery").
+
 Options: ``--config FILE``, ``--max-time DURATION`` (default 60s), ``--limit N``,
-``--backoff-max DURATION`` (default 30s), ``--quiet`` (summary only), ``--json``.
+``--backoff-max DURATION`` (default 30s), ``--concurrency N`` (default 1),
+``--follow``, ``--quiet`` (summary only), ``--json``.
 Exit: 0 spool drained (or another replay is running), 1 StackStorm unreachable
 or not configured with events left, 2 bad command line, 3 configuration error.
 """
@@ -40,6 +50,11 @@ def parser():
                    help="deliver at most N events (default: all)")
     p.add_argument("--backoff-max", type=units.duration, default=30.0, metavar="DURATION",
                    help="longest wait between retries (default 30s)")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="connections delivering at once; order is kept per incident "
+                        "(default 1: spool order)")
+    p.add_argument("--follow", action="store_true",
+                   help="run as the continuous forwarder (never ends; heartbeat for handlers)")
     p.add_argument("--quiet", action="store_true", help="print the summary only")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
@@ -50,8 +65,13 @@ class Replayer:
     are injected so tests can run backoff without waiting."""
 
     def __init__(self, spool, client, breaker=None, audit=None, hostname="", max_time=60.0,
-                 limit=0, backoff_max=30.0, say=None, sleep=time.sleep, clock=time.monotonic):
+                 limit=0, backoff_max=30.0, say=None, sleep=time.sleep, clock=time.monotonic,
+                 clients=()):
         self.spool, self.client, self.breaker, self.audit = spool, client, breaker, audit
+        # More than one client: delivered in parallel, one incident per client (_run_parallel).
+        self.clients = list(clients) or [client]
+        import threading
+        self._mutex = threading.Lock()
         self.hostname = hostname
         self.limit, self.backoff_max = limit, backoff_max
         self.say = say or (lambda text: None)
@@ -72,7 +92,73 @@ class Replayer:
             remover.close()
         return self
 
+    def _entries(self, seen):
+        """(name, Entry) still to deliver, in spool order; corrupt ones quarantined."""
+        from autoremedy.spool import CorruptEntry
+        for name in [n for n in self.spool.names() if n not in seen]:
+            seen.add(name)
+            try:
+                entry = self.spool.load(name)
+            except CorruptEntry as exc:
+                self.spool.quarantine(name, str(exc))
+                self.corrupt += 1
+                self._audit("replay", "error", reason=f"corrupt entry moved to the dead letters: {exc}")
+                continue
+            if entry is None:
+                continue                      # delivered by someone else meanwhile
+            if self.spool.claimed(entry):
+                self.claimed.add(name)
+                continue
+            yield name, entry
+
+    def _run_parallel(self, remover):
+        """One worker per client, each with its own queue: an event goes to the
+        worker its incident (event id) hashes to, so one incident's events keep
+        their order while the workers' round trips overlap. Queues are bounded:
+        the spool stays the buffer."""
+        import queue
+        import threading
+        import zlib
+        self._remove = remover.put
+        queues = [queue.Queue(maxsize=64) for _ in self.clients]
+
+        def work(client, inbox):
+            while True:
+                entry = inbox.get()
+                if entry is None:
+                    return
+                if self.stopped is None:
+                    self.deliver(entry, client)
+        workers = [threading.Thread(target=work, args=(c, q), daemon=True)
+                   for c, q in zip(self.clients, queues)]
+        for worker in workers:
+            worker.start()
+        seen, sent = set(), 0
+        try:
+            while self.stopped is None:
+                batch = list(self._entries(seen))
+                if not batch:
+                    break
+                for _, entry in batch:
+                    if self.stopped is not None:
+                        break
+                    if self.limit and sent >= self.limit:
+                        self.stopped = "limit"
+                        break
+                    if self.clock() > self.deadline:
+                        self.stopped = "time"
+                        break
+                    queues[zlib.crc32(entry.id.encode()) % len(queues)].put(entry)
+                    sent += 1
+        finally:
+            for inbox in queues:
+                inbox.put(None)
+            for worker in workers:
+                worker.join()
+
     def _run(self, remover):
+        if len(self.clients) > 1:
+            return self._run_parallel(remover)
         from autoremedy.spool import CorruptEntry
         self._remove = remover.put
         seen = set()
@@ -103,19 +189,23 @@ class Replayer:
                 if not self.deliver(entry):
                     break
 
-    def deliver(self, entry):
+    def deliver(self, entry, client=None):
         """True when delivered; False when the run must stop (sets ``stopped``)."""
         from autoremedy.route import document
         from autoremedy.stackstorm import CONFIG
+        client = client or self.client
         event = dict(entry.data["event"])
         raw = event.pop("raw", None)
         doc = document(entry.data, event, raw, self.hostname, replayed=True)
         delay = 0.5
         while True:
-            delivery = self.client.post(doc, entry.id)
+            if self.stopped is not None and len(self.clients) > 1:
+                return False          # another worker stopped the run: leave it spooled
+            delivery = client.post(doc, entry.id)
             if delivery.ok:
                 self._remove(entry)
-                self.delivered += 1
+                with self._mutex:
+                    self.delivered += 1
                 self._closed()
                 self._audit("replay", "ok", event_id=entry.id, source=event.get("source"),
                             event_host=event.get("host"), check=event.get("check"),
@@ -139,7 +229,8 @@ class Replayer:
             if self.clock() + wait > self.deadline:
                 self._give_up(entry, delivery, "unreachable")
                 return False
-            self.retries += 1
+            with self._mutex:
+                self.retries += 1
             self.sleep(wait)
             delay = min(delay * 2, self.backoff_max)
 
@@ -163,7 +254,8 @@ class Replayer:
 
     def _audit(self, what, result, **fields):
         from autoremedy.route import safe_audit
-        safe_audit(self.audit, what, result, **fields)
+        with self._mutex:
+            safe_audit(self.audit, what, result, **fields)
 
     def summary(self, elapsed):
         left = self.spool.stats()
@@ -241,15 +333,29 @@ def main(argv):
             spool.sweep_temp()
             if client is None:
                 depth = spool.stats()["depth"]
+                code = EXIT_LEFT if depth else EXIT_OK
+                if args.json:
+                    print(json.dumps({"delivered": 0, "retries": 0, "corrupt": 0, "claimed": 0,
+                                      "left": depth, "stopped": "not-configured",
+                                      "last_error": "StackStorm is not configured (stackstorm.url)",
+                                      "seconds": 0.0, "rate": None}, sort_keys=True))
+                    return code
                 return fail(f"replay: StackStorm is not configured (stackstorm.url); "
-                            f"{depth} event(s) wait in {spool.dir}", EXIT_LEFT if depth else EXIT_OK)
+                            f"{depth} event(s) wait in {spool.dir}", code)
+            if args.concurrency < 1:
+                return fail("--concurrency must be at least 1", EXIT_USAGE)
+            clients = [client] + [Client.from_config(config) for _ in range(args.concurrency - 1)]
+            if args.follow:
+                return follow(spool, clients, config, args, say)
             started = time.monotonic()
             replayer = Replayer(spool, client, Breaker.for_config(config), audit_for(config),
-                                config.hostname, args.max_time, args.limit, args.backoff_max, say)
+                                config.hostname, args.max_time, args.limit, args.backoff_max, say,
+                                clients=clients)
             try:
                 replayer.run()
             finally:
-                client.close()
+                for each in clients:
+                    each.close()
             summary = replayer.summary(time.monotonic() - started)
     except TimeoutError:
         print("autoremedy: replay: another replay is running; leaving the spool to it")
@@ -263,6 +369,55 @@ def main(argv):
                     EXIT_CONFIG)
     if summary["stopped"] == "unreachable":
         return EXIT_LEFT
+    return EXIT_OK
+
+
+POLL = 0.2                   # an idle forwarder looks at the spool this often
+
+
+def follow(spool, clients, config, args, say):
+    """The continuous forwarder: replay passes for ever over kept-alive
+    connections, a heartbeat between them. While StackStorm is unreachable a
+    pass backs off (up to --backoff-max) and the next one tries again; the
+    breaker it opens is what handlers read to decide on the local fallback."""
+    import signal
+    import threading
+    from autoremedy import forwarder
+    from autoremedy.breaker import Breaker
+    from autoremedy.cli import audit_for
+    breaker, audit = Breaker.for_config(config), audit_for(config)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def beat():
+        # Its own thread: a long pass (StackStorm slow, a deep spool) must not
+        # make the forwarder look dead to the handlers.
+        while not stop.is_set():
+            try:
+                forwarder.beat(spool, len(clients))
+            except OSError:
+                pass
+            stop.wait(forwarder.EVERY)
+    threading.Thread(target=beat, name="heartbeat", daemon=True).start()
+    total = 0
+    try:
+        while not stop.is_set():
+            replayer = Replayer(spool, clients[0], breaker, audit, config.hostname,
+                                args.backoff_max + forwarder.EVERY, 0, args.backoff_max, say,
+                                clients=clients)
+            replayer.run()
+            total += replayer.delivered
+            if replayer.stopped == "config":
+                return fail(f"forwarder stopped: StackStorm configuration error: "
+                            f"{replayer.last_error}", EXIT_CONFIG)
+            if not replayer.delivered:
+                stop.wait(POLL)
+    finally:
+        stop.set()
+        for each in clients:
+            each.close()
+        forwarder.gone(spool)
+    print(f"autoremedy: forwarder: {total} delivered, stopping")
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""Evacuate a dead compute host, in Masakari's order and with its safety.
+"""Evacuate a dead compute host, in Masakari's order and with its safety; and the way back.
 
 Configuration (only allowlisted hosts are ever touched)::
 
@@ -14,11 +14,16 @@ Configuration (only allowlisted hosts are ever touched)::
         fence: false                    # power an unreachable-but-on host off via IPMI first
         reserved_hosts: []              # evacuate only to these (enabled first if disabled)
         skip_error: false               # leave instances in ERROR where they are
+        recover_error: false            # let a former ERROR instance land ACTIVE (default: back to ERROR)
         lock_instances: true
         capacity: {check: true, cpu_allocation_ratio: 4.0, ram_allocation_ratio: 1.0}
+        claim_ttl: 60s                  # a run's claim on the host, refreshed while it runs
+        claim_settle: 2s                # wait after claiming, then check that the claim held
+        restart_command: []             # --restore: argv restarting nova-compute on {host}
+        restore_timeout: 5m             # --restore: wait for nova-compute to report, then "up"
         guards: {global_cap: {max: 2, per: 1h}}   # at most 2 hosts an hour
 
-The sequence (reference/openstack.md §3; fence_compute's order):
+The sequence (Masakari's host-failure flow; fence_compute's order):
 
 1. refuse unless the host is confirmed dead: service down and (powered off, or
    unreachable with no passing keepalive); an unreachable host that is still
@@ -26,36 +31,70 @@ The sequence (reference/openstack.md §3; fence_compute's order):
 2. refuse when more than ``openstack.compute.max_down_share`` of the computes
    are down (a partition, not hardware), or when the others lack the vCPU/RAM;
 3. force the service down (tells Nova the host is off, no 180 s wait), then
-   disable it with a reason (after force-down Nova skips the RPC to the dead host);
+   disable it with a reason that is also this run's **claim** on the host: a
+   second handler (another Sensu backend, another state directory) sees a live
+   claim and refuses, and two runs that claim at once both read the claim back
+   after ``claim_settle``: only the last writer goes on, the other ends ``noop``;
 4. list the host's instances with ``compute_host=``, all projects, and refuse a
    list holding another host's server;
 5. evacuate each with bounded concurrency at the pinned microversion (2.53: no
-   ``force``, no ``onSharedStorage``): lock it, reset it to ``error`` only when
-   Nova requires it (vm_state not active/stopped/error, or a task_state set),
-   evacuate, wait until it has landed on another host, give it back its
-   state (stopped stays stopped, active stays active, error back to error), unlock;
+   ``force``, no ``onSharedStorage``): re-read it, lock it, reset it to ``error``
+   only when Nova requires it (vm_state not active/stopped/error, or a
+   task_state set), evacuate, wait until it has landed on another host, give it
+   back the state it had **at the start of this incident** (stopped stays
+   stopped, paused/suspended are paused/suspended again, ERROR goes back to
+   ERROR unless ``recover_error``), unlock;
 6. stop submitting when the host shows signs of life mid-way, and report per instance.
 
-The original state of each instance is kept in ``<state_dir>/compute-node/<host>.json``
-before anything is reset, so a second run after a partial failure continues
-with the right targets (an instance already landed is no longer on the host).
+The state of each instance at the start of the incident is kept in
+``<state_dir>/compute-node/<host>.json`` before anything is reset, so a second run
+after a partial failure gives back the right states. It belongs to **one
+incident**: it is dropped when a run has moved every instance, when the host is
+seen back in service (not forced down), and by ``--restore``; and it is used
+only for an instance this incident touched that Nova now shows in ERROR (the
+error we or the failed evacuation caused). Whatever else Nova reports now wins.
+
+``--restore`` is the way back after the repair: (run ``restart_command``),
+wait until nova-compute reports again and has cleaned up its evacuated
+instances (no ``done`` evacuation records left: Nova refuses the un-force
+before), un-force, wait until Nova reports the service up, then enable (enabling
+earlier leaves the ``COMPUTE_STATUS_DISABLED`` trait on its resource provider).
 """
 import fnmatch
 import os
 import re
 import threading
 import time
+import uuid
 
 from autoremedy import config as configmod
 from autoremedy import statefile
 from autoremedy.guard import Refused
-from autoremedy.remediation import Remediation, RemediationError, Step
+from autoremedy.noharm import Invariant, Reach
+from autoremedy.remediation import Noop, Remediation, RemediationError, Step
 from autoremedy.result import Result, Status
 
 DEAD_KEYWORD = "dead"
 HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 EVACUABLE = ("active", "stopped", "error")
 REBUILDING = ("rebuilding", "rebuild_block_device_mapping", "rebuild_spawning")
+# The status an instance must end in, by its state at the start of the incident.
+LANDS = {"active": "ACTIVE", "stopped": "SHUTOFF", "paused": "PAUSED", "suspended": "SUSPENDED",
+         "error": "ERROR"}
+CLAIM = re.compile(r"; run (?P<run>[0-9a-f]+) on (?P<node>\S+) since (?P<since>\d+)")
+
+
+def _iso(ts=None):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def live_claim(reason, ttl, now=None):
+    """(run id, node, age s) of a claim in a disabled_reason still within ``ttl``, else None."""
+    m = CLAIM.search(reason or "")
+    if not m:
+        return None
+    age = (now or time.time()) - int(m.group("since"))
+    return (m.group("run"), m.group("node"), age) if age < ttl else None
 
 
 class EvacuateHost(Remediation):
@@ -71,19 +110,29 @@ class EvacuateHost(Remediation):
         "fence": bool,
         "reserved_hosts": configmod.List(str),
         "skip_error": bool,
+        "recover_error": bool,
         "lock_instances": bool,
         "shared_storage": bool,
         "capacity": {"check": bool, "cpu_allocation_ratio": configmod.Number,
                      "ram_allocation_ratio": configmod.Number},
+        "claim_ttl": configmod.Duration,
+        "claim_settle": configmod.Duration,
+        "restart_command": configmod.List(str),
+        "restore_timeout": configmod.Duration,
     }
 
-    def __init__(self, config, runner=None, audit=None, conn=None, connect=None):
+    def __init__(self, config, runner=None, audit=None, conn=None, connect=None, restore=False):
         from autoremedy import execute
         super().__init__(config, runner or execute.run, audit)
         self._conn = conn
         self._connect = connect
+        self.restore = restore
         self._host_state = None
         self._reports = []
+        self._planned = []          # the servers the plan moves, with their intent
+        self._intents = {}          # id -> state at the start of the incident
+        self._run_id = uuid.uuid4().hex[:12]
+        self._view = _View(self)
         self.osconf()     # validate the openstack: section now (`autoremedy config check`)
 
     # -- settings ----------------------------------------------------------------------
@@ -105,14 +154,17 @@ class EvacuateHost(Remediation):
             self._conn = (self._connect or connect)(self.config, concurrency=self.concurrency)
         return self._conn
 
+    def listed(self, name):
+        return bool(name and HOSTNAME.match(name)) and (
+            name in (self.settings.get("targets") or {})
+            or any(fnmatch.fnmatchcase(name, p) for p in self.settings.get("host_patterns") or []))
+
     def resolve(self, name):
-        if name == DEAD_KEYWORD:
+        if name == DEAD_KEYWORD and not self.restore:
             return self._first_dead()
         if not name or not HOSTNAME.match(name):
             raise Refused("allowlist", f"{name!r} is not a compute host name")
-        if name in (self.settings.get("targets") or {}):
-            return name
-        if any(fnmatch.fnmatchcase(name, p) for p in self.settings.get("host_patterns") or []):
+        if self.listed(name):
             return name
         raise Refused("allowlist", f"{name!r} is not in remediations.compute-node.targets "
                       "or host_patterns")
@@ -141,16 +193,66 @@ class EvacuateHost(Remediation):
     def add_arguments(cls, parser):
         parser.add_argument("target", help="the dead compute host (allowlisted), or 'dead' for the "
                                            "first allowlisted host the check confirms dead")
+        parser.add_argument("--restore", action="store_true",
+                            help="the way back after the repair: wait for nova-compute to report, "
+                                 "un-force, wait until up, enable")
 
-    # -- state kept across runs ----------------------------------------------------------
+    def target_from_args(self, args):
+        self.restore = bool(getattr(args, "restore", False))
+        return args.target
+
+    # -- the incident's memory -------------------------------------------------------------
     def state_path(self, host):
         return os.path.join(self.config.state_dir, "compute-node", f"{host}.json")
 
-    def originals(self, host):
-        return (statefile.load(self.state_path(host), {}) or {}).get("originals", {})
+    def incident(self, host):
+        """{id: {"state", "touched"}} remembered for the host's current incident."""
+        data = statefile.load(self.state_path(host), {}) or {}
+        return dict((data.get("incident") or {}).get("originals") or {})
+
+    def close_incident(self, host, why):
+        path = self.state_path(host)
+        if not os.path.exists(path):
+            return
+        with statefile.updating(path) as state:
+            if state.pop("incident", None) is not None:
+                state.setdefault("closed", []).append({"ts": time.time(), "why": why})
+                state["closed"] = state["closed"][-10:]
+
+    def _remember(self, host, originals):
+        with statefile.updating(self.state_path(host)) as state:
+            inc = state.setdefault("incident", {"opened": time.time(), "originals": {}})
+            inc["originals"].update(originals)
+            inc["run"] = self._run_id
+
+    def _touch(self, host, server_id):
+        with statefile.updating(self.state_path(host)) as state:
+            rec = state.setdefault("incident", {"opened": time.time(), "originals": {}}) \
+                .setdefault("originals", {}).setdefault(server_id, {})
+            rec["touched"] = True
+
+    @staticmethod
+    def original_of(server, remembered):
+        """The state to give the instance back: what Nova reports now, except an
+        ERROR (or an evacuation in flight) this incident caused by touching it."""
+        rec = remembered.get(server.id) or {}
+        caused = server.vm_state == "error" or server.task_state in REBUILDING
+        if rec.get("touched") and rec.get("state") and caused:
+            return rec["state"]
+        if server.task_state in REBUILDING:
+            return "active"
+        return server.vm_state
+
+    def lands(self, original):
+        """The status the instance must end in elsewhere."""
+        if original == "error" and self.opt("recover_error", False):
+            return "ACTIVE"
+        return LANDS.get(original, "ACTIVE")
 
     # -- plan ------------------------------------------------------------------------------
     def plan(self, host):
+        if self.restore:
+            return self._plan_restore(host)
         from autoremedy.checks import compute_node as cn
         conn = self.conn()
         osconf = self.osconf()
@@ -159,6 +261,10 @@ class EvacuateHost(Remediation):
         if not mine:
             raise Refused("precondition", f"Nova has no nova-compute service on {host}")
         state = cn.HostState(host, mine[0])
+        if not mine[0].is_forced_down:
+            # Back in service since any earlier incident: what was remembered then
+            # is not this incident's (the stale-state defect of issue 10).
+            self.close_incident(host, "host seen in service (not forced down)")
         cn.assess(state, osconf, self.runner)
         self._host_state = state
         down = [s for s in services if s.state == "down" or s.is_forced_down]
@@ -175,22 +281,31 @@ class EvacuateHost(Remediation):
                           "nova-compute there; evacuating a live host duplicates its VMs")
         if state.verdict == cn.UNCONFIRMED:
             raise Refused("precondition", f"cannot confirm {host} is down ({', '.join(state.evidence)})")
+        service = state.service
+        claim = live_claim(service.disabled_reason, float(self.opt("claim_ttl", 60.0)))
+        if claim:
+            raise Refused("claim", f"another autoremedy run ({claim[0]} on {claim[1]}) is evacuating "
+                          f"{host} (claim refreshed {claim[2]:.0f}s ago): not acting twice")
         if state.verdict == cn.UNREACHABLE_ON:
             if not self.opt("fence", False):
                 raise Refused("fencing", f"{host} is unreachable but powered on: set fence: true "
                               "to power it off first, or a human decides")
             steps.append(self._fence_step(host, osconf))
-        service = state.service
         if not service.is_forced_down:
             steps.append(Step(f"force nova-compute on {host} down",
                               action=lambda: self._force_down(service)))
-        if not (service.status == "disabled"
-                and (service.disabled_reason or "").startswith(cn.DISABLED_REASON_PREFIX)):
-            steps.append(Step(f"disable nova-compute on {host} with a reason",
-                              action=lambda: self._disable(service)))
         servers = cn.instances_on(conn, host)
         if self.opt("skip_error", False):
             servers = [s for s in servers if s.vm_state != "error"]
+        fenced = (service.status == "disabled"
+                  and (service.disabled_reason or "").startswith(cn.DISABLED_REASON_PREFIX))
+        if servers:
+            steps.append(Step(f"disable nova-compute on {host}, the reason claiming it for this run",
+                              action=lambda: self._claim(service)))
+        elif not fenced:
+            steps.append(Step(f"disable nova-compute on {host} with a reason",
+                              action=lambda: self._release(service, "fenced, no instance to evacuate")
+                              or "disabled"))
         if servers:
             reserved = self._reserved(services, host)
             self._check_capacity(conn, servers, services, host, reserved)
@@ -198,16 +313,17 @@ class EvacuateHost(Remediation):
                 if svc.status != "enabled":
                     steps.append(Step(f"enable reserved host {svc.host}",
                                       action=lambda svc=svc: self._enable(svc)))
-            originals = self.originals(host)
+            remembered = self.incident(host)
+            self._planned = servers
+            self._intents = {s.id: self.original_of(s, remembered) for s in servers}
             details = [f"{s.id} {s.name}: {s.vm_state}/{s.task_state or '-'} -> "
-                       f"{self._intent(s, originals.get(s.id))}" for s in servers]
+                       f"{self._intent(s, self._intents[s.id])}" for s in servers]
             steps.append(Step(f"evacuate {len(servers)} instance(s) from {host}, "
                               f"{self.concurrency} at a time", details=details,
                               action=lambda: self._evacuate_all(host, servers, reserved)))
         return steps
 
     def _intent(self, server, original):
-        original = original or server.vm_state
         words = []
         if server.task_state in REBUILDING:
             words.append("wait for the evacuation in progress")
@@ -215,10 +331,18 @@ class EvacuateHost(Remediation):
             if server.vm_state not in EVACUABLE or server.task_state is not None:
                 words.append("reset-state error")
             words.append("evacuate")
-        if original == "stopped":
-            words.append("keep stopped")
-        elif original == "error":
-            words.append("reset to error")
+        want = self.lands(original)
+        if original == "building":
+            words.append("lands ACTIVE (it never finished building: nothing to give back)")
+        elif original == "error" and want == "ACTIVE":
+            words.append("lands ACTIVE (recover_error)")
+        elif original not in LANDS:
+            words.append(f"lands ACTIVE ({original} cannot be given back)")
+        elif original != "active":
+            words.append({"stopped": "keep stopped", "error": "reset to error",
+                          "paused": "pause again", "suspended": "suspend again"}[original])
+        if original != server.vm_state:
+            words.append(f"was {original} at the start of this incident")
         return ", ".join(words)
 
     def _fence_step(self, host, osconf):
@@ -280,19 +404,62 @@ class EvacuateHost(Remediation):
                           f"{free_cpu:.0f} vCPU, {free_ram:.0f} MiB free")
 
     # -- the steps -----------------------------------------------------------------------
-    def _force_down(self, service):
+    def _force_down(self, service, forced=True):
         from autoremedy.cloud import guarded
-        with guarded(f"forcing {service.host} down"):
-            self.conn().compute.update_service_forced_down(service, service.host, "nova-compute", True)
-        return "forced down"
+        with guarded(f"{'forcing' if forced else 'un-forcing'} {service.host} "
+                     f"{'down' if forced else '(forced_down=false)'}"):
+            self.conn().compute.update_service_forced_down(service, service.host, "nova-compute", forced)
+        return "forced down" if forced else "no longer forced down"
 
-    def _disable(self, service):
-        from autoremedy.checks.compute_node import DISABLED_REASON_PREFIX
+    def _disable(self, service, reason):
         from autoremedy.cloud import guarded
-        reason = f"{DISABLED_REASON_PREFIX}, evacuated by autoremedy at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+        # By id, not the Service object: the SDK sends only the attributes that
+        # differ from the object's, and Nova answers 400 to a disabled_reason
+        # sent without status=disabled (a renewed claim would be refused).
         with guarded(f"disabling {service.host}"):
-            self.conn().compute.disable_service(service, service.host, "nova-compute", disabled_reason=reason)
-        return "disabled"
+            self.conn().compute.disable_service(service.id, service.host, "nova-compute",
+                                                disabled_reason=reason)
+
+    def _claim_reason(self):
+        from autoremedy.checks.compute_node import DISABLED_REASON_PREFIX
+        return (f"{DISABLED_REASON_PREFIX}; run {self._run_id} on {self.config.hostname[:60]} "
+                f"since {int(time.time())}")
+
+    def _service_now(self, host):
+        from autoremedy.checks import compute_node as cn
+        mine = [s for s in cn.compute_services(self.conn()) if s.host == host]
+        if not mine:
+            raise RemediationError(f"Nova no longer lists nova-compute on {host}")
+        return mine[0]
+
+    def _claim(self, service):
+        """Disable with a reason naming this run, then read it back after a settle
+        time: of two runs that claimed at once only the last writer goes on."""
+        ttl = float(self.opt("claim_ttl", 60.0))
+        now = self._service_now(service.host)
+        other = live_claim(now.disabled_reason, ttl)
+        if other and other[0] != self._run_id:
+            raise Noop(f"another autoremedy run ({other[0]} on {other[1]}) is evacuating "
+                       f"{service.host}: nothing left for this one to do")
+        self._disable(service, self._claim_reason())
+        time.sleep(float(self.opt("claim_settle", 2.0)))
+        now = self._service_now(service.host)
+        held = CLAIM.search(now.disabled_reason or "")
+        if not held or held.group("run") != self._run_id:
+            raise Noop(f"another autoremedy run claimed {service.host} at the same time "
+                       f"({now.disabled_reason!r}): it evacuates, this one does nothing more")
+        return f"disabled, claimed by run {self._run_id}"
+
+    def _release(self, service, words):
+        """Replace the claim with a record of how the run ended (no longer a claim);
+        None when written, else why not."""
+        from autoremedy.checks.compute_node import DISABLED_REASON_PREFIX
+        try:
+            self._disable(service, f"{DISABLED_REASON_PREFIX}; {words} by autoremedy run "
+                                   f"{self._run_id} at {_iso()}"[:255])
+        except Exception as exc:  # the claim then expires after claim_ttl
+            return f"claim not released ({exc}); it expires after {self.opt('claim_ttl', 60.0):g}s"
+        return None
 
     def _enable(self, service):
         from autoremedy.cloud import guarded
@@ -302,80 +469,108 @@ class EvacuateHost(Remediation):
 
     def _evacuate_all(self, host, servers, reserved):
         from concurrent.futures import ThreadPoolExecutor
-        path = self.state_path(host)
-        with statefile.updating(path) as state:      # first seen state wins across runs
-            originals = state.setdefault("originals", {})
-            for s in servers:
-                originals.setdefault(s.id, s.vm_state if s.task_state not in REBUILDING else "active")
-            originals = dict(originals)
         from autoremedy.cloud import CloudError, guarded
+        # What each instance must be given back, written before anything is reset.
+        remembered = self.incident(host)
+        self._remember(host, {s.id: {"state": self._intents.get(s.id, s.vm_state),
+                                     "touched": bool((remembered.get(s.id) or {}).get("touched"))}
+                              for s in servers})
         try:
             with guarded("reading the reserved hosts' room"):
                 placer = Placer(self.conn(), reserved) if reserved else None
         except CloudError as exc:
             raise RemediationError(str(exc)) from None
-        watch = HostWatch(self, host)
+        service = self._host_state.service
+        watch = HostWatch(self, host, refresh=lambda: self._disable(service, self._claim_reason()))
         watch.start()
         try:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
                 reports = list(pool.map(
-                    lambda s: self._evacuate_one(host, s, originals.get(s.id, s.vm_state), placer, watch),
-                    servers))
+                    lambda s: self._evacuate_one(host, s, self._intents.get(s.id, s.vm_state),
+                                                 placer, watch), servers))
         finally:
             watch.stop()
-        with statefile.updating(path) as state:
-            state.setdefault("runs", []).append({"ts": time.time(), "reports": reports})
+        done = all(r["result"] in ("evacuated", "already-moved") for r in reports)
+        note = self._release(service, "evacuated" if done else
+                             f"run ended, {sum(r['result'] not in ('evacuated', 'already-moved') for r in reports)}"
+                             " instance(s) left")
+        with statefile.updating(self.state_path(host)) as state:
+            state.setdefault("runs", []).append({"ts": time.time(), "run": self._run_id, "reports": reports})
             state["runs"] = state["runs"][-10:]
+            if done:
+                state.pop("incident", None)      # the incident's run ended: nothing to remember
         self._reports = reports
         if self.audit is not None:
-            self.audit.record("evacuation", "ok" if all(r["result"] == "evacuated" for r in reports)
-                              else "failed", cls=self.name, target=host, instances=reports)
-        return summarise(host, reports, watch.reason)
+            self.audit.record("evacuation", "ok" if done else "failed", cls=self.name, target=host,
+                              run=self._run_id, instances=reports, stopped=watch.reason)
+        return summarise(host, reports, "; ".join(w for w in (watch.reason, note) if w))
 
     def run(self, host, plan):
         self._reports = []
-        notes = super().run(host, plan)
-        for r in self._reports:
-            notes.append(f"{r['id']} ({r['name']}): {r['result']}, {r['from']} -> {r['to'] or '-'}, "
-                         f"{r['detail']}")
-        return notes
+        notes = []
+        try:
+            for step in plan:
+                notes.append(self.run_step(step))
+        except Noop:
+            raise
+        except Exception as exc:
+            # Partial failure is visible: every step already done, with the failure.
+            done = "; ".join(notes) if notes else "none"
+            raise RemediationError(f"{exc} [steps done before: {done}]") from None
+        if self.restore:
+            self.close_incident(host, "restored")
+        return notes + [_report_line(r) for r in self._reports]
 
     def _evacuate_one(self, host, server, original, placer, watch):
         compute = self.conn().compute
-        report = {"id": server.id, "name": server.name, "original": original, "result": "failed",
-                  "from": host, "to": None, "detail": ""}
+        report = {"id": server.id, "name": server.name, "original": original,
+                  "lands": self.lands(original), "result": "failed", "from": host, "to": None,
+                  "detail": ""}
         if watch.reason:
             report.update(result="not-started", detail=watch.reason)
             return report
         locked_here = False
+        call = "re-reading the instance"
         try:
+            server = compute.get_server(server.id)          # what Nova says now
+            if server.compute_host != host:
+                report.update(result="already-moved", to=server.compute_host,
+                              detail=f"already on {server.compute_host} (moved by someone else)")
+                return report
             if self.opt("lock_instances", True) and not server.is_locked:
+                call = "lock"
                 compute.lock_server(server)
                 locked_here = True
             if server.task_state not in REBUILDING:
+                self._touch(host, server.id)
                 if server.vm_state not in EVACUABLE or server.task_state is not None:
+                    call = "reset-state error"
                     compute.reset_server_state(server, "error")    # Nova requires it (Masakari does the same)
                 target = placer.take(server) if placer else None
                 if watch.reason:
                     report.update(result="not-started", detail=watch.reason)
                     return report
+                call = "evacuate"
                 compute.evacuate_server(server, host=target, **self._evacuate_kwargs())
+            call = "waiting for it to land"
             landed = self._wait_landed(server.id, host)
             report["to"] = landed.compute_host
-            report["detail"] = self._restore(landed, original)
+            call = "giving its state back"
+            report["detail"] = self._give_back(landed, original)
             report["result"] = "evacuated"
         except EvacuationFailed as exc:
-            report["detail"] = str(exc)
+            report["detail"] = f"{call}: {exc}"
         except Exception as exc:  # one instance's failure must not stop the others
             from autoremedy.cloud import describe
-            report["detail"] = describe(exc)
+            report["detail"] = f"{call}: {describe(exc)}"
         finally:
             if locked_here:
                 try:
                     compute.unlock_server(server)
                 except Exception as exc:
+                    from autoremedy.cloud import describe
                     report["detail"] = (report["detail"] + "; " if report["detail"] else "") + \
-                        f"unlock failed: {type(exc).__name__}"
+                        f"unlock: {describe(exc)}"
         return report
 
     def _evacuate_kwargs(self):
@@ -391,39 +586,158 @@ class EvacuateHost(Remediation):
         compute = self.conn().compute
         deadline = time.monotonic() + float(self.opt("evacuate_timeout", 300.0))
         interval = float(self.opt("poll_interval", 2.0))
+        # No reading right after the evacuate call: Nova has only just accepted it
+        # (the conductor, the scheduler and the destination's rebuild are ahead), and
+        # with several in flight every wasted GET is CPU nova-api takes from them.
+        time.sleep(interval)
         while True:
             server = compute.get_server(server_id)
             if server.task_state is None:
                 if server.compute_host != host and server.vm_state in ("active", "stopped"):
                     return server
                 if server.compute_host == host and server.vm_state == "error":
-                    raise EvacuationFailed("evacuation failed: the instance is in ERROR on the dead host")
+                    fault = (getattr(server, "fault", None) or {}).get("message")
+                    raise EvacuationFailed("Nova left it in ERROR on the dead host"
+                                           + (f": {fault}" if fault else ""))
             if time.monotonic() >= deadline:
                 raise EvacuationFailed(f"still {server.vm_state}/{server.task_state} on "
                                        f"{server.compute_host} after {self.opt('evacuate_timeout', 300.0):g}s")
             time.sleep(interval)
 
-    def _restore(self, server, original):
+    def _give_back(self, server, original):
+        """Put the landed instance in the state it had at the start of the incident
+        and wait until Nova shows it there."""
         compute = self.conn().compute
-        if original == "stopped" and server.vm_state == "active":
-            compute.stop_server(server)
-            return "stopped again, as it was"
-        if original == "active" and server.vm_state == "stopped":
+        want = self.lands(original)
+        actions = []
+        if want in ("ACTIVE", "PAUSED", "SUSPENDED") and server.vm_state == "stopped":
             compute.start_server(server)     # 2.95+: Nova lands evacuated VMs stopped
-            return "started again, as it was"
-        if original == "error" and server.vm_state != "error":
+            actions.append("started")
+            server = self._wait_status(server.id, "ACTIVE")
+        if want == "SHUTOFF" and server.vm_state == "active":
+            compute.stop_server(server)
+            actions.append("stopped")
+        elif want == "PAUSED":
+            compute.pause_server(server)
+            actions.append("paused")
+        elif want == "SUSPENDED":
+            compute.suspend_server(server)
+            actions.append("suspended")
+        elif want == "ERROR":
             compute.reset_server_state(server, "error")
-            return "reset to error, as it was"
-        return f"{server.vm_state}, as it was"
+            actions.append("reset to error")
+        if actions or server.status != want or server.task_state is not None:
+            final = self._wait_status(server.id, want)
+        else:
+            final = server       # landed as it was: the reading that saw it land says so
+        said = (" and ".join(actions) + " again, " if actions else "") + f"{final.status}"
+        if original == "building":
+            return f"{said}; it was still building on the dead host (nothing to give back)"
+        if original not in LANDS:
+            return f"{said}; it was {original} (cannot be given back)"
+        if original == "error" and want == "ACTIVE":
+            return f"{said} (was ERROR; recover_error)"
+        return f"{said}, as it was"
+
+    def _wait_status(self, server_id, status):
+        compute = self.conn().compute
+        deadline = time.monotonic() + float(self.opt("evacuate_timeout", 300.0))
+        while True:
+            server = compute.get_server(server_id)
+            if server.status == status and server.task_state is None:
+                return server
+            if time.monotonic() >= deadline:
+                raise EvacuationFailed(f"landed on {server.compute_host} but still "
+                                       f"{server.status}/{server.task_state}, not {status}")
+            time.sleep(float(self.opt("poll_interval", 2.0)))
+
+    # -- the way back --------------------------------------------------------------------
+    def _plan_restore(self, host):
+        from autoremedy.checks import compute_node as cn
+        from autoremedy.cloud import host_settings
+        services = cn.compute_services(self.conn())
+        mine = [s for s in services if s.host == host]
+        if not mine:
+            raise Refused("precondition", f"Nova has no nova-compute service on {host}")
+        service = mine[0]
+        ours = (service.disabled_reason or "").startswith(cn.DISABLED_REASON_PREFIX)
+        if not service.is_forced_down and service.status == "enabled":
+            self.close_incident(host, "host seen in service (not forced down)")
+            return []
+        if service.status == "disabled" and not ours:
+            raise Refused("precondition", f"nova-compute on {host} was disabled by someone else "
+                          f"({service.disabled_reason or 'no reason'}): not ours to enable")
+        claim = live_claim(service.disabled_reason, float(self.opt("claim_ttl", 60.0)))
+        if claim:
+            raise Refused("claim", f"autoremedy run {claim[0]} on {claim[1]} is still evacuating {host}")
+        hs = host_settings(self.osconf(), host)
+        alive, words = cn.reachability(hs["address"], hs["probe"], self.runner)
+        if alive is False:
+            raise Refused("precondition", f"{host} does not answer ({', '.join(words)}): repair it first")
+        self._host_state = cn.HostState(host, service)
+        baseline = service.updated_at
+        steps = []
+        command = [a.replace("{host}", host) for a in self.opt("restart_command", [])]
+        if command:
+            steps.append(Step(f"restart nova-compute on {host}", argv=command, timeout=120))
+        steps.append(Step(f"wait until nova-compute on {host} reports again and has removed its "
+                          "evacuated instances (no 'done' evacuation records left)",
+                          action=lambda: self._wait_reporting(host, baseline)))
+        if service.is_forced_down:
+            steps.append(Step(f"un-force nova-compute on {host}",
+                              action=lambda: self._force_down(service, forced=False)))
+        steps.append(Step(f"wait until Nova reports nova-compute on {host} up",
+                          action=lambda: self._wait_up(host)))
+        if service.status == "disabled":
+            steps.append(Step(f"enable nova-compute on {host}", action=lambda: self._enable(service)))
+        return steps
+
+    def _restore_deadline(self):
+        return time.monotonic() + float(self.opt("restore_timeout", 300.0))
+
+    def _wait_reporting(self, host, baseline):
+        from autoremedy.cloud import guarded
+        deadline = self._restore_deadline()
+        while True:
+            service = self._service_now(host)
+            with guarded(f"listing the evacuation records of {host}"):
+                left = [m for m in self.conn().compute.migrations(source_compute=host,
+                                                                   migration_type="evacuation")
+                        if m.source_compute == host and m.status == "done"]
+            if service.updated_at != baseline and not left:
+                return f"reporting (last report {service.updated_at}), no evacuation left to clean up"
+            if time.monotonic() > deadline:
+                raise RemediationError(
+                    f"nova-compute on {host} " + ("has not reported since " + str(baseline)
+                                                  if service.updated_at == baseline else
+                                                  f"still has {len(left)} 'done' evacuation record(s)")
+                    + f" after {self.opt('restore_timeout', 300.0):g}s: is it running?")
+            time.sleep(float(self.opt("poll_interval", 2.0)))
+
+    def _wait_up(self, host):
+        deadline = self._restore_deadline()
+        while True:
+            service = self._service_now(host)
+            if service.state == "up":
+                return "up"
+            if time.monotonic() > deadline:
+                raise RemediationError(f"Nova still reports nova-compute on {host} {service.state}")
+            time.sleep(float(self.opt("poll_interval", 2.0)))
 
     # -- verify ----------------------------------------------------------------------------
     def verify(self, host):
+        if self.restore:
+            service = self._service_now(host)
+            if service.state == "up" and service.status == "enabled" and not service.is_forced_down:
+                return Result(self.name, f"{host} back in service (up, enabled)", status=Status.OK)
+            return Result(self.name, f"{host} not back: {service.state}/{service.status}, "
+                          f"forced_down={service.is_forced_down}", status=Status.CRITICAL)
         from autoremedy.checks import compute_node as cn
         conn = self.conn()
         servers = cn.instances_on(conn, host)
         if self.opt("skip_error", False):
             servers = [s for s in servers if s.vm_state != "error"]
-        service = [s for s in cn.compute_services(conn) if s.host == host][0]
+        service = self._service_now(host)
         problems = []
         if servers:
             problems.append(f"{len(servers)} instance(s) still on {host}")
@@ -432,6 +746,69 @@ class EvacuateHost(Remediation):
         if problems:
             return Result(self.name, "; ".join(problems), status=Status.CRITICAL)
         return Result(self.name, f"{host} fenced and empty", status=Status.OK)
+
+    # -- no harm ---------------------------------------------------------------------------
+    def reach(self, host, plan):
+        """Instances: the ones the plan moves, each held to landing elsewhere in
+        its state at the start of this incident; every other instance of the cloud
+        must keep its host, status and power state. Services: the host's (forced
+        down, disabled) and the reserved hosts the plan enables."""
+        names = [s.id for s in self._planned] if not self.restore else []
+        expect = {}
+        for s in ([] if self.restore else self._planned):
+            want = self.lands(self._intents.get(s.id, s.vm_state))
+            expect[s.id] = (lambda before, after, want=want:
+                            after is not None and after["host"] not in (host, None)
+                            and after["status"] == want and after["task_state"] is None)
+        services = [host] + [s.description.split()[-1] for s in plan
+                             if s.description.startswith("enable reserved host ")]
+        return [Reach("instance", names, read=self._view.instances, expect=expect,
+                      how="GET /servers/detail?all_tenants=True (one listing): host, status, "
+                          "vm_state, task_state, power_state"),
+                Reach("service", services, read=self._view.services,
+                      how="GET /os-services?binary=nova-compute: status, forced_down")]
+
+    def invariants(self, host, plan):
+        return [Invariant.not_fewer("instances in the cloud", "the same server listing",
+                                    lambda: len(self._view.instances(fresh=False))),
+                Invariant.not_fewer(f"nova-compute services up, {host} aside",
+                                    "the same services listing",
+                                    lambda: sum(1 for h, s in self._view.services(fresh=False, state=True).items()
+                                                if h != host and s["state"] == "up"))]
+
+
+class _View:
+    """One listing per reading: the reach reads fresh, the invariants right after
+    reuse it (perform reads every reach, then every invariant)."""
+
+    def __init__(self, remediation):
+        self.remediation = remediation
+        self._servers = self._services = None
+
+    def instances(self, fresh=True):
+        if fresh or self._servers is None:
+            from autoremedy.cloud import guarded
+            with guarded("listing every instance"):
+                rows = list(self.remediation.conn().compute.servers(details=True, all_projects=True))
+            self._servers = {s.id: {"host": s.compute_host, "status": s.status, "vm_state": s.vm_state,
+                                    "task_state": s.task_state, "power_state": s.power_state}
+                             for s in rows}
+        return self._servers
+
+    def services(self, fresh=True, state=False):
+        if fresh or self._services is None:
+            from autoremedy.checks import compute_node as cn
+            self._services = {s.host: {"status": s.status, "forced_down": bool(s.is_forced_down),
+                                       "state": s.state}
+                              for s in cn.compute_services(self.remediation.conn())}
+        if state:
+            return self._services
+        return {h: {"status": v["status"], "forced_down": v["forced_down"]} for h, v in self._services.items()}
+
+
+def _report_line(r):
+    return f"{r['id']} ({r['name']}): {r['result']}, {r['from']} -> {r['to'] or '-'}, {r['detail']}"
+
 
 def resources(hypervisor):
     """(vcpus, vcpus_used, memory_mb, memory_mb_used); the SDK marks these fields
@@ -476,9 +853,10 @@ class HostWatch:
     """Re-probes the host while evacuating; a sign of life stops new submissions
     (evacuating a live host would leave two copies of its VMs)."""
 
-    def __init__(self, remediation, host):
+    def __init__(self, remediation, host, refresh=None):
         self.remediation = remediation
         self.host = host
+        self.refresh = refresh        # renews the run's claim on the host
         self.reason = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -496,7 +874,15 @@ class HostWatch:
         interval = float(self.remediation.opt("watch_interval", 5.0))
         hs = host_settings(self.remediation.osconf(), self.host)
         fenced = self.remediation._host_state is not None and self.remediation._host_state.power == "off"
+        every = float(self.remediation.opt("claim_ttl", 60.0)) / 3
+        renewed = time.monotonic()
         while not self._stop.wait(interval):
+            if self.refresh is not None and time.monotonic() - renewed >= every:
+                try:
+                    self.refresh()
+                    renewed = time.monotonic()
+                except Exception:  # a missed renewal only shortens the claim
+                    pass
             if fenced:
                 power = cn.power_state(hs["ipmi"], self.remediation.runner)
                 if power == "on":
@@ -511,17 +897,21 @@ class HostWatch:
 
 def summarise(host, reports, stopped=None):
     """One line for the notes; raises RemediationError when anything is left."""
-    done = [r for r in reports if r["result"] == "evacuated"]
+    done = [r for r in reports if r["result"] in ("evacuated", "already-moved")]
     failed = [r for r in reports if r["result"] == "failed"]
     waiting = [r for r in reports if r["result"] == "not-started"]
     line = f"{len(done)}/{len(reports)} instance(s) evacuated from {host}"
     if failed:
-        line += f"; {len(failed)} failed: " + "; ".join(f"{r['id']} ({r['detail']})" for r in failed[:5])
+        line += f"; {len(failed)} failed: " + "; ".join(f"{r['id']} ({r['detail']})" for r in failed[:10])
+        if len(failed) > 10:
+            line += f"; and {len(failed) - 10} more (see the audit log)"
     if waiting:
-        line += f"; {len(waiting)} not started"
+        line += f"; {len(waiting)} not started: " + ", ".join(r["id"] for r in waiting[:10])
     if stopped:
         line += f"; {stopped}"
     if failed or waiting:
+        if done:
+            line += "; moved: " + ", ".join(f"{r['id']} -> {r['to']}" for r in done)
         raise RemediationError(line)
     return line
 

@@ -67,3 +67,9 @@ spec:
 YAML
 cp "$here/packaging/sensu/.bonsai.yml" "$out/.bonsai.yml"
 echo "wrote $out/autoremedy-asset.yaml and $sums"
+if [ -z "${ASSET_URL_BASE:-}" ]; then
+    # Sensu downloads each build from its url: a placeholder cannot be fetched.
+    echo "build-asset: warning: ASSET_URL_BASE is not set, so the asset definition's urls point at" \
+         "the placeholder $url_base/; set ASSET_URL_BASE to where you will host the tarballs" \
+         "(make asset ASSET_URL_BASE=https://...) before 'sensuctl create'" >&2
+fi

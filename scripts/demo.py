@@ -39,7 +39,6 @@ SENSU_EVENT = os.path.join(ROOT, "tests", "fixtures", "sensu", "sensu-go-event.j
 BIN = os.path.dirname(os.path.abspath(sys.executable))
 AUTOREMEDY = os.path.join(BIN, "autoremedy")
 API_KEY = "demo-api-key-not-secret"
-DAY = 86400
 
 SERVICE = """\
 import os, sys, time
@@ -124,8 +123,11 @@ class Demo:
                     "check": {"pidfile": self.pidfile}, "settle": "10s"}}},
                 "disk": {"enabled": True, "targets": {self.disk: {
                     "warning": self.disk_thresholds[0], "critical": self.disk_thresholds[1],
+                    # Age is the newest of mtime and ctime: files written now are
+                    # new, so the demo's policy takes rotated logs of any age (a
+                    # real one says 7d; docs/disk.md).
                     "rules": [{"type": "rotated-logs", "root": os.path.join(self.disk, "log"),
-                               "older_than": "7d"}]}}},
+                               "older_than": "0s"}]}}},
             },
             "routes": [{"source": "sensu-*", "check": "*", "fallback": "escalate"}],
         }
@@ -247,21 +249,20 @@ class Demo:
         os.makedirs(log)
         if self.mounted:
             self.say(f"A 16 MiB tmpfs is mounted on {self.disk}; the policy may delete rotated logs "
-                     "older than 7 days under log/, nothing else.")
+                     "under log/ (oldest first, until the disk is below its warning threshold), "
+                     "nothing else.")
             sizes = [3 << 20] * 5          # 15 MiB of old rotated logs
         else:
             self.say(f"Scratch directory {self.disk}: thresholds {self.disk_thresholds[0]}% / "
                      f"{self.disk_thresholds[1]}%, just above the filesystem's current use.")
             sizes = [self.fill_bytes // 4] * 4
-        old = time.time() - 10 * DAY
         for n, size in enumerate(sizes, 1):
             path = os.path.join(log, f"nova-compute.log.{n}.gz")
             _write_zeros(path, size)
-            os.utime(path, (old, old))
         live = os.path.join(log, "nova-compute.log")
         with open(live, "w") as handle:
-            handle.write("the live log: recent, not rotated, must survive\n")
-        print(f"\n# wrote {len(sizes)} rotated logs, 10 days old, and the live log", flush=True)
+            handle.write("the live log: not rotated, must survive\n")
+        print(f"\n# wrote {len(sizes)} rotated logs and the live log", flush=True)
         warn, crit = map(str, self.disk_thresholds)
         self.run("check", "disk", "-p", self.disk, "-w", warn, "-c", crit, expect=(2,))
         self.run("remediate", "disk", "--dry-run", self.disk)
@@ -270,8 +271,9 @@ class Demo:
         if not os.path.exists(live):
             raise StepFailed("the live log was deleted")
         left = sorted(os.listdir(log))
-        print(f"\n# left under log/: {', '.join(left)}", flush=True)
-        if left != ["nova-compute.log"]:
+        print(f"\n# left under log/: {', '.join(left)} (deletion stopped once below "
+              f"{self.disk_thresholds[0]}%)", flush=True)
+        if len(left) >= len(sizes) + 1 or left[0] != "nova-compute.log":
             raise StepFailed(f"unexpected files left: {left}")
 
     # -- part 3 -------------------------------------------------------------------------

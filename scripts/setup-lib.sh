@@ -9,7 +9,7 @@ need_pkgs() {
     echo "installing:$missing"
     export DEBIAN_FRONTEND=noninteractive
     # A policy-rc.d that refuses service starts keeps postinst scripts from starting
-    # system daemons on ports the tests use (reference/zabbix.md pitfall 17).
+    # system daemons on ports the tests use (Debian starts them on install).
     policy=/usr/sbin/policy-rc.d
     created=""
     if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; created=1; fi

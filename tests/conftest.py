@@ -102,3 +102,55 @@ def run_cli(state_dir):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "integration: needs a real service or a real external tool")
+    # pytest-xdist registers it; a run with -p no:xdist would warn about an unknown mark.
+    config.addinivalue_line("markers", "xdist_group(name): tests kept on one worker (pytest-xdist)")
+
+
+# --- parallel runs (pytest-xdist, --dist loadgroup) ------------------------------------------
+# `make test` runs the suite in a few worker processes. Tests that share a real system brought up
+# once per session, or fixed ports, must stay on one worker: they form one group. Every other test
+# file is a group of its own. The long groups go first so they start at once and the short files
+# fill the other workers around them.
+SHARED_SYSTEMS = [  # (group, how to recognise its tests), longest first
+    ("real-nova", lambda item: "real_nova" in getattr(item, "fixturenames", ())),
+    ("rabbitmq-nodes", lambda item: _path(item) in ("rabbitmq/test_node_cluster.py",
+                                                    "rabbitmq/test_node_throwaway.py")),
+    ("mysql", lambda item: _path(item).startswith("mysql/")),         # fixed ports (pair, galera)
+    ("packaging", lambda item: _path(item).startswith("packaging/")),  # Zabbix stack, built packages
+    ("fleet", lambda item: _path(item).startswith("fleet/")),  # own Redis, MariaDB, etcd
+]
+
+
+def _path(item):
+    return os.path.relpath(str(item.path), os.path.dirname(__file__)).replace(os.sep, "/")
+
+
+def _group(item):
+    for rank, (name, belongs) in enumerate(SHARED_SYSTEMS):
+        if belongs(item):
+            return rank, name
+    return len(SHARED_SYSTEMS), _path(item)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    groups = {id(item): _group(item) for item in items}
+    items.sort(key=lambda item: groups[id(item)][0])     # stable: file order kept within a rank
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(groups[id(item)][1]))
+
+
+@pytest.hookimpl(optionalhook=True)          # an xdist hook: unknown under -p no:xdist
+def pytest_xdist_node_collection_finished(node, ids):
+    """On the controller: every test carries a group (above), so under ``--dist loadgroup``
+    every collected id must end in ``@group``. Without it xdist spreads a group over several
+    workers, and two workers bring up the same real system on the same ports and kill each
+    other's servers: stop at once rather than fail that way (pytest 9.2 with pytest-xdist
+    3.8 does this: https://github.com/pytest-dev/pytest-xdist/issues/1386)."""
+    if node.config.getvalue("dist") != "loadgroup":
+        return
+    ungrouped = [nodeid for nodeid in ids if nodeid.rfind("@") <= nodeid.rfind("]")]
+    if ungrouped:
+        pytest.exit(f"--dist loadgroup is not in effect ({len(ungrouped)} of {len(ids)} tests without their "
+                    f"@group suffix, e.g. {ungrouped[0]}): shared systems would run on several workers at "
+                    "once. Use a pytest that pytest-xdist supports (setup.py pins it).", returncode=4)

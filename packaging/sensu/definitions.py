@@ -6,7 +6,7 @@ equivalents (classic/autoremedy.json) from the table below.
 One table, two dialects: the checks, hooks, handler and filter must say the same
 thing in both (a test keeps the committed files equal to this output).
 
-Where things run (reference/sensu.md §4): checks and hooks on the agent, the
+Where things run (Sensu Go docs: checks and hooks run on the agent, handlers on the backend): checks and hooks on the agent, the
 handler and filters on the backend. So node-scoped remediation is triggered by a
 *check hook* (`autoremedy handle hook <class> ...`, which re-runs the check on the
 node and forwards or falls back locally), and every event also goes through the
@@ -52,7 +52,10 @@ CHECKS = [
     # in remediations.galera.targets.
     ("autoremedy-galera", "galera", "--expected-size 3", None, ["galera"], ["critical"], None, "openstack-db"),
     ("autoremedy-spool", "spool", "", None, ["autoremedy"], [], None, None),
-    ("autoremedy-rabbitmq-queues", "rabbitmq-queues", "", None, ["autoremedy-central"], [], "rabbitmq", None),
+    # oslo.messaging-aware by default: a lost RPC server is CRITICAL after --rpc-grace,
+    # orphaned fanout/reply queues (x-expires) are reported without an alarm.
+    ("autoremedy-rabbitmq-queues", "rabbitmq-queues", "--exclude ^amq\\. --rpc-grace 1m", None,
+     ["autoremedy-central"], [], "rabbitmq", None),
     # One check per replica (mysql.servers name = remediations.mysql-replication target).
     ("autoremedy-mysql-replication", "mysql-replication", "--server db-replica-1", None, ["autoremedy-central"],
      [], "db-replica-1", "db-replica-1"),
@@ -61,7 +64,7 @@ CHECKS = [
 ]
 
 # First occurrence, then every 60th (an hour at a 60 s interval), and every
-# resolution: the repeated-events filter of the Sensu docs (reference/sensu.md §1).
+# resolution: the repeated-events filter of the Sensu docs (https://docs.sensu.io/sensu-go/latest/observability-pipeline/observe-filter/filters/).
 OCCURRENCES_GO = "event.check.occurrences == 1 || event.check.occurrences % 60 == 0"
 OCCURRENCES_CLASSIC = "eval: value == 1 || value % 60 == 0"
 

@@ -21,7 +21,7 @@ their pure-Python code on any other.
 The tarball is reproducible: sorted members, one fixed mtime
 (``SOURCE_DATE_EPOCH``), root ownership, gzip without a timestamp. A rebuild of
 the same tree gives the same sha512, so a Sensu asset definition does not change
-unless the content does (reference/sensu.md §6: the agent's cache is keyed by it).
+unless the content does (Sensu Go assets reference: the agent's cache is keyed by the sha512).
 """
 import argparse
 import gzip
@@ -39,6 +39,9 @@ PACKAGING = os.path.dirname(HERE)
 PROJECT = os.path.dirname(PACKAGING)
 
 ARCHES = {"amd64": "x86_64", "arm64": "aarch64"}
+# Pure-Python dependencies published only as source: built into a wheel here
+# (platform-independent) so the --only-binary install below can take them.
+SDIST_ONLY = ("drain3",)
 # Newest first: pip takes the first tag a wheel matches.
 MANYLINUX = ("manylinux_2_28", "manylinux_2_17", "manylinux2014")
 
@@ -47,9 +50,26 @@ def pip(*args):
     subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args], check=True)
 
 
+# What setup.py builds from. The wheel is built from a copy of these: setuptools
+# builds in the source tree's build/, where an interrupted or concurrent build
+# (two test workers, `make asset` beside `pip install .`) leaves a stale
+# bdist.*/wheel that fails the next one ("File exists: ...dist-info"), and
+# build/lib keeps modules that were deleted from the tree (they would ship).
+SOURCES = ("setup.py", "README.md", "autoremedy", "checks", "handlers", "remediations")
+
+
 def build_wheel(project, into):
-    """The bundle's own (pure-Python) wheel, built from the working tree."""
-    pip("wheel", "--no-deps", "-w", into, project)
+    """The bundle's own (pure-Python) wheel, built from the working tree's sources."""
+    src = os.path.join(into, "src")
+    os.makedirs(src)
+    for name in SOURCES:
+        path = os.path.join(project, name)
+        if os.path.isdir(path):
+            shutil.copytree(path, os.path.join(src, name),
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        elif os.path.exists(path):
+            shutil.copy2(path, os.path.join(src, name))
+    pip("wheel", "--no-deps", "-w", into, src)
     wheels = [f for f in os.listdir(into) if f.startswith("autoremedy-") and f.endswith(".whl")]
     if len(wheels) != 1:
         raise SystemExit(f"stage: expected one autoremedy wheel in {into}, found {wheels}")
@@ -62,9 +82,12 @@ def vendor(lib, wheel, arch, python):
     platforms = []
     for tag in MANYLINUX:
         platforms += ["--platform", f"{tag}_{machine}"]
+    local = os.path.dirname(wheel)
+    for name in SDIST_ONLY:
+        pip("wheel", "--no-deps", "-w", local, _requirement(name))
     # [zabbix]: pyzabbix, so `autoremedy zabbix-setup` works from a package install.
     pip("install", "--target", lib, "--no-compile", "--only-binary=:all:", "--implementation", "cp",
-        "--python-version", python, *platforms, f"{wheel}[zabbix]")
+        "--python-version", python, *platforms, "--find-links", local, f"{wheel}[zabbix]")
     # pip --target also writes console scripts (with this build's shebang) to lib/bin.
     shutil.rmtree(os.path.join(lib, "bin"), ignore_errors=True)
     _drop_build_paths(lib)
@@ -72,6 +95,14 @@ def vendor(lib, wheel, arch, python):
         if "__pycache__" in dirs:
             shutil.rmtree(os.path.join(directory, "__pycache__"))
             dirs.remove("__pycache__")
+
+
+def _requirement(name):
+    """The version range setup.py asks for ``name``."""
+    import re
+    with open(os.path.join(PROJECT, "setup.py"), encoding="utf-8") as handle:
+        match = re.search(rf'"({re.escape(name)}[^"]*)"', handle.read())
+    return match.group(1) if match else name
 
 
 def _drop_build_paths(lib):
@@ -139,7 +170,7 @@ def _normalise(info, mtime):
 
 def pack(src, out, mtime=None):
     """Write ``src``'s content (not src itself: bin/ must sit at the archive root,
-    reference/sensu.md §6) to a gzipped tarball; return its sha512 hex digest."""
+    Sensu Go assets reference) to a gzipped tarball; return its sha512 hex digest."""
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0")) if mtime is None else mtime
     members = []
     for directory, dirs, files in os.walk(src):

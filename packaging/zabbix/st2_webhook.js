@@ -3,14 +3,16 @@
 // (so the autoremedy pack's rules match either path).
 //
 // Zabbix 6.0 passes the media type's parameters as the JSON string `value`
-// (reference/zabbix.md §4). `return 'OK'` is success; `throw` fails the alert and
+// (https://www.zabbix.com/documentation/6.0/en/manual/config/notifications/media/webhook).
+// `return 'OK'` is success; `throw` fails the alert and
 // Zabbix retries it (maxattempts). Unlike the alert-script media type this path
 // has no spool and no local fallback: when StackStorm stays down past the
 // retries the alert is lost. Prefer the alert script where that matters.
 //
 // StackStorm answers 202 with the body echoed; 4xx is a configuration error
 // (reported in the alert's error, retrying does not help); 5xx or no answer means
-// unreachable (reference/stackstorm.md §5).
+// unreachable (https://docs.stackstorm.com/webhooks.html; error codes from StackStorm/st2
+// st2api/st2api/controllers/v1/webhooks.py and st2common/st2common/router.py).
 var p = JSON.parse(value);
 
 function param(name, fallback) {

@@ -11,3 +11,15 @@ set -eu
 need_pkgs mariadb-server mariadb-client galera-4 rsync openssl iproute2 lsof util-linux
 test -e /usr/lib/galera/libgalera_smm.so || { echo "galera-4 installed no provider library" >&2; exit 1; }
 id mysql >/dev/null 2>&1 || { echo "the mariadb-server package created no mysql user" >&2; exit 1; }
+
+# The suite runs in parallel workers: a real Nova (each service keeps a connection pool),
+# the Zabbix server (a connection per server process) and the fleet ledger tests can meet
+# on the shared MariaDB at once, past its default 151 connections ("Too many connections").
+# Raising the limit at run time takes nothing from anyone else and is not persisted.
+if command -v mysql >/dev/null 2>&1 && mysql -uroot -h127.0.0.1 -e 'SELECT 1' >/dev/null 2>&1; then
+    current=$(mysql -uroot -h127.0.0.1 -N -e 'SELECT @@max_connections')
+    if [ "$current" -lt 600 ]; then
+        mysql -uroot -h127.0.0.1 -e 'SET GLOBAL max_connections = 600'
+        echo "mysql: shared MariaDB max_connections $current -> 600 (this boot only)"
+    fi
+fi

@@ -2,7 +2,8 @@
 # Zabbix 6.0 from Debian's own packages, for the Zabbix integration tests
 # (tests/packaging/test_zabbix_*.py start their own server, agent and `php -S`
 # frontend on 10051/10050/18080; nothing is started here, no system service is
-# enabled). The package set and why each one is named: reference/zabbix.md §1:
+# enabled). The package set and why each one is named (measured with Debian 12's
+# zabbix 1:6.0.14+dfsg packages):
 #   zabbix-server-mysql  zabbix_server, zabbix_get, zabbix_js and the schema
 #   zabbix-agent         zabbix_agentd, zabbix_sender
 #   zabbix-frontend-php  the API (api_jsonrpc.php)

@@ -8,6 +8,7 @@ import pytest
 
 from autoremedy.audit import Audit
 from autoremedy.config import Config
+from autoremedy.noharm import Reach
 from autoremedy.remediation import Remediation, Step, Trigger, perform
 from autoremedy.result import Result, Status
 
@@ -37,6 +38,15 @@ class Recorder(Remediation):
         if not self.fail_verify:
             open(self.log + "." + target, "w").close()
         return ["fixed"]
+
+    def reach(self, target, plan):
+        # The marker of the planned target, and no other target's, may change.
+        def markers():
+            return {t: os.path.exists(self.log + "." + t) for t in self.allowlist()}
+        return [Reach("marker", [target], markers, how="os.path.exists")]
+
+    def invariants(self, target, plan):
+        return []
 
     def verify(self, target):
         ok = os.path.exists(self.log + "." + target)

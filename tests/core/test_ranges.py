@@ -32,11 +32,12 @@ def test_a_parsed_range_renders_back_to_its_spec_for_perfdata(spec):
 
 def test_numbers_become_upper_bounds_and_render_without_scientific_notation():
     assert Range.parse(85).alerts(86)
-    assert str(Range(0, 1e-7)) == "0"          # rounded, never 1e-07
+    assert str(Range(0, 1e-7)) == "0.0000001"  # exact, never 1e-07
     assert "e" not in str(Range(0, 123456789012.5))
 
 
-@pytest.mark.parametrize("bad", ["abc", "10:x", "@", "20:10", "1:2:3", "nan", "~"])
+@pytest.mark.parametrize("bad", ["abc", "10:x", "20:10", "1:2:3", "nan", "~", " ", "\t",
+                                 "inf:", "@inf", "1e309:", "~:inf", "-inf:5", "10:1e999"])
 def test_invalid_ranges_name_the_problem(bad):
     with pytest.raises(RangeError) as err:
         Range.parse(bad)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""A StackStorm webhook double on loopback, following reference/stackstorm.md.
+"""A StackStorm webhook double on loopback, following StackStorm's webhook API
+(https://docs.stackstorm.com/webhooks.html, st2api's webhooks controller).
 
 StackStorm cannot run here; this stands in for st2api behind nginx, with the
-documented contract and error codes (reference/stackstorm.md §1-§7):
+documented contract and error codes (st2api/controllers/v1/webhooks.py, st2auth):
 
 - ``POST /api/v1/webhooks/<hook>`` (also ``/v1/webhooks/<hook>`` and
   ``/webhooks/<hook>``, the st2api routes); hook names may contain ``/`` and are
@@ -75,7 +76,8 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, double):
-        super().__init__(("127.0.0.1", 0), _Handler, bind_and_activate=False)
+        handler = _Handler if double.nodelay else _NagleHandler
+        super().__init__(("127.0.0.1", 0), handler, bind_and_activate=False)
         self.socket.close()             # the double owns the listening socket
         self.double = double
 
@@ -119,10 +121,18 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.double._serve(self, "PUT")
 
 
+class _NagleHandler(_Handler):
+    """A server that leaves Nagle on (``nodelay=False``): its split writes of
+    headers and body meet the client's delayed ACK (docs/fleet.md, replay)."""
+    disable_nagle_algorithm = False
+
+
 class St2Double:
     def __init__(self, api_key=None, hooks=("autoremedy",), triggers=("autoremedy.event",),
                  port=0, host="127.0.0.1", auth=True, tokens=(), rbac_deny=(), record=None,
-                 tls=None, mode="up", delay=0.0, fail_status=500, fail_count=None):
+                 tls=None, mode="up", delay=0.0, fail_status=500, fail_count=None,
+                 nodelay=True):
+        self.nodelay = nodelay
         self.api_key = api_key
         self.hooks = {h.strip("/") for h in hooks}
         self.triggers = set(triggers)
@@ -344,7 +354,7 @@ class St2Double:
         for kind, value in sources:
             if value is None:
                 continue
-            # The first credential present is the only one checked (§2).
+            # The first credential present is the only one checked (st2common/router.py).
             if kind == "key" and self.api_key is not None and value == self.api_key:
                 return
             if kind == "token" and value in self.tokens:
@@ -393,7 +403,7 @@ class St2Double:
     @staticmethod
     def _parse(content_type, data):
         kind = (content_type or "").split(";", 1)[0].strip().lower()
-        # No Content-Type at all is coerced to JSON (eventlet, §3); text/plain sent
+        # No Content-Type at all is coerced to JSON (st2's eventlet server); text/plain sent
         # explicitly is not.
         if content_type is None or kind == "application/json":
             if not data.strip():

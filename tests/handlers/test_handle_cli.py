@@ -125,7 +125,10 @@ def test_malformed_sensu_input_is_dead_lettered_in_one_line(state_dir, name, dat
     assert lines[0].startswith("autoremedy: sensu event rejected: ") and reason in lines[0]
     raw_files = [f for f in os.listdir(state_dir / "deadletter") if f.endswith(".raw")]
     assert len(raw_files) == 1
-    assert (state_dir / "deadletter" / raw_files[0]).read_bytes() == data
+    kept = (state_dir / "deadletter" / raw_files[0]).read_bytes()
+    assert kept == data[:4 << 20]           # spool.deadletter_max_file: the head of a larger input
+    meta = json.loads((state_dir / "deadletter" / raw_files[0].replace(".raw", ".json")).read_text())
+    assert meta["size"] == len(data) and meta["truncated"] is (len(data) > 4 << 20)
     [record] = audit_records(state_dir, "deadletter")
     assert reason in record["reason"] and record["size"] == len(data)
 

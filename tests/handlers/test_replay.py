@@ -128,7 +128,7 @@ def test_stackstorm_coming_back_in_the_middle_of_a_replay(st2, state_dir):
 
 def test_stackstorm_going_away_and_back_during_a_replay_loses_nothing(st2, state_dir):
     """At least once: the request in flight when the connection is cut may have
-    been accepted without the answer arriving ("delivery unknown", reference §6);
+    been accepted without the answer arriving ("delivery unknown", StackStorm's webhook API: 202 is acceptance only);
     it is delivered again with the same trace tag. Nothing else repeats."""
     spool_directly(state_dir, 200)
 

@@ -251,7 +251,7 @@ def test_escalation_hook_point_attaches_the_incident_bundle(make_config, sensu_g
                                                             monkeypatch):
     calls = []
     fake = types.ModuleType("autoremedy.collect")
-    fake.for_event = lambda config, host, check, when: calls.append((host, check)) or \
+    fake.for_event = lambda config, host, check, when, ids=(): calls.append((host, check)) or \
         {"path": "/var/lib/autoremedy/bundles/x.tar.gz", "summary": "3 services, 12 lines"}
     monkeypatch.setitem(sys.modules, "autoremedy.collect", fake)
     st2.set_mode("down")
@@ -267,7 +267,7 @@ def test_escalation_hook_point_attaches_the_incident_bundle(make_config, sensu_g
 def test_escalation_hook_is_opt_in_and_its_failure_does_not_stop_escalation(make_config, sensu_go,
                                                                              st2, monkeypatch):
     fake = types.ModuleType("autoremedy.collect")
-    fake.for_event = lambda *a: 1 / 0
+    fake.for_event = lambda *a, **kw: 1 / 0
     monkeypatch.setitem(sys.modules, "autoremedy.collect", fake)
     st2.set_mode("down")
     quiet = dispatch(load(make_config, {}, st2), event_for(sensu_go, ident="e1"), BACKEND)

@@ -162,10 +162,13 @@ def test_kill_9_during_spooling_never_leaves_a_corrupt_or_lost_entry(tmp_path, s
     for _ in range(25):
         proc = subprocess.Popen([sys.executable, str(script), str(state), str(fixture), str(start)],
                                 stdout=subprocess.PIPE, text=True)
-        time.sleep(rng.uniform(0.08, 0.3))
+        # Kill at a random moment once it is spooling: on a loaded machine the start-up
+        # alone can outlast any fixed delay, and a writer killed before it begins tests nothing.
+        first = proc.stdout.readline()
+        time.sleep(rng.uniform(0.0, 0.2))
         os.kill(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        done = [int(line) for line in out.split()]
+        done = [int(line) for line in (first + out).split()]
         reported.update(f"kill-{n:07d}" for n in done)
         start = (max(done) + 1 if done else start) + 1000   # fresh ids for the next writer
     spool = Spool(str(state))

@@ -1,4 +1,4 @@
-"""The StackStorm double follows reference/stackstorm.md: other tests (and the
+"""The StackStorm double follows StackStorm's webhook API (st2api's webhooks controller): other tests (and the
 packaging engineer's Zabbix end-to-end test) trust it, so it is tested too."""
 import http.client
 import json
@@ -57,7 +57,7 @@ def test_unregistered_hook_is_404_with_faultstring(double):
     ({"Cookie": "auth-token=good-token"}, "/api/v1/webhooks/autoremedy", 202),
     ({"X-Auth-Token": "good-token"}, "/api/v1/webhooks/autoremedy", 202),
     # The first credential present is the one checked: a stale token next to a
-    # valid key fails (§2, inferred).
+    # valid key fails (st2common/router.py, inferred from the code).
     ({"X-Auth-Token": "stale", "St2-Api-Key": API_KEY}, "/api/v1/webhooks/autoremedy", 401),
     ({"St2-Api-Key": API_KEY}, "/api/v1/webhooks/autoremedy?x-auth-token=stale", 202),
 ])

@@ -1,23 +1,24 @@
 """Fixtures for the MySQL / MariaDB / Galera area.
 
 Session-scoped throwaway servers (tests/mysql/mysql_instances.py): a GTID
-primary/replica pair on 3317/3318 (the replica also serves TLS) and a 2-node
-Galera cluster on 3321/3322, all under one temp directory, always stopped at
-the end. The shared MariaDB on 3306 is never touched. A test that breaks
-replication leaves the repair to ``pair.heal()``, which the ``replication``
-fixture runs before each test.
+primary/replica pair on 3317/3318 (the replica also serves TLS: the connection
+tests) and the replication topology on 3311-3314 (replication_topology.py: the
+replication check and repair tests, reset to empty and equal before each test),
+under one temp directory; a 3-node Galera cluster on 3321-3323
+(galera_cluster.py, its own temp directory). All always stopped at the end. The
+shared MariaDB on 3306 is never touched.
 """
 import os
-import uuid
 
 import pytest
 
+import galera_cluster as gc
 import mysql_instances as mi
 
 
 @pytest.fixture(scope="session")
 def mysql_base():
-    mi.sweep_leftovers(set(mi.PAIR_PORTS) | {p[0] for p in mi.GALERA_NODES.values()})
+    mi.sweep_leftovers(set(mi.PAIR_PORTS))
     base = mi.make_base()
     yield base
     mi.remove(base)
@@ -43,47 +44,54 @@ def pair(mysql_base):
         started.shutdown()
 
 
+# The replication repair tests' topology (tests/mysql/replication_topology.py):
+# source 3311 -> replica 3312 -> chained 3314, source -> sibling 3313.
+@pytest.fixture(scope="session")
+def topology(mysql_base):
+    import replication_topology as rt
+    mi.sweep_leftovers(set(rt.PORTS.values()))
+    with rt.Topology(mysql_base) as started:      # set up; always shut down
+        yield started
+
+
 @pytest.fixture
-def replication(pair):
-    """The pair, healthy and caught up, before each test."""
-    pair.heal()
-    return pair
+def topo(topology):
+    """The topology empty, equal and replicating before each test."""
+    topology.reset()
+    return topology
+
+
+@pytest.fixture
+def topo_config(make_config, root_cnf):
+    """A configuration naming the topology's servers and one mysql-replication
+    target (``name``) with the given settings; guards relaxed for repeated runs."""
+    import replication_topology as rt
+
+    def make(name="replica", state_dir=None, **target):
+        spec = {"server": "replica", "primary": "source", "catch_up_timeout": 30}
+        spec.update(target)
+        data = {"mysql": {"option_file": root_cnf, "connect_timeout": 3,
+                          "servers": {n: {"host": "127.0.0.1", "port": p} for n, p in rt.PORTS.items()}},
+                "guards": {"rate_limit": {"max": 100, "per": 3600}, "global_cap": {"max": 100, "per": 3600},
+                           "flap": {"changes": 1000, "window": 60}},
+                "remediations": {"mysql-replication": {"enabled": True, "targets": {name: spec}}}}
+        if state_dir is not None:
+            data["state_dir"] = str(state_dir)
+        return make_config(data, name=f"topo-{name}-{os.urandom(3).hex()}.yaml")
+    return make
 
 
 @pytest.fixture(scope="session")
-def galera(mysql_base):
-    cluster = mi.Galera(mysql_base)
+def galera():
+    gc.sweep_leftovers()
+    base = gc.make_base()
+    cluster = gc.Cluster(base)
     try:
         cluster.setup()
         yield cluster
     finally:
         cluster.shutdown()
-
-
-@pytest.fixture
-def second_source(replication, galera):
-    """Multi-source: a named connection 'east' on the replica, from Galera node g1,
-    which binlogs in GTID domain 5 (the default connection ignores domain 5)."""
-    galera.heal()
-    replication.change_master("east", domains="DO_DOMAIN_IDS=(5)", port=galera.g1.port)
-    replication.replica.sql("START SLAVE 'east'")
-    galera.g1.sql("CREATE DATABASE IF NOT EXISTS east_db")
-    mi.wait_until(lambda: replication.replica.sql("SHOW DATABASES LIKE 'east_db'"), 15,
-                  what="east_db replicated through 'east'")
-    mi.wait_until(lambda: (lambda r: r and r["Slave_IO_Running"] == r["Slave_SQL_Running"] == "Yes")(
-        replication.replica.status("east")), 15, what="'east' running")
-    return galera
-
-
-@pytest.fixture
-def table(replication):
-    """A fresh table app_<id>.t (id INT PRIMARY KEY, v VARCHAR) replicated to the replica."""
-    db = "app_" + uuid.uuid4().hex[:8]
-    replication.primary.sql(f"CREATE DATABASE {db}",
-                            f"CREATE TABLE {db}.t (id INT PRIMARY KEY, v VARCHAR(40))",
-                            f"INSERT INTO {db}.t VALUES (1, 'one'), (2, 'two')")
-    replication.wait_caught_up()
-    return db
+        mi.remove(base)
 
 
 @pytest.fixture
@@ -102,8 +110,7 @@ def mysql_config(make_config, root_cnf, pair):
                 "servers": {
                     "primary": {"host": "127.0.0.1", "port": mi.PAIR_PORTS[0]},
                     "replica": {"host": "127.0.0.1", "port": mi.PAIR_PORTS[1]},
-                    "g1": {"host": "127.0.0.1", "port": mi.GALERA_NODES["g1"][0]},
-                    "g2": {"host": "127.0.0.1", "port": mi.GALERA_NODES["g2"][0]},
+                    **{name: {"host": "127.0.0.1", "port": ports[0]} for name, ports in gc.NODES.items()},
                     **(servers or {}),
                 },
             },

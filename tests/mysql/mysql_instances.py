@@ -1,10 +1,10 @@
-"""Throwaway MariaDB servers for the tests: a GTID primary/replica pair and a 2-node Galera.
+"""Throwaway MariaDB servers for the tests: a GTID primary/replica pair (Galera: galera_cluster.py).
 
 Each instance has its own my.cnf, datadir, tmpdir, socket, pid file and error log
 under one base directory, and its own ports (docs/DEVELOPING.md): the machine's
 shared MariaDB on 3306 is never touched. Servers are started with ``setsid -f``
 (a SIGKILLed child must not linger as a zombie that ``kill -0`` still sees) and
-found again through their pid files. Facts and timings: reference/rabbitmq-mysql.md
+found again through their pid files. Facts and timings: docs/mysql.md
 §4 (pair) and §5 (Galera), copied into docs/mysql.md.
 """
 import os
@@ -18,45 +18,192 @@ import time
 import pymysql
 
 BASE_PREFIX = "autoremedy-mysql-"
-GALERA_PROVIDER = "/usr/lib/galera/libgalera_smm.so"
 PAIR_PORTS = (3317, 3318)
-# The Galera nodes binlog in GTID domain 5, so g1 can be a second primary of the
-# replica (multi-source needs another server: two connections to one primary fight
-# over the replica's server_id).
-GALERA_DOMAIN = 5
-GALERA_NODES = {"g1": (3321, 4571, 4572, 4574), "g2": (3322, 4581, 4582, 4584)}
 
 
-def make_base():
-    """A base directory the mysql user can traverse (pytest's tmp dirs are 0700)."""
-    base = tempfile.mkdtemp(prefix=BASE_PREFIX)
+OWNER = "owner"          # in each base directory: "<pid> <start time>" of the test process that made it
+
+
+def make_base(prefix=BASE_PREFIX):
+    """A base directory the mysql user can traverse (pytest's tmp dirs are 0700),
+    marked with the test process that owns it (``sweep_leftovers`` spares the
+    servers of a run that is still alive)."""
+    base = tempfile.mkdtemp(prefix=prefix)
     os.chmod(base, 0o755)
+    with open(os.path.join(base, OWNER), "w") as handle:
+        handle.write(f"{os.getpid()} {_start_time(os.getpid())}\n")
     return base
 
 
-def sweep_leftovers(ports):
-    """Kill servers a crashed earlier run left on our ports: only mariadbd processes
-    whose --defaults-file lies in one of our throwaway base directories."""
-    import psutil
-    tmp = tempfile.gettempdir()
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        argv = proc.info.get("cmdline") or []
-        if proc.info.get("name") not in ("mariadbd", "mysqld"):
+def _start_time(pid):
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22):
+    with the pid, it names one process even after the pid is reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def live_owner(base):
+    """The pid of the live test process that owns ``base`` (None: a crashed or
+    finished run, or a base without an owner mark)."""
+    try:
+        with open(os.path.join(base, OWNER)) as handle:
+            pid, started = handle.read().split()
+        pid, started = int(pid), int(started)
+    except (OSError, ValueError):
+        return None
+    return pid if _start_time(pid) == started and not _zombie(pid) else None
+
+
+def _defaults_file(argv):
+    for arg in argv:
+        if arg.startswith("--defaults-file="):
+            return arg.split("=", 1)[1]
+    return ""
+
+
+def _cnf_port(cnf):
+    if not cnf:
+        return None
+    try:
+        with open(cnf) as handle:
+            found = re.search(r"^port\s*=\s*(\d+)", handle.read(), re.M)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+# Processes of ours besides the servers: the rsync SST of a Galera node (the joiner's
+# wsrep_sst_rsync script and its rsync daemon, the donor's script and rsync client).
+# A node SIGKILLed during an SST leaves them behind, holding its SST port: the next
+# joiner on that port then fails ("rsync daemon terminated unexpectedly", status 16).
+SERVER_NAMES = ("mariadbd", "mysqld")
+HELPER_NAMES = ("rsync", "wsrep_sst_rsync")
+
+
+def _argv(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return [a.decode(errors="replace") for a in handle.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def _comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def processes_under(root, names=SERVER_NAMES + HELPER_NAMES):
+    """[(pid, path)] of the processes called one of ``names`` (servers found in the
+    process table, not through pid files) with an argument naming a path that
+    starts with ``root``; ``path`` is the first such argument."""
+    out = []
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
             continue
-        cnf = next((a.split("=", 1)[1] for a in argv if a.startswith("--defaults-file=")), "")
-        if not cnf.startswith(os.path.join(tmp, BASE_PREFIX)):
+        argv = _argv(entry)
+        if not argv or (_comm(entry) not in names and os.path.basename(argv[0]) not in names):
             continue
+        for arg in argv:
+            start = arg.find(root)
+            if start != -1:
+                out.append((int(entry), arg[start:]))
+                break
+    return out
+
+
+def kill_helpers(directory):
+    """SIGKILL the SST helpers working for the server under ``directory``; wait them out."""
+    pids = [pid for pid, _ in processes_under(directory.rstrip(os.sep) + os.sep, HELPER_NAMES)]
+    for pid in pids:
         try:
-            with open(cnf) as handle:
-                port = re.search(r"^port\s*=\s*(\d+)", handle.read(), re.M)
-        except OSError:
-            port = None
-        if port is None or int(port.group(1)) in ports:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        _wait_exited(pid, 10)
+
+
+def sweep_leftovers(ports, prefix=BASE_PREFIX):
+    """Kill what a crashed earlier run left on ``ports`` (None: any port): only
+    mariadbd processes whose --defaults-file lies in one of our throwaway base
+    directories (with, for ``ports=None``, their SST helpers), and never those of
+    another test process that is still alive (another run on this machine):
+    ``check_ports_free`` then names them."""
+    tmp = tempfile.gettempdir()
+    me = os.getpid()
+    killed = []
+    names = SERVER_NAMES + (HELPER_NAMES if ports is None else ())
+    for pid, path in processes_under(os.path.join(tmp, prefix), names):
+        base = os.path.join(tmp, os.path.relpath(path, tmp).split(os.sep)[0])
+        owner = live_owner(base)
+        if owner is not None and owner != me:
+            continue
+        port = _cnf_port(_defaults_file(_argv(pid))) if _comm(pid) not in HELPER_NAMES else None
+        if ports is None or port is None or port in ports:
             try:
-                proc.kill()
-                proc.wait(10)
-            except psutil.Error:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
                 pass
+    for pid in killed:
+        _wait_exited(pid, 10)
+
+
+def _wait_exited(pid, timeout):
+    """Until every thread of ``pid`` is gone (a zombie leader whose other threads
+    still exit may still hold the ports)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            threads = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            return True
+        if len(threads) <= 1 and _zombie(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def listener(port):
+    """'pid N (argv...)' of the process listening on 127.0.0.1:port, or what is known."""
+    import psutil
+    try:
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                if conn.pid is None:
+                    return "a process this user cannot see"
+                try:
+                    argv = " ".join(psutil.Process(conn.pid).cmdline())
+                except psutil.Error:
+                    argv = "?"
+                cnf = _defaults_file(argv.split())
+                base = os.path.dirname(os.path.dirname(cnf)) if cnf else ""
+                owner = live_owner(base) if base else None
+                whose = f"; a server of the live test process {owner}" if owner else ""
+                return f"pid {conn.pid} ({argv[:200]}){whose}"
+    except psutil.Error as exc:
+        return f"unknown ({exc})"
+    return "unknown"
+
+
+def check_ports_free(ports, what):
+    """Raise at once, naming the holder, when a port we are about to use is taken:
+    a server started there could not bind, and we would talk to the holder instead
+    (another run of these tests at the same time, for instance)."""
+    busy = [port for port in ports if port_open(port)]
+    if busy:
+        raise RuntimeError(f"{what}: port(s) {busy} already in use before our servers start: "
+                           + "; ".join(f"{p} by {listener(p)}" for p in busy)
+                           + ". Two runs of tests/mysql at once (or tests/mysql spread over several "
+                             "pytest-xdist workers) cannot share these fixed ports.")
 
 
 def _zombie(pid):
@@ -125,9 +272,20 @@ class Instance:
             os.kill(pid, 0)
         except ProcessLookupError:
             return None
-        return None if _zombie(pid) else pid
+        if _zombie(pid) or not self.owns(pid):
+            return None
+        return pid
 
-    def start(self, *extra, wait=True, timeout=60):
+    def owns(self, pid):
+        """``pid`` is a mariadbd started with our option file (not a reused pid)."""
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            return False
+        return f"--defaults-file={self.cnf}".encode() in argv
+
+    def start(self, *extra, wait=True, timeout=90):
         if self.pid():
             return
         subprocess.run(["setsid", "-f", "mariadbd", f"--defaults-file={self.cnf}", *extra],
@@ -136,18 +294,41 @@ class Instance:
         if wait:
             self.wait_ready(timeout)
 
-    def wait_ready(self, timeout=60):
+    def wait_ready(self, timeout=90):
+        """Until our server answers on our port, and it is ours: the server that
+        answers must have our datadir (a server of someone else that holds the port
+        makes ours fail to bind, and would answer in its place)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                self.connect().close()
-                return
+                conn = self.connect()
             except pymysql.err.OperationalError as exc:
                 if exc.args[0] not in (2003, 2013, 1045, 2006):
                     raise
-            time.sleep(0.1)
+                time.sleep(0.1)
+                continue
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT @@datadir, @@pid_file")
+                    datadir, pid_file = cur.fetchone()
+            except pymysql.err.OperationalError as exc:
+                if exc.args[0] not in (2013, 2006):
+                    raise
+                time.sleep(0.1)
+                continue
+            finally:
+                conn.close()
+            self.check_identity(datadir, pid_file)
+            return
         raise RuntimeError(f"{self.name} on {self.port} not ready after {timeout}s; log tail:\n"
                            + self.log_tail())
+
+    def check_identity(self, datadir, pid_file=None):
+        if os.path.realpath(datadir) != os.path.realpath(self.datadir):
+            raise RuntimeError(
+                f"{self.name}: the server answering on port {self.port} is not ours: its datadir is {datadir} "
+                f"(pid file {pid_file}), ours {self.datadir}; port held by {listener(self.port)}. "
+                f"Our server's log tail:\n{self.log_tail(10)}")
 
     def log_tail(self, lines=30):
         try:
@@ -267,8 +448,8 @@ def make_tls(directory):
 class Pair:
     """primary (3317) -> replica (3318), GTID (slave_pos), ROW binlogs.
 
-    The default connection ignores GTID domain 5, which the named connection
-    ``east`` (tests of multi-source) replicates from the same primary."""
+    The default connection ignores GTID domain 5 (the Galera nodes' domain).
+    The replication check and repair tests use replication_topology.py instead."""
 
     REPL_USER, REPL_PASSWORD = "repl", "replpw"
 
@@ -279,7 +460,8 @@ class Pair:
         self.replica = Instance(base, "replica", PAIR_PORTS[1], pair_settings(2, self.tls_dir))
 
     def setup(self):
-        # mariadb-install-db must not share a tmpdir (reference §4); each has its own.
+        check_ports_free(PAIR_PORTS, "the replication pair")
+        # mariadb-install-db must not share a tmpdir (measured: concurrent runs collide); each has its own.
         for inst in (self.primary, self.replica):
             inst.install()
         for inst in (self.primary, self.replica):
@@ -313,137 +495,10 @@ class Pair:
             return all(g in pos.split(",") for g in target.split(",") if g and not g.startswith("5-")) or None
         self.replica.wait_for(done, timeout, f"replica caught up to {target}")
 
-    def heal(self):
-        """Back to the healthy baseline between tests, whatever a test left behind:
-        primary running, no named connections, the default connection running and
-        caught up. Test data lives in per-test databases, so skipping a leftover
-        failed event or jumping past purged binlogs here harms nothing."""
-        if not self.primary.pid():
-            self.primary.start()
-        replica = self.replica
-        replica.sql("SET GLOBAL slave_exec_mode='STRICT'")
-        for row in replica.sql("SHOW ALL SLAVES STATUS"):
-            if row["Connection_name"] != "":
-                replica.sql(f"STOP SLAVE '{row['Connection_name']}'",
-                            f"RESET SLAVE '{row['Connection_name']}' ALL")
-        for _ in range(50):
-            row = replica.status("")
-            if row is None:
-                self.change_master("")
-                replica.sql("START SLAVE")
-            elif row["Last_IO_Errno"] == 1236:
-                position = self.primary.one("SELECT @@gtid_binlog_pos AS p")["p"]
-                replica.sql("STOP SLAVE", f"SET GLOBAL gtid_slave_pos = '{position}'", "START SLAVE")
-            elif row["Slave_SQL_Running"] != "Yes":
-                if row["Last_SQL_Errno"]:
-                    replica.sql("SET GLOBAL sql_slave_skip_counter = 1")
-                replica.sql("START SLAVE SQL_THREAD")
-            elif row["Slave_IO_Running"] != "Yes":
-                replica.sql("STOP SLAVE IO_THREAD", "START SLAVE IO_THREAD")
-            else:
-                break
-            time.sleep(0.2)
-        self.wait_caught_up()
-
     def shutdown(self):
         # The data is thrown away: SIGKILL (instant) rather than SIGTERM (3-4 s each).
         for inst in (self.replica, self.primary):
             inst.kill()
-
-
-# --- Galera ----------------------------------------------------------------------
-
-def galera_settings(name, others, ports):
-    sql, gcomm, ist, sst = ports
-    return {
-        "server-id": 10 + int(name[1:]), "log-bin": "binlog", "gtid-domain-id": GALERA_DOMAIN,
-        "binlog_format": "ROW", "default_storage_engine": "InnoDB", "innodb_autoinc_lock_mode": 2,
-        "wsrep_on": "ON", "wsrep_provider": GALERA_PROVIDER, "wsrep_cluster_name": "autoremedy-test",
-        "wsrep_cluster_address": "gcomm://" + ",".join(f"127.0.0.1:{p[1]}" for p in others),
-        "wsrep_node_address": f"127.0.0.1:{gcomm}", "wsrep_node_name": name,
-        "wsrep_provider_options": f'"gmcast.listen_addr=tcp://127.0.0.1:{gcomm};ist.recv_addr=127.0.0.1:{ist}"',
-        "wsrep_sst_method": "rsync", "wsrep_sst_receive_address": f"127.0.0.1:{sst}",
-    }
-
-
-class Galera:
-    """g1 (3321) + g2 (3322), bootstrapped from g1, g2 joined by rsync SST."""
-
-    def __init__(self, base):
-        self.base = base
-        allports = list(GALERA_NODES.values())
-        self.nodes = {name: Instance(base, name, ports[0], galera_settings(name, allports, ports))
-                      for name, ports in GALERA_NODES.items()}
-        self.g1, self.g2 = self.nodes["g1"], self.nodes["g2"]
-
-    def setup(self):
-        self.g1.install("--wsrep-on=OFF")
-        self.g2.write_cnf()  # empty datadir: it receives a full SST from g1
-        self.g1.start("--wsrep-new-cluster")
-        self.g2.start()
-        self.wait_size(2)
-        # A replication login (not binlogged), so the pair's replica can use g1 as a
-        # second primary.
-        self.g1.sql("SET SESSION sql_log_bin=0",
-                    f"CREATE USER '{Pair.REPL_USER}'@'127.0.0.1' IDENTIFIED BY '{Pair.REPL_PASSWORD}'",
-                    f"GRANT REPLICATION SLAVE ON *.* TO '{Pair.REPL_USER}'@'127.0.0.1'")
-
-    def wsrep(self, node):
-        return {r["Variable_name"]: r["Value"] for r in node.sql("SHOW GLOBAL STATUS LIKE 'wsrep%'")}
-
-    def wait_size(self, size, timeout=60):
-        def ok():
-            for node in self.nodes.values():
-                if not node.pid():
-                    continue
-                try:
-                    status = self.wsrep(node)
-                except pymysql.err.MySQLError:
-                    return None
-                if (status.get("wsrep_cluster_status") != "Primary" or status.get("wsrep_local_state") != "4"
-                        or int(status.get("wsrep_cluster_size", 0)) != size):
-                    return None
-            return True
-        self.g1.wait_for(ok, timeout, f"cluster of {size}, all Synced")
-
-    def heal(self):
-        """Both nodes up and Synced, whatever a test left behind."""
-        up = [n for n in self.nodes.values() if n.pid()]
-        if not up:
-            self.bootstrap_most_advanced()
-            up = [n for n in self.nodes.values() if n.pid()]
-        for node in up:
-            if self.wsrep(node).get("wsrep_cluster_status") != "Primary":
-                node.sql("SET GLOBAL wsrep_provider_options='pc.bootstrap=YES'")
-        for node in self.nodes.values():
-            if not node.pid():
-                node.start()
-        self.wait_size(2)
-
-    def bootstrap_most_advanced(self):
-        best = max(self.nodes.values(), key=lambda n: recovered_seqno(n))
-        grastate = os.path.join(best.datadir, "grastate.dat")
-        with open(grastate) as handle:
-            text = handle.read()
-        with open(grastate, "w") as handle:
-            handle.write(re.sub(r"safe_to_bootstrap:\s*\d", "safe_to_bootstrap: 1", text))
-        best.start("--wsrep-new-cluster")
-
-    def shutdown(self):
-        for node in self.nodes.values():
-            node.kill()
-
-
-def recovered_seqno(node):
-    log = os.path.join(node.tmpdir, "recover.log")
-    subprocess.run(["mariadbd", f"--defaults-file={node.cnf}", "--wsrep-recover", f"--log-error={log}"],
-                   capture_output=True, timeout=120)
-    try:
-        with open(log, errors="replace") as handle:
-            found = re.findall(r"Recovered position: [0-9a-f-]+:(-?\d+)", handle.read())
-    except OSError:
-        found = []
-    return int(found[-1]) if found else -1
 
 
 def wait_until(predicate, timeout=30, interval=0.2, what="condition"):

@@ -1,4 +1,5 @@
-"""check mysql-replication: normalisation and diagnosis (tables), then every state on a real GTID pair."""
+"""check mysql-replication: normalisation and diagnosis (tables), then every state on real servers
+(the replication topology: source 3311 -> replica 3312, tests/mysql/replication_topology.py)."""
 import argparse
 import json
 import os
@@ -10,9 +11,19 @@ from autoremedy.ranges import Range
 from autoremedy.result import Status
 
 import mysql_instances as mi
+import replication_topology as rt
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-REPLICA = ["-H", "127.0.0.1", "-P", str(mi.PAIR_PORTS[1])]
+REPLICA = ["-H", "127.0.0.1", "-P", str(rt.PORTS["replica"])]
+
+
+@pytest.fixture
+def topo_table(topo):
+    """app.t (id INT PRIMARY KEY, v VARCHAR) with rows 1 and 2, replicated; its name."""
+    topo.source.sql("CREATE DATABASE app", "CREATE TABLE app.t (id INT PRIMARY KEY, v VARCHAR(40))",
+                    "INSERT INTO app.t VALUES (1, 'one'), (2, 'two')")
+    topo.caught_up("replica")
+    return "app"
 
 
 def args(**kw):
@@ -94,14 +105,14 @@ def test_gtid_behind_counts_received_but_unapplied_transactions():
     assert check.gtid_behind(channel) == 3
 
 
-# --- on the real pair -----------------------------------------------------------------------
+# --- on real servers -------------------------------------------------------------------------
 
 @pytest.mark.integration
-def test_healthy_replica_is_ok_with_perfdata(replication, run_cli, root_cnf):
+def test_healthy_replica_is_ok_with_perfdata(topo, topo_table, run_cli, root_cnf):
     ran = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf)
     assert ran.returncode == 0, ran
     head = ran.stdout.splitlines()[0]
-    assert head.startswith("MYSQL-REPLICATION OK: replicating from 127.0.0.1:3317, lag 0s, GTID 0-1-")
+    assert head.startswith("MYSQL-REPLICATION OK: replicating from 127.0.0.1:3311, lag 0s, GTID 0-11-")
     perf = mi.perfdata(head)
     assert perf["lag"] == "0s" and perf["io_running"] == "1" and perf["sql_running"] == "1"
 
@@ -110,7 +121,7 @@ def test_healthy_replica_is_ok_with_perfdata(replication, run_cli, root_cnf):
 @pytest.mark.parametrize("spelling, statement", [("slave", "SHOW ALL SLAVES STATUS"),
                                                  ("replica", "SHOW ALL REPLICAS STATUS"),
                                                  ("auto", "SHOW ALL REPLICAS STATUS")])
-def test_both_spellings_read_the_same_state(replication, run_cli, root_cnf, spelling, statement):
+def test_both_spellings_read_the_same_state(topo, run_cli, root_cnf, spelling, statement):
     ran = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf, "--spelling", spelling,
                   "--format", "json")
     assert ran.returncode == 0, ran
@@ -119,54 +130,54 @@ def test_both_spellings_read_the_same_state(replication, run_cli, root_cnf, spel
 
 
 @pytest.mark.integration
-def test_stopped_threads_are_critical(replication, run_cli, root_cnf):
-    replication.replica.sql("STOP SLAVE IO_THREAD")
+def test_stopped_threads_are_critical(topo, run_cli, root_cnf):
+    topo.replica.sql("STOP SLAVE IO_THREAD")
     ran = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf)
     assert ran.returncode == 2 and "IO thread stopped (no error)" in ran.stdout, ran
-    replication.replica.sql("STOP SLAVE SQL_THREAD")
+    topo.replica.sql("STOP SLAVE SQL_THREAD")
     ran = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf)
     assert "IO thread stopped (no error); SQL thread stopped (no error)" in ran.stdout
     assert "'lag'" not in ran.stdout            # NULL lag: no perfdata value, not 0
 
 
 @pytest.mark.integration
-def test_duplicate_key_is_critical_with_the_error(replication, table, run_cli, root_cnf):
-    replication.replica.sql("SET SESSION sql_log_bin=0", f"INSERT INTO {table}.t VALUES (100, 'replica')")
-    replication.primary.sql(f"INSERT INTO {table}.t VALUES (100, 'primary')")
-    mi.wait_until(lambda: (replication.replica.status() or {}).get("Last_SQL_Errno") == 1062, 10)
+def test_duplicate_key_is_critical_with_the_error(topo, topo_table, run_cli, root_cnf):
+    topo.replica.sql("SET SESSION sql_log_bin=0", f"INSERT INTO {topo_table}.t VALUES (100, 'replica')")
+    topo.source.sql(f"INSERT INTO {topo_table}.t VALUES (100, 'primary')")
+    mi.wait_until(lambda: (topo.replica.status() or {}).get("Last_SQL_Errno") == 1062, 10)
     ran = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf)
     assert ran.returncode == 2
     assert f"SQL thread stopped by error 1062 (duplicate key): Could not execute Write_rows_v1 event on table " \
-           f"{table}.t; Duplicate entry '100' for key 'PRIMARY'" in ran.stdout
+           f"{topo_table}.t; Duplicate entry '100' for key 'PRIMARY'" in ran.stdout
     assert mi.perfdata(ran.stdout)["last_sql_errno"] == "1062"
 
 
 @pytest.mark.integration
-def test_primary_killed_is_critical_with_the_io_error_then_recovers(replication, run_cli, root_cnf):
-    replication.primary.kill()
+def test_primary_killed_is_critical_with_the_io_error_then_recovers(topo, run_cli, root_cnf):
+    topo.source.kill()
     try:
         ran = mi.wait_until(lambda: (lambda r: r if r.returncode == 2 else None)(
             run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf)), 15)
-        assert "IO thread cannot reach the primary 127.0.0.1:3317: error 20" in ran.stdout
+        assert "IO thread cannot reach the primary 127.0.0.1:3311: error 20" in ran.stdout
         assert mi.perfdata(ran.stdout)["last_io_errno"] in ("2003", "2013")
     finally:
-        replication.primary.start()
-    replication.replica.sql("STOP SLAVE IO_THREAD", "START SLAVE IO_THREAD")
+        topo.source.start()
+    topo.replica.sql("STOP SLAVE IO_THREAD", "START SLAVE IO_THREAD")
     ran = mi.wait_until(lambda: (lambda r: r if r.returncode == 0 else None)(
         run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf)), 15)
-    assert "replicating from 127.0.0.1:3317" in ran.stdout
+    assert "replicating from 127.0.0.1:3311" in ran.stdout
 
 
 @pytest.mark.integration
-def test_lag_from_a_long_transaction_is_a_warning(replication, table, run_cli, root_cnf):
+def test_lag_from_a_long_transaction_is_a_warning(topo, topo_table, run_cli, root_cnf):
     """A replica transaction holds a row lock; the primary's update of that row waits
     in the SQL thread and Seconds_Behind_Master grows with the clock."""
-    blocker = replication.replica.connect(autocommit=False)
+    blocker = topo.replica.connect(autocommit=False)
     try:
         with blocker.cursor() as cur:
             cur.execute("SET SESSION sql_log_bin=0")
-            cur.execute(f"UPDATE {table}.t SET v = 'held by the replica' WHERE id = 1")
-        replication.primary.sql(f"UPDATE {table}.t SET v = 'from the primary' WHERE id = 1")
+            cur.execute(f"UPDATE {topo_table}.t SET v = 'held by the replica' WHERE id = 1")
+        topo.source.sql(f"UPDATE {topo_table}.t SET v = 'from the primary' WHERE id = 1")
         ran = mi.wait_until(lambda: (lambda r: r if r.returncode == 1 else None)(
             run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf, "-w", "2", "-c", "120")),
             20, interval=0.5)
@@ -177,65 +188,69 @@ def test_lag_from_a_long_transaction_is_a_warning(replication, table, run_cli, r
         blocker.close()
     ran = mi.wait_until(lambda: (lambda r: r if r.returncode == 0 else None)(
         run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf, "-w", "2", "-c", "120")), 20)
-    assert replication.replica.one(f"SELECT v FROM {table}.t WHERE id = 1")["v"] == "from the primary"
+    assert topo.replica.one(f"SELECT v FROM {topo_table}.t WHERE id = 1")["v"] == "from the primary"
 
 
 @pytest.mark.integration
-def test_multi_source_connections_are_each_checked(replication, second_source, run_cli, root_cnf):
-    ran = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf)
+def test_multi_source_connections_are_each_checked(topo, run_cli, root_cnf):
+    topo.second_source()
+    replica = ["-H", "127.0.0.1", "-P", str(rt.PORTS["replica"]), "--defaults-file", root_cnf]
+    ran = run_cli("check", "mysql-replication", *replica)
     assert ran.returncode == 0, ran
-    assert "[default] replicating from 127.0.0.1:3317" in ran.stdout and "[east] replicating from 127.0.0.1:3321" in ran.stdout
+    assert "[default] replicating from 127.0.0.1:3311" in ran.stdout and "[east] replicating from 127.0.0.1:3313" \
+        in ran.stdout
     assert "east.lag" in mi.perfdata(ran.stdout)
-    replication.replica.sql("STOP SLAVE 'east'")
-    ran = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf)
+    topo.replica.sql("STOP SLAVE 'east'")
+    ran = run_cli("check", "mysql-replication", *replica)
     assert ran.returncode == 2 and "[east] IO thread stopped (no error)" in ran.stdout
-    only_default = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf, "--connection", "")
+    only_default = run_cli("check", "mysql-replication", *replica, "--connection", "")
     assert only_default.returncode == 0, only_default
-    missing = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf, "--connection", "west")
+    missing = run_cli("check", "mysql-replication", *replica, "--connection", "west")
     assert missing.returncode == 2 and "replication connection 'west' is not configured" in missing.stdout
-    lld = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf, "--discover")
+    lld = run_cli("check", "mysql-replication", *replica, "--discover")
     assert {r["{#MYSQL.CONNECTION}"] for r in lld.json} == {"", "east"}
 
 
 @pytest.mark.integration
-def test_a_server_without_replication(pair, run_cli, root_cnf):
-    primary = ["-H", "127.0.0.1", "-P", str(mi.PAIR_PORTS[0]), "--defaults-file", root_cnf]
+def test_a_server_without_replication(topo, run_cli, root_cnf):
+    primary = ["-H", "127.0.0.1", "-P", str(rt.PORTS["source"]), "--defaults-file", root_cnf]
     ran = run_cli("check", "mysql-replication", *primary)
     assert ran.returncode == 2 and "not a replica: SHOW ALL REPLICAS STATUS returned nothing" in ran.stdout
     assert run_cli("check", "mysql-replication", *primary, "--not-replica", "ok").returncode == 0
 
 
 @pytest.mark.integration
-def test_writable_replica_warns_when_read_only_is_required(replication, run_cli, root_cnf):
+def test_writable_replica_warns_when_read_only_is_required(topo, run_cli, root_cnf):
     ran = run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf, "--require-read-only")
     assert ran.returncode == 1 and "the replica accepts writes (read_only=OFF)" in ran.stdout
-    replication.replica.sql("SET GLOBAL read_only = ON")
+    topo.replica.sql("SET GLOBAL read_only = ON")
     try:
         assert run_cli("check", "mysql-replication", *REPLICA, "--defaults-file", root_cnf,
                        "--require-read-only").returncode == 0
     finally:
-        replication.replica.sql("SET GLOBAL read_only = OFF")
+        topo.replica.sql("SET GLOBAL read_only = OFF")
 
 
 # --- bad input: UNKNOWN with the reason, never a traceback -------------------------------------
 
 @pytest.fixture(scope="module")
-def limited_user(pair):
+def limited_user(topology):
     """A login without SLAVE MONITOR (created without binlogging it on the replica)."""
-    pair.replica.sql("SET SESSION sql_log_bin=0", "CREATE USER IF NOT EXISTS 'nopriv'@'127.0.0.1' IDENTIFIED BY 'pw'")
+    topology.replica.sql("SET SESSION sql_log_bin=0", "CREATE USER IF NOT EXISTS 'nopriv'@'127.0.0.1' IDENTIFIED BY 'pw'")
     return "nopriv", "pw"
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case, expected", [
-    ("wrong password", "cannot connect to 127.0.0.1:3318 as 'root': error 1045: Access denied"),
+    ("wrong password", "cannot connect to 127.0.0.1:3312 as 'root': error 1045: Access denied"),
     ("server gone", "cannot connect to 127.0.0.1:3319 as 'root': error 2003"),
-    ("no privilege", "permission denied: SHOW ALL REPLICAS STATUS on 127.0.0.1:3318: error 1227"),
+    ("no privilege", "permission denied: SHOW ALL REPLICAS STATUS on 127.0.0.1:3312: error 1227"),
     ("missing option file", "option file /nonexistent/my.cnf: no such file"),
     ("unknown server name", "mysql.servers.nope: no such server in the configuration"),
     ("bad configuration", "mysql.servers.replica.prot: unknown key"),
 ])
-def test_bad_input_is_unknown_with_the_reason(pair, limited_user, run_cli, root_cnf, tmp_path, mysql_config,
+def test_bad_input_is_unknown_with_the_reason(topo, limited_user, run_cli, root_cnf, tmp_path, topo_config,
+                                              make_config,
                                               case, expected):
     def cnf(user, password):
         path = tmp_path / "login.cnf"
@@ -246,9 +261,9 @@ def test_bad_input_is_unknown_with_the_reason(pair, limited_user, run_cli, root_
         "server gone": lambda: ["-H", "127.0.0.1", "-P", "3319", "--defaults-file", root_cnf],
         "no privilege": lambda: [*REPLICA, "--defaults-file", cnf(*limited_user)],
         "missing option file": lambda: [*REPLICA, "--defaults-file", "/nonexistent/my.cnf"],
-        "unknown server name": lambda: ["--server", "nope", "--config", mysql_config()],
-        "bad configuration": lambda: ["--server", "replica", "--config", mysql_config(
-            servers={"replica": {"host": "127.0.0.1", "prot": 1}})],
+        "unknown server name": lambda: ["--server", "nope", "--config", topo_config()],
+        "bad configuration": lambda: ["--server", "replica", "--config", make_config(
+            {"mysql": {"option_file": root_cnf, "servers": {"replica": {"host": "127.0.0.1", "prot": 1}}}})],
     }[case]()
     ran = run_cli("check", "mysql-replication", *argv)
     assert ran.returncode == 3, ran
@@ -257,7 +272,7 @@ def test_bad_input_is_unknown_with_the_reason(pair, limited_user, run_cli, root_
 
 
 @pytest.mark.integration
-def test_zabbix_output_is_a_value_even_when_the_server_is_gone(pair, run_cli, root_cnf):
+def test_zabbix_output_is_a_value_even_when_the_server_is_gone(run_cli, root_cnf):
     ran = run_cli("check", "mysql-replication", "-P", "3319", "--defaults-file", root_cnf, "--format", "zabbix",
                   "--field", "status")
     assert (ran.returncode, ran.stdout.strip()) == (0, "3")

@@ -48,3 +48,17 @@ def tmpfs(tmp_path):
     yield mount
     for point in reversed(mounted):
         subprocess.run(["umount", "-l", point], check=False)
+
+
+@pytest.fixture
+def bind():
+    """Bind-mount a directory (or file) somewhere; unmounted after the test."""
+    mounted = []
+
+    def mount(source, point):
+        subprocess.run(["mount", "--bind", str(source), str(point)], check=True)
+        mounted.append(str(point))
+        return str(point)
+    yield mount
+    for point in reversed(mounted):
+        subprocess.run(["umount", "-l", point], check=False)

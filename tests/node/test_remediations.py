@@ -1,4 +1,5 @@
 """`autoremedy remediate process|disk` end to end: real processes, real files, real guards."""
+import getpass
 import json
 import os
 import subprocess
@@ -6,7 +7,7 @@ import time
 
 import pytest
 
-from nodekit import age, fill
+from nodekit import fill, fresh, future_env
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -28,7 +29,8 @@ def process_config(make_config, daemon_binary, tmp_path):
         "enabled": True,
         "guards": {"rate_limit": {"max": 2, "per": "1h"}},
         "targets": {"demo-daemon": {"start": [daemon_binary, "3600"],
-                                    "check": {"cmdline": marker}, "settle": "5s"}}}}})
+                                    "check": {"cmdline": marker}, "settle": "5s",
+                                    "min_uptime": "1s"}}}}})
     yield path, marker
     kill_matching(marker)
 
@@ -41,7 +43,7 @@ def test_restart_a_dead_daemon_verify_and_audit(run_cli, process_config, state_d
     assert ran.returncode == 0, ran
     lines = ran.stdout.splitlines()
     assert lines[0] == "process demo-daemon: remediated: verified OK"
-    assert lines[-1].startswith("  verify: OK: 1 process matching cmdline")
+    assert any(line.startswith("  verify: OK: 1 process matching cmdline") for line in lines)
     assert run_cli("check", "process", "--cmdline", marker).returncode == 0
     record = audit(state_dir)[-1]
     assert record["outcome"] == "remediated" and record["trigger"] == "cli"
@@ -56,7 +58,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(run_cli, process_config):
     ran = run_cli("remediate", "process", "--config", config, "--dry-run", "demo-daemon")
     assert ran.returncode == 0
     assert ran.stdout.splitlines()[0] == "process demo-daemon: dry-run: would run the plan"
-    assert "  would: start demo-daemon  [" in ran.stdout
+    assert f"  would: start demo-daemon as {getpass.getuser()} in /  [" in ran.stdout
     assert run_cli("check", "process", "--cmdline", marker).returncode == 2
 
 
@@ -101,41 +103,43 @@ def test_bad_configuration_is_exit_3_naming_the_key(run_cli, make_config):
 
 @pytest.fixture
 def full_disk(tmpfs, tmp_path, make_config):
+    """96% full; the remediation runs 10 days ahead (nodekit.future_env), so
+    every file written here is 10 days old unless made fresh."""
     mount = tmpfs("10m")
     logs = os.path.join(mount, "log")
     os.makedirs(os.path.join(logs, "nova"))
     old = [fill(logs, 2 * MiB, "syslog.1"), fill(os.path.join(logs, "nova"), 3 * MiB, "nova-compute.log.2.gz"),
            fill(logs, 2 * MiB, "kern.log.old")]
-    for path in old:
-        age(path, 10)
-    fresh = fill(logs, MiB // 2, "syslog.2.gz")                     # rotated but recent: kept
+    recent = fill(logs, MiB // 2, "syslog.2.gz")                    # rotated but recent: kept
+    fresh(recent)
     current = fill(logs, MiB // 2, "syslog")                        # live log: kept
     userdata = fill(mount, int(1.6 * MiB), "database.ibd")         # not a log: kept
-    age(userdata, 30)
     outside = tmp_path / "precious.1"                               # reachable only via a symlink
     outside.write_bytes(b"x" * 1000)
-    age(str(outside), 30)
     os.symlink(str(outside), os.path.join(logs, "link.1"))
     os.symlink(str(tmp_path), os.path.join(logs, "dirlink"))
     config = make_config({"remediations": {"disk": {"enabled": True, "targets": {mount: {
-        "warning": 85, "critical": 95,
+        "warning": 85, "critical": 95, "target": 20,
         "rules": [{"type": "rotated-logs", "root": logs, "older_than": "7d"}]}}}}})
-    return {"mount": mount, "config": config, "old": old, "kept": [fresh, current, userdata],
+    return {"mount": mount, "config": config, "old": old, "kept": [recent, current, userdata],
             "outside": str(outside)}
 
 
 def test_free_disk_removes_only_what_policy_names(run_cli, full_disk):
     mount, config = full_disk["mount"], full_disk["config"]
+    future = future_env()
     assert run_cli("check", "disk", "-p", mount).returncode == 2
-    dry = run_cli("remediate", "disk", "--config", config, "--dry-run", mount)
+    dry = run_cli("remediate", "disk", "--config", config, "--dry-run", mount, env=future)
     assert dry.returncode == 0
-    assert "would: remove 3 file(s), 7.0MiB, under" in dry.stdout
+    assert "would: remove up to 3 file(s) under" in dry.stdout
+    assert ": 7.0MiB in file sizes, frees 7.0MiB of allocated blocks" in dry.stdout
     for path in full_disk["old"]:
-        assert f"      {path}" in dry.stdout and os.path.exists(path)
-    ran = run_cli("remediate", "disk", "--config", config, mount)
+        assert f"      {path}\tbytes=" in dry.stdout and os.path.exists(path)
+    ran = run_cli("remediate", "disk", "--config", config, mount, env=future)
     assert ran.returncode == 0, ran
     assert ran.stdout.splitlines()[0] == f"disk {mount}: remediated: verified OK"
-    assert "removed 3 file(s), 7.0MiB" in ran.stdout and f"freed 7.0MiB on {mount}" in ran.stdout
+    assert "removed 3 file(s), 7.0MiB in file sizes, freed 7.0MiB of allocated blocks" in ran.stdout
+    assert f"freed 7.0MiB (files removed by rules: 7.0MiB of allocated blocks)" in ran.stdout
     assert not any(os.path.exists(p) for p in full_disk["old"])
     assert all(os.path.exists(p) for p in full_disk["kept"])
     assert os.path.exists(full_disk["outside"])                     # symlink never followed
@@ -147,10 +151,11 @@ def test_cleanup_that_is_not_enough_escalates(run_cli, full_disk):
     for path in full_disk["old"]:                                   # mostly user data, little to clean
         os.unlink(path)
     fill(mount, int(6.5 * MiB), "more-user-data")
-    age(fill(os.path.join(mount, "log"), int(0.3 * MiB), "boot.log.1"), 10)
-    ran = run_cli("remediate", "disk", "--config", full_disk["config"], mount)
+    fill(os.path.join(mount, "log"), int(0.3 * MiB), "boot.log.1")
+    ran = run_cli("remediate", "disk", "--config", full_disk["config"], mount, env=future_env())
     assert ran.returncode == 1
     assert ran.stdout.splitlines()[0].startswith(f"disk {mount}: failed: verification failed: ")
+    assert "removed 1 file(s)" in ran.stdout
 
 
 def test_disk_rules_are_validated(run_cli, make_config, tmpfs):

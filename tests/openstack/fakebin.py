@@ -12,7 +12,10 @@ is appended to ``calls.log`` for assertions.
   status|off|on``; "silent" = BMC unreachable (exit 1).
 - virsh: ``{"domains": [{"uuid", "name", "state"}]}``; ``list --all`` (table),
   ``list --all --uuid``, ``list --all --name``, ``domstate``, ``dominfo``.
-- systemctl: records the call, exits 0.
+- systemctl: records the call, exits 0; ``restart <unit>`` of a unit in
+  ``{"restart_hooks": {"<unit>": "<url>"}}`` first POSTs to that URL (the fake
+  cloud's nova-compute restart, fakecloud.py) and removes the domains of the
+  instances whose delete it resumed.
 """
 import json
 import os
@@ -105,9 +108,21 @@ sys.exit(1)
 '''
 
 SYSTEMCTL = r'''
-import json, os, sys
+import json, os, sys, urllib.request
 here = os.path.dirname(os.path.abspath(__file__))
+path = os.path.join(here, "state.json")
 open(os.path.join(here, "calls.log"), "a").write(json.dumps(["systemctl"] + sys.argv[1:]) + "\n")
+args = sys.argv[1:]
+state = json.load(open(path))
+url = state.get("restart_hooks", {}).get(args[-1]) if args[:1] == ["restart"] else None
+if url:
+    with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10) as r:
+        resumed = json.load(r).get("resumed", [])
+    # the driver's part of the resumed deletes: their domains are destroyed
+    state = json.load(open(path))
+    state["domains"] = [d for d in state.get("domains", []) if d["uuid"] not in resumed]
+    json.dump(state, open(path + ".tmp", "w"))
+    os.replace(path + ".tmp", path)
 sys.exit(0)
 '''
 
@@ -153,6 +168,12 @@ class FakeBin:
     def domains(self, domains):
         self.load()
         self.state["domains"] = domains
+        self.save()
+
+    def restart_hook(self, unit, url):
+        """``systemctl restart <unit>`` POSTs to ``url`` (fakecloud: a nova-compute restart)."""
+        self.load()
+        self.state.setdefault("restart_hooks", {})[unit] = url
         self.save()
 
     def calls(self, program=None):

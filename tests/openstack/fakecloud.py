@@ -1,12 +1,19 @@
 """A small OpenStack (and Sensu keepalive API) on loopback that openstacksdk really talks to.
 
-What it answers follows reference/openstack.md §5 to the letter: a Keystone v3
+What it answers is what openstacksdk 4.22 / keystoneauth1 5.18 were measured to
+need (Identity v3 https://docs.openstack.org/api-ref/identity/v3/, Compute
+https://docs.openstack.org/api-ref/compute/): a Keystone v3
 token (201, X-Subject-Token, expires_at, catalog with regions), a Nova version
 document with microversions (the SDK negotiates from it), os-services (new PUT
 route at >= 2.53 and the legacy ones), servers, actions, hypervisors,
 migrations; Neutron agents and ports; Cinder volumes; and the Sensu Go
 ``/api/core/v2/namespaces/<ns>/events/<entity>/keepalive`` route with
-``Authorization: Key <key>``.
+``Authorization: Key <key>``. For openstack-consistency: instance actions with
+their events (``os-instance-actions``), a server's ``fault`` in ERROR,
+``os-migrations?host=`` and, at ``/api/queues/<vhost>/<name>``, a RabbitMQ
+management API answering for the computes' RPC queues (``queues``: {name:
+{"consumers", "messages"}}; a compute added alive gets ``compute.<host>`` with one
+consumer).
 
 Nova's documented rules and error codes are reproduced (nova/api/openstack/compute
 evacuate.py and schemas/evacuate.py):
@@ -25,6 +32,15 @@ its original state (below 2.95) or stopped (2.95 and later), and its migration
 becomes ``done``; servers in ``fail_evacuation`` end in ERROR on the source.
 ``delay`` slows every Nova call (the benchmark's 200 ms); ``max_in_flight``
 records the most concurrent Nova calls seen.
+
+A nova-compute restart (``restart_compute(host)``, also ``POST
+/_fake/nova-compute/<host>/restart``, which fakebin's ``systemctl restart
+<unit>`` calls when told to) does what nova-compute's ``_init_instance``
+(nova/compute/manager.py) does for an instance of its host left in task_state
+``deleting``: it resumes the delete (the record is saved at once, ``updated``
+now) and, ``delete_seconds`` later, the instance is deleted (gone from every
+listing); ids in ``hang_deletes`` never finish. ``on_compute_restart``
+(callback(host)) lets a test make a restart do more than that.
 """
 import copy
 import json
@@ -67,14 +83,20 @@ class Cloud:
         self.evacuate_seconds = evacuate_seconds
         self.services, self.hosts, self.servers = {}, {}, {}
         self.migrations, self.agents, self.ports, self.volumes = [], [], [], []
+        self.hide_migration_hosts = False
         self.sensu_events, self.sensu_key = {}, "sensu-key-xyz"
         self.fail_evacuation = set()
         self.on_evacuate = None        # callback(server_id) after an evacuation is accepted
+        self.delete_seconds = 0.3      # a delete resumed by a nova-compute restart takes this long
+        self.hang_deletes = set()      # ids whose resumed delete never finishes
+        self.on_compute_restart = None  # callback(host) after a nova-compute restart
+        self.compute_restarts = []     # hosts, one per restart
         self.requests = []             # (method, path, microversion, body)
         self.in_flight = self.max_in_flight = 0
         self.evacuations_in_flight = self.max_evacuations_in_flight = 0
         self.port = None
         self.catalog = ("compute", "network", "block-storage")   # drop one to fake a smaller cloud
+        self.queues = {}               # RabbitMQ: "compute.<host>" -> {"consumers", "messages"}
 
     # -- building ------------------------------------------------------------------
     def add_compute(self, host, alive=True, enabled=True, vcpus=64, memory_mb=262144):
@@ -85,6 +107,7 @@ class Cloud:
                                   "disabled_reason": None, "forced_down": False,
                                   "updated_at": "2026-01-01T00:00:00.000000"}
             self.hosts[host] = {"alive": alive, "vcpus": vcpus, "memory_mb": memory_mb}
+            self.queues[f"compute.{host}"] = {"consumers": 1 if alive else 0, "messages": 0}
         return sid
 
     def add_server(self, host, vm_state="active", task_state=None, name=None, vcpus=2, ram=4096,
@@ -100,8 +123,19 @@ class Cloud:
                                             "original_name": f"m1.{vcpus}"},
                 "locked": locked, "locked_reason": None, "metadata": {},
                 "updated": updated or "2026-01-01T00:00:00Z", "created": "2026-01-01T00:00:00Z",
+                "actions": [], "fault": None,
             }
         return sid
+
+    def add_action(self, sid, action, start, events=()):
+        """Record an instance action (newest last): ``events`` are (name, start, finish)."""
+        with self.lock:
+            self.servers[sid]["actions"].append({
+                "action": action, "request_id": f"req-{uuid.uuid4()}", "instance_uuid": sid,
+                "start_time": start, "user_id": "u1", "project_id": PROJECT, "message": None,
+                "events": [{"event": name, "start_time": begun, "finish_time": finished,
+                            "result": "Success" if finished else None, "traceback": None}
+                           for name, begun, finished in events]})
 
     def service_of(self, host, binary="nova-compute"):
         for svc in self.services.values():
@@ -139,6 +173,7 @@ class Cloud:
             "OS-EXT-STS:power_state": POWER.get(srv["vm_state"], 0),
             "locked": srv["locked"], "locked_reason": srv["locked_reason"],
             "updated": srv["updated"], "created": srv["created"],
+            **({"fault": srv["fault"]} if srv.get("fault") else {}),
             "links": [], "addresses": {}, "image": "", "security_groups": [],
         }
 
@@ -273,6 +308,31 @@ class Cloud:
             return None
         raise HTTPError(400, f"unsupported action {name}")
 
+    def restart_compute(self, host):
+        """nova-compute of ``host`` restarts: ``_init_instance`` resumes every delete left in
+        task_state 'deleting' on the host. Returns the ids whose delete was resumed."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        with self.lock:
+            self.compute_restarts.append(host)
+            resumed = [s["id"] for s in self.on_host(host)
+                       if s["task_state"] == "deleting" and s["vm_state"] != "deleted"]
+            for sid in resumed:
+                self.servers[sid]["updated"] = now
+                if sid in self.hang_deletes:
+                    continue
+                timer = threading.Timer(self.delete_seconds, self._deleted, (sid,))
+                timer.daemon = True
+                timer.start()
+        if self.on_compute_restart:
+            self.on_compute_restart(host)
+        return resumed
+
+    def _deleted(self, sid):
+        with self.lock:
+            srv = self.servers.get(sid)
+            if srv is not None and srv["task_state"] == "deleting":
+                srv["vm_state"], srv["task_state"] = "deleted", None
+
     def update_service(self, svc, body):
         if "forced_down" in body:
             if body["forced_down"] is False and svc["forced_down"]:
@@ -282,6 +342,9 @@ class Cloud:
                     raise HTTPError(400, f"Service {svc['id']} cannot be unset forced_down "
                                     "while there are evacuated instances still present on it")
             svc["forced_down"] = bool(body["forced_down"])
+        if "disabled_reason" in body and body.get("status") != "disabled":
+            # nova/api/openstack/compute/services.py (2.53+): a reason only with status=disabled
+            raise HTTPError(400, "Specifying 'disabled_reason' with status 'enabled' is invalid.")
         if "status" in body:
             if body["status"] not in ("enabled", "disabled"):
                 raise HTTPError(400, "Invalid input for field/attribute status.")
@@ -370,6 +433,11 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, method, path, query, body, microversion):
         if path.startswith("/api/core/v2/"):
             return self._sensu(path)
+        if path.startswith("/api/queues/"):
+            return self._rabbitmq(path)
+        match = re.fullmatch(r"/_fake/nova-compute/([^/]+)/restart", path)
+        if match and method == "POST":      # the test double's own hook (fakebin systemctl)
+            return 200, {"resumed": self.cloud.restart_compute(match.group(1))}, {}
         if path == "/v3/auth/tokens" and method == "POST":
             return 201, self._token(), {"X-Subject-Token": TOKEN}
         if self.headers.get("X-Auth-Token") != TOKEN and not path.rstrip("/").endswith(("/compute", "/v2.1")):
@@ -418,7 +486,7 @@ class Handler(BaseHTTPRequestHandler):
         match = re.fullmatch(r"/servers/([^/]+)", path)
         if match and method == "GET":
             srv = cloud.servers.get(match.group(1))
-            if srv is None:
+            if srv is None or srv["vm_state"] == "deleted":     # a deleted row is not shown
                 raise HTTPError(404, f"Instance {match.group(1)} could not be found.")
             return 200, {"server": cloud.server_view(srv)}, {}
         match = re.fullmatch(r"/servers/([^/]+)/action", path)
@@ -428,11 +496,28 @@ class Handler(BaseHTTPRequestHandler):
         if path in ("/os-hypervisors/detail", "/os-hypervisors") and method == "GET":
             hosts = sorted({s["host"] for s in cloud.services.values() if s["binary"] == "nova-compute"})
             return 200, {"hypervisors": [cloud.hypervisor_view(h, microversion) for h in hosts]}, {}
+        match = re.fullmatch(r"/servers/([^/]+)/os-instance-actions(?:/([^/]+))?", path)
+        if match and method == "GET":
+            srv = cloud.servers.get(match.group(1))
+            if srv is None:
+                raise HTTPError(404, f"Instance {match.group(1)} could not be found.")
+            if match.group(2) is None:
+                return 200, {"instanceActions": [{k: v for k, v in a.items() if k != "events"}
+                                                 for a in reversed(srv["actions"])]}, {}
+            for a in srv["actions"]:
+                if a["request_id"] == match.group(2):
+                    return 200, {"instanceAction": copy.deepcopy(a)}, {}
+            raise HTTPError(404, f"Action {match.group(2)} not found")
         if path == "/os-migrations" and method == "GET":
             rows = [m for m in cloud.migrations
-                    if query.get("migration_type") in (None, m["migration_type"])
+                    if query.get("host") in (None, m["source_compute"], m["dest_compute"])
+                    and query.get("migration_type") in (None, m["migration_type"])
                     and query.get("source_compute") in (None, m["source_compute"])]
-            return 200, {"migrations": copy.deepcopy(rows)}, {}
+            rows = copy.deepcopy(rows)
+            if cloud.hide_migration_hosts:      # the caller lacks os-migrations:index:host
+                for row in rows:
+                    row["source_compute"] = row["dest_compute"] = None
+            return 200, {"migrations": rows}, {}
         raise HTTPError(404, f"no Nova route {method} {path}")
 
     def _servers(self, query):
@@ -506,6 +591,20 @@ class Handler(BaseHTTPRequestHandler):
                 rows = [v for v in rows if v["status"] == query["status"]]
             return 200, {"volumes": copy.deepcopy(rows)}, {}
         raise HTTPError(404, f"no Cinder route {method} {path}")
+
+    def _rabbitmq(self, path):
+        import base64
+        from urllib.parse import unquote
+        expected = "Basic " + base64.b64encode(b"guest:guest").decode()
+        if self.headers.get("Authorization") != expected:
+            raise HTTPError(401, "Not_Authorized")
+        parts = path.split("/")
+        if len(parts) != 5:
+            raise HTTPError(404, "Object Not Found")
+        queue = self.cloud.queues.get(unquote(parts[4])) if unquote(parts[3]) == "/" else None
+        if queue is None:
+            raise HTTPError(404, "Object Not Found")
+        return 200, {"name": unquote(parts[4]), "vhost": "/", **queue}, {}
 
     def _sensu(self, path):
         cloud = self.cloud

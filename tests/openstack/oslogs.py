@@ -19,6 +19,8 @@ GLOBAL_REQ = "req-11111111-2222-4333-8444-555555555555"
 API_REQ = "req-aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee"
 COMPUTE_REQ = "req-c0c0c0c0-c0c0-4c0c-8c0c-c0c0c0c0c0c0"
 NEUTRON_REQ = "req-0e0e0e0e-0e0e-4e0e-8e0e-0e0e0e0e0e0e"
+UNRELATED_REQ = "req-dddddddd-dddd-4ddd-8ddd-dddddddddddd"
+AGENT_REQ = "req-9a9a9a9a-9a9a-49a9-89a9-9a9a9a9a9a9a"
 USER = "3b7e9f2a8c4d4e6f8a1b2c3d4e5f6a7b 9c8d7e6f5a4b4c3d8e2f1a0b9c8d7e6f - default default"
 CLIENT_PORT = 54321
 
@@ -93,6 +95,13 @@ def incident(t0):
     nova_api.append(oslo(t0 + 30, 2211, "INFO", "nova.api.openstack.requestlog",
                          f'10.0.0.2 "GET /v2.1/servers/{other}" status: 200 len: 1780 microversion: 2.79 time: 0.05',
                          None, "req-dddddddd-dddd-4ddd-8ddd-dddddddddddd"))
+    # busy, healthy traffic around the incident: requests that touch nothing of it
+    for k in range(NOISE_REQUESTS):
+        ts = t0 - 600 + k * 20
+        req = f"req-{k:08x}-eeee-4eee-8eee-eeeeeeeeeeee"
+        nova_api.append(oslo(ts, 2211, "INFO", "nova.api.openstack.requestlog",
+                             f'10.0.0.2 "GET /v2.1/servers/{uuid.UUID(int=1000 + k)}" status: 200 len: 1780 '
+                             f'microversion: 2.79 time: 0.05', None, req))
     # noise after the window
     for k in range(3):
         nova_compute.append(oslo(t0 + 3600 + k, 3001, "INFO", "nova.compute.manager",
@@ -105,6 +114,8 @@ FILES = {"nova-api": "nova/nova-api.log", "nova-compute": "nova/nova-compute.log
          "neutron-server": "neutron/server.log",
          "neutron-openvswitch-agent": "neutron/neutron-openvswitch-agent.log",
          "rabbitmq": "rabbitmq/rabbit@ctl1.log"}
+
+NOISE_REQUESTS = 40
 
 # counted from incident(): what `collect` must find in a +-15 minute window
 ERROR_LINES = 1 + 2 + 5 + 1       # agent AMQP error, 2 rabbit errors, 5 traceback lines, neutron notify

@@ -10,6 +10,7 @@ import pytest
 import oslogs
 
 from autoremedy import collect, logwindow
+from autoremedy import effort as collect_effort
 from autoremedy.config import Config
 from autoremedy.loggraph import extract
 
@@ -38,41 +39,102 @@ def test_extract_reads_oslo_context_typed_uuids_and_amqp_ports():
     assert extract(rabbit) == {"amqp:54321": "connection"} == extract(nova)
 
 
-def test_bundle_links_the_services_and_sizes_the_problem(incident):
+def test_the_bundle_centres_on_the_error_and_summarises_the_rest(incident):
     result = collect.collect(Config.load(incident), T0)
     path = result["path"]
     for name in ("summary.json", "summary.txt", "graph.json", "graph.dot", "logs/nova-compute.log",
                  "logs/rabbitmq.log"):
         assert os.path.exists(os.path.join(path, name)), name
+    with open(os.path.join(path, "graph.json")) as handle:
+        graph = json.load(handle)
+    drawn = {n["id"] for n in graph["nodes"]}
+    # the root-cause chain: the boot's requests, its instance and port, the agent's
+    # lost AMQP connection and the broker's side of it
+    chain = {oslogs.GLOBAL_REQ, oslogs.COMPUTE_REQ, oslogs.NEUTRON_REQ, oslogs.INSTANCE, oslogs.PORT,
+             oslogs.AGENT_REQ, "amqp:54321", "service:neutron-openvswitch-agent", "service:rabbitmq",
+             "service:nova-compute", "service:neutron-server"}
+    assert chain <= drawn, chain - drawn
+    # unrelated requests in the same window are not drawn, only counted
+    assert oslogs.UNRELATED_REQ not in drawn
+    assert not any(n.startswith("req-") and n.endswith("-eeee-4eee-8eee-eeeeeeeeeeee") for n in drawn)
+    assert graph["unlinked"]["requests"] >= oslogs.NOISE_REQUESTS + 1
+    assert result["unlinked"].endswith("nothing linked")
+    # the seeds are the ids on error lines
+    assert result["seeds"][oslogs.INSTANCE] == "error line" and result["seeds"]["amqp:48000"] == "error line"
+    # signatures: one per error message (a traceback is one error), all new
+    # (a message seen once is its own template: Drain has nothing to generalise from)
+    new = sorted((s["service"], s["template"][:40]) for s in result["new_signatures"])
+    assert new == [("neutron-openvswitch-agent", "[2c9f] AMQP server on <IP> is unreachabl"),
+                   ("neutron-server", "Failed to notify nova on events: [{'serv"),
+                   ("nova-compute", "Instance failed to spawn: nova.exception"),
+                   ("rabbitmq", "closing AMQP connection <0.1234.0> (<IP>"),
+                   ("rabbitmq", "missed heartbeats from client, timeout: ")], new
+    spawn = next(s for s in result["new_signatures"] if s["service"] == "nova-compute")
+    assert spawn["count"] == 1 and spawn["level"] == "ERROR"
     effort = result["effort"]
-    assert effort["services"] == 5 and effort["hosts"] == 1
-    assert effort["error_lines"] == oslogs.ERROR_LINES
-    # the global request, the two API/compute/neutron locals, the agent's two, the unrelated one
-    assert effort["requests"] == 7
-    links = {link["id"]: link for link in result["links"]}
-    assert links[oslogs.GLOBAL_REQ]["services"] == ["neutron-server", "nova-api", "nova-compute"]
-    assert links[oslogs.PORT]["services"] == ["neutron-openvswitch-agent", "neutron-server",
-                                                         "nova-compute"]
-    assert links["amqp:54321"]["services"] == ["neutron-openvswitch-agent", "rabbitmq"]
-    assert result["summary"].startswith(path + ": 5 service(s) on 1 host(s), 9 error line(s)")
+    assert effort["inputs"]["new_error_signatures"] == 5 and effort["inputs"]["services"] == 5
+    assert effort["size"] == "medium" and effort["formula"] == collect_effort.FORMULA
+    assert result["summary"].startswith(path + ": 5 new error signature(s): ")
+    with open(os.path.join(path, "summary.txt")) as handle:
+        text = handle.read()
+    assert "New error signatures" in text and "Not drawn: " in text and "formula:" in text
     # lines outside the window are not in the excerpts
     with open(os.path.join(path, "logs", "nova-compute.log")) as handle:
         excerpt = handle.read()
     assert "Final resource view" not in excerpt and "usage audit" not in excerpt
     assert "VirtualInterfaceCreateException" in excerpt
-    with open(os.path.join(path, "graph.json")) as handle:
-        graph = json.load(handle)
     edge = [e for e in graph["edges"] if e["source"] == oslogs.GLOBAL_REQ and
             e["target"] == oslogs.INSTANCE][0]
     assert edge["count"] == 9 and edge["first"] < edge["last"]
-    pairs = {(l["source"], l["target"]): l for l in graph["service_links"]}
-    agent_rabbit = pairs[("service:neutron-openvswitch-agent", "service:rabbitmq")]
-    assert agent_rabbit["via"] == ["amqp:54321"] and agent_rabbit["first"] <= agent_rabbit["last"]
-    assert sorted(pairs[("service:neutron-server", "service:nova-compute")]["via"]) == sorted(
-        [oslogs.GLOBAL_REQ, oslogs.INSTANCE, oslogs.PORT])
-    with open(os.path.join(path, "summary.txt")) as handle:
-        text = handle.read()
-    assert "Ids shared across services" in text and "First error lines" in text
+
+
+def test_a_healthy_window_has_nothing_to_look_at(tmp_path, make_config):
+    log = tmp_path / "nova-api.log"
+    log.write_text("".join(oslogs.oslo(T0 - 300 + k, 2211, "INFO", "nova.api.openstack.requestlog",
+                                       '"GET /v2.1/servers" status: 200', None,
+                                       f"req-{k:08x}-eeee-4eee-8eee-eeeeeeeeeeee") + "\n" for k in range(300)))
+    path = make_config({"collect": {"sources": [{"name": "nova-api", "path": str(log)}],
+                                    "out_dir": str(tmp_path / "out")}})
+    result = collect.collect(Config.load(path), T0)
+    assert result["effort"]["size"] == "none" and result["effort"]["minutes"] == 0
+    assert result["summary"].endswith("nothing to look at: no error, no id of the event in the window; "
+                                      "effort none")
+    assert result["new_signatures"] == [] and result["links"] == []
+    with open(result["graph"]["dot"]) as handle:
+        assert "req-" not in handle.read()
+
+
+def test_an_error_seen_in_the_hour_before_is_known_not_new(tmp_path, make_config):
+    log = tmp_path / "nova-compute.log"
+    rows = [oslogs.oslo(T0 - 2400 + 60 * k, 3001, "ERROR", "nova.compute.manager",
+                        f"Error updating resources for node cmp{k}.") for k in range(10)]
+    rows += [oslogs.oslo(T0 - 10, 3001, "ERROR", "nova.compute.manager", "Error updating resources for node cmp1."),
+             oslogs.oslo(T0, 3001, "ERROR", "nova.compute.manager", "Unexpected build failure, not rescheduling",
+                         oslogs.GLOBAL_REQ, oslogs.COMPUTE_REQ, oslogs.INSTANCE)]
+    log.write_text("\n".join(rows) + "\n")
+    path = make_config({"collect": {"sources": [{"name": "nova-compute", "path": str(log)}],
+                                    "out_dir": str(tmp_path / "out")}})
+    result = collect.collect(Config.load(path), T0)
+    assert [s["template"] for s in result["new_signatures"]] == ["Unexpected build failure, not rescheduling"]
+    assert [(s["template"], s["new"]) for s in result["error_signatures"]] == [
+        ("Unexpected build failure, not rescheduling", True), ("Error updating resources for node <*>", False)]
+    assert result["effort"]["size"] == "small"          # one new error signature in one service
+
+
+def test_an_event_id_that_is_not_a_uuid_is_a_seed_by_its_mention(tmp_path, make_config):
+    log = tmp_path / "rabbit.log"
+    log.write_text("\n".join([
+        f"{oslogs.utc_iso(T0 - 60)} [info] <0.900.0> queue 'notifications.info' in vhost '/': 50000 messages",
+        f"{oslogs.utc_iso(T0 - 50)} [info] <0.901.0> queue 'versioned_notifications.info' in vhost '/': 3 messages",
+    ]) + "\n")
+    path = make_config({"collect": {"sources": [{"name": "rabbitmq", "path": str(log), "format": "rabbitmq",
+                                                 "utc": True}], "out_dir": str(tmp_path / "out")}})
+    result = collect.collect(Config.load(path), T0, ids=["notifications.info"])
+    assert result["seeds"] == {"notifications.info": "event"}
+    assert result["effort"]["size"] != "none"
+    assert collect.event_ids({"autoremedy_class": "rabbitmq-queues", "autoremedy_target": "notifications.info"},
+                             f"instance {oslogs.INSTANCE} stuck", "notifications.info") == [
+        "notifications.info", "autoremedy_class" and "rabbitmq-queues", oslogs.INSTANCE]
 
 
 def test_a_check_selects_its_related_sources(incident):
@@ -162,7 +224,7 @@ def test_journald_units_are_read_through_the_boundary(tmp_path, make_config, fak
     path = make_config({"collect": {"sources": [{"name": "ovs-agent", "unit": "neutron-openvswitch-agent"}],
                                     "out_dir": str(tmp_path / "out")}})
     result = collect.collect(Config.load(path), T0)
-    assert result["effort"]["error_lines"] == 1 and result["effort"]["resources"] == 1
+    assert result["seeds"] == {oslogs.PORT: "error line"}       # priority 3 is an error
     with open(os.path.join(result["path"], "logs", "ovs-agent.log")) as handle:
         assert handle.read().splitlines() == [f"port {oslogs.PORT} down", "bytes message"]
 
@@ -185,7 +247,7 @@ def test_cli_collect_prints_the_bundle_and_its_size(incident, run_cli, tmp_path)
     ran = run_cli("collect", "--config", incident, "--at", str(T0), "--window", "15m", "--json")
     assert ran.returncode == 0, ran
     result = ran.json
-    assert os.path.isdir(result["path"]) and result["effort"]["services"] == 5
+    assert os.path.isdir(result["path"]) and result["effort"]["inputs"]["services"] == 5
     text = run_cli("collect", "--config", incident, "--at", "2026-13-45", "--window", "15m")
     assert text.returncode == 2 and text.stderr.startswith("autoremedy: cannot read time") and "Traceback" not in text.stderr
 
@@ -195,4 +257,4 @@ def test_for_event_takes_the_event_time_in_any_form(incident):
     by_epoch = collect.for_event(config, "cmp1", "compute-node", T0)
     by_text = collect.for_event(config, "cmp1", "compute-node", str(int(T0)))
     assert by_epoch["effort"] == by_text["effort"] and by_epoch["path"] != by_text["path"]
-    assert by_epoch["summary"].startswith(by_epoch["path"] + ": 3 service(s)")
+    assert by_epoch["summary"].startswith(by_epoch["path"] + ": 4 new error signature(s)")

@@ -123,8 +123,13 @@ def test_a_failed_instance_is_reported_others_continue_and_a_second_run_continue
     cloud.fail_evacuation.clear()
     second = evacuate(path, event_id="ev-2")
     assert second.status == "remediated", second.to_dict()
-    # no second force-down/disable, and only the leftover was evacuated again
-    assert len(cloud.calls("PUT")) == 2
+    # no second force-down, and only the leftover was evacuated again; each run
+    # claimed the host in the disabled reason and released the claim at its end
+    puts = [r[3] for r in cloud.requests if r[0] == "PUT"]
+    assert [p for p in puts if "forced_down" in p] == [{"forced_down": True}]
+    reasons = [p["disabled_reason"] for p in puts if "disabled_reason" in p]
+    assert len(reasons) == 4 and "; run " in reasons[0] and "instance(s) left by autoremedy run" in reasons[1]
+    assert reasons[3].startswith("autoremedy: host failure; evacuated by autoremedy run")
     assert len([r for r in cloud.requests if r[3] and "evacuate" in r[3]]) == 9
     # the state recorded by the first run wins: it was stopped, so it is stopped again
     assert cloud.servers[broken]["vm_state"] == "stopped"

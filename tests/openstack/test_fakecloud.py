@@ -1,4 +1,6 @@
-"""The double answers the way Nova does (reference/openstack.md §2, §3, §5), through the real SDK."""
+"""The double answers the way Nova does (https://docs.openstack.org/api-ref/compute/, nova's
+nova/api/openstack/compute/schemas/evacuate.py; the evacuation sequence of Masakari's
+masakari/engine/drivers/taskflow/host_failure.py), through the real SDK."""
 import pytest
 from openstack import exceptions as sdkexc
 
@@ -80,7 +82,7 @@ def test_unforcing_is_refused_while_evacuated_instances_remain(cloud, dead_host,
 
 def test_the_host_filter_trap_is_real(cloud, dead_host, tmp_path):
     """Why the code lists with compute_host=: host= sends ?host= but filters the
-    result again client-side on an attribute that is never set (trap 1)."""
+    result again client-side on an attribute that is never set (openstacksdk 4.22, measured)."""
     conn = connect(cloud, tmp_path, "2.53")
     assert list(conn.compute.servers(details=True, all_projects=True, host="cmp1")) == []
     assert [s.id for s in conn.compute.servers(details=True, all_projects=True, compute_host="cmp1")] == [dead_host]

@@ -26,7 +26,7 @@ def check_classes():
 @pytest.fixture(scope="session")
 def artefacts():
     """A session-wide scratch directory that the zabbix user can traverse
-    (reference/zabbix.md: not under /root; pytest keeps its own tmp dirs 0700)."""
+    (the zabbix user cannot enter /root; pytest keeps its own tmp dirs 0700)."""
     import pathlib
     import tempfile
     path = pathlib.Path(tempfile.mkdtemp(prefix="autoremedy-packaging-"))

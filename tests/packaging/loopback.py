@@ -1,6 +1,6 @@
 """Loopback doubles for the packaging tests.
 
-SensuAgentAPI follows the Sensu Go agent's events API (reference/sensu.md §4):
+SensuAgentAPI follows the Sensu Go agent's events API (https://docs.sensu.io/sensu-go/latest/observability-pipeline/observe-schedule/agent/#events-api):
 ``POST /events`` with a JSON event (the check part; the agent adds its entity)
 answers 202 and queues it; a body that is not JSON, has no ``check`` object, or
 a check name outside ``[A-Za-z0-9_.-]`` answers 400; ``GET /healthz`` answers

@@ -1,36 +1,26 @@
-"""Evaluate the pack's rules against a webhook body, the way StackStorm's rules
-engine would (the subset of criteria operators the pack uses)."""
-import glob
+"""Which of the pack's rules fire for a webhook body: StackStorm's rules engine
+semantics from tests/stackstorm (rules_engine.py under the orquesta venv), so
+the packaging and Zabbix tests use the same evaluator as the rule-chain tests."""
+import atexit
+import importlib.util
 import os
 
-import yaml
-
-from pkgenv import PACKAGING
-
-RULES = os.path.join(PACKAGING, "stackstorm", "autoremedy", "rules")
+HERE = os.path.dirname(os.path.abspath(__file__))
+_engine = None
 
 
-def rules():
-    out = {}
-    for path in sorted(glob.glob(os.path.join(RULES, "*.yaml"))):
-        with open(path) as handle:
-            out[os.path.basename(path)] = yaml.safe_load(handle)
-    return out
-
-
-def matches(criteria, body):
-    for key, criterion in criteria.items():
-        value = body
-        for part in key.split(".")[2:]:          # trigger.body.<path>
-            value = value.get(part) if isinstance(value, dict) else None
-        kind, pattern = criterion["type"], criterion["pattern"]
-        ok = {"equals": lambda: value == pattern, "nequals": lambda: value != pattern,
-              "inside": lambda: value in pattern, "ninside": lambda: value not in pattern}[kind]()
-        if not ok:
-            return False
-    return True
+def _st2kit():
+    path = os.path.join(os.path.dirname(HERE), "stackstorm", "st2kit.py")
+    spec = importlib.util.spec_from_file_location("st2kit_for_packaging", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def matching_rules(body):
-    return sorted(name for name, rule in rules().items() if matches(rule.get("criteria", {}), body))
-
+    """Sorted rule file names whose criteria match ``body`` (``trigger.body``)."""
+    global _engine
+    if _engine is None:
+        _engine = _st2kit().Engine()
+        atexit.register(_engine.close)
+    return sorted(f"{e['rule']}.yaml" for e in _engine.enforce(body))

@@ -15,7 +15,8 @@ from loopback import SensuAgentAPI
 def live_process():
     """A real process with a unique command line for process checks to find."""
     token = f"autoremedy-batch-{os.getpid()}-{time.monotonic_ns()}"
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", token])
+    # argv[0] is the token: a --cmdline pattern is anchored at the program (docs/process.md)
+    proc = subprocess.Popen([token, "-c", "import time; time.sleep(300)"], executable=sys.executable)
     yield token
     proc.kill()
     proc.wait()
@@ -140,14 +141,22 @@ def test_sensu_mode_with_an_agent_that_never_answers_waits_one_timeout_not_n(run
 
 
 def test_a_hung_check_uses_up_only_its_share_of_the_budget(run_cli, make_config, tmp_path):
-    fifo = tmp_path / "daemon.pid"
-    os.mkfifo(fifo)        # opening it blocks forever: a check stuck on a hung NFS mount
+    # A check whose probe hangs: `--unit` asks `systemctl show`, and this systemctl
+    # never answers (a wedged systemd/D-Bus). The commands a check runs are looked up
+    # on AUTOREMEDY_EXEC_PATH (autoremedy/execute.py). (A FIFO as --pidfile no longer
+    # hangs: the process check refuses anything but a regular file without opening it.)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    systemctl = fake_bin / "systemctl"
+    systemctl.write_text("#!/bin/sh\nexec sleep 600\n")
+    systemctl.chmod(0o755)
     config = make_config({"checks": {"batch": {"checks": [
-        {"name": "stuck", "class": "process", "args": ["--pidfile", str(fifo)]},
+        {"name": "stuck", "class": "process", "args": ["--unit", "ar-hung.service"]},
         {"name": "disk", "class": "disk", "args": ["-p", str(tmp_path)]},
     ]}}})
     started = time.monotonic()
-    ran = run_cli("check", "batch", "--config", config, "--timeout", "3", "--format", "json")
+    ran = run_cli("check", "batch", "--config", config, "--timeout", "3", "--format", "json",
+                  env={"AUTOREMEDY_EXEC_PATH": f"{fake_bin}:/usr/bin:/bin"})
     took = time.monotonic() - started
     checks = ran.json["data"]["checks"]
     assert checks["stuck"]["status"] == 3 and "timed out" in checks["stuck"]["summary"]

@@ -50,6 +50,12 @@ def test_commented_sections_validate_for_the_classes_this_build_has(tmp_path):
                       "openstack" if "compute-node" in classes else "",
                       "collect", "rabbitmq" if "rabbitmq-queues" in classes else ""}
     text = uncommented(open(SAMPLE).read(), keep)
+    # `config check` reads the secret files a configuration names (a missing one is an
+    # operator's error worth reporting), so point them at secrets of the test's own.
+    secret = tmp_path / "rabbitmq.secret"
+    secret.write_text("guest\n")
+    assert "/etc/autoremedy/rabbitmq.secret" in text
+    text = text.replace("/etc/autoremedy/rabbitmq.secret", str(secret))
     path = tmp_path / "autoremedy.yaml"
     path.write_text(text)
     ran = config_check(path)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from pkgenv import AUTOREMEDY, need
+from pkgenv import AUTOREMEDY, dpkg, machine_lock, need
 
 pytestmark = pytest.mark.integration
 
@@ -53,16 +53,18 @@ def test_files_are_under_the_private_prefix_and_etc_is_conffiles(deb_file, tmp_p
 
 @pytest.fixture(scope="module")
 def installed(deb_file):
-    """dpkg -i on this machine; purged at the end (and checked to leave nothing)."""
-    dpkg = need("dpkg")
-    subprocess.run([dpkg, "--purge", "autoremedy"], capture_output=True)   # a leftover of an aborted run
-    proc = subprocess.run([dpkg, "-i", str(deb_file)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    files = subprocess.run([dpkg, "-L", "autoremedy"], capture_output=True, text=True,
-                           check=True).stdout.split("\n")
-    yield [f for f in files if f]
-    proc = subprocess.run([dpkg, "--purge", "autoremedy"], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    """dpkg -i on this machine; purged at the end (and checked to leave nothing).
+    The machine has one dpkg database: another test session's install is waited
+    for (machine_lock), and so is a package manager holding dpkg's lock."""
+    with machine_lock("dpkg"):
+        dpkg("--purge", "autoremedy")   # a leftover of an aborted run
+        proc = dpkg("-i", deb_file)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        files = subprocess.run([need("dpkg"), "-L", "autoremedy"], capture_output=True, text=True,
+                               check=True).stdout.split("\n")
+        yield [f for f in files if f]
+        proc = dpkg("--purge", "autoremedy")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def run(*argv, env=None):
@@ -151,9 +153,14 @@ def test_sudo_gate_hook_mode_refuses_foreign_options(installed, argv, message):
 
 def test_sudo_gate_hook_mode_runs_the_node_hook_with_the_system_config(installed):
     # A passing check: the hook re-runs it with the given options and has nothing to do.
-    proc = run("/usr/libexec/autoremedy/remediate", "hook", "disk", "/", "-p", "/", "-w", "99.9", "-c", "100")
+    # The target is one the shipped configuration allowlists (/var): the hook refuses
+    # any other before running the check (it runs as root here).
+    proc = run("/usr/libexec/autoremedy/remediate", "hook", "disk", "/var", "-p", "/var", "-w", "99.9", "-c", "100")
     assert proc.returncode == 0, proc
     assert proc.stdout.startswith("DISK OK: ") and "Traceback" not in proc.stdout + proc.stderr
+    refused = run("/usr/libexec/autoremedy/remediate", "hook", "disk", "/", "-p", "/", "-w", "99.9", "-c", "100")
+    assert refused.returncode == 2 and refused.stdout == "", refused
+    assert refused.stderr == "autoremedy: hook: target '/' is not in remediations.disk.targets (nothing was run)\n"
 
 
 def test_zabbix_paths_resolve(installed):
@@ -165,8 +172,7 @@ def test_zabbix_paths_resolve(installed):
 
 def test_purge_leaves_nothing_behind(deb_file, installed):
     """Runs last in this module: remove, purge, and every file the package had is gone."""
-    dpkg = need("dpkg")
-    proc = subprocess.run([dpkg, "--purge", "autoremedy"], capture_output=True, text=True)
+    proc = dpkg("--purge", "autoremedy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shared = {"/", "/.", "/etc", "/usr", "/usr/bin", "/usr/lib", "/usr/libexec", "/usr/share", "/usr/share/doc",
               "/lib", "/lib/systemd", "/lib/systemd/system", "/etc/sudoers.d", "/etc/zabbix",
@@ -176,4 +182,5 @@ def test_purge_leaves_nothing_behind(deb_file, installed):
     for path in ("/usr/lib/autoremedy", "/var/lib/autoremedy", "/etc/autoremedy"):
         assert not os.path.exists(path), path
     # Reinstall so the module fixture's final purge has something to purge.
-    subprocess.run([dpkg, "-i", str(deb_file)], capture_output=True, check=True)
+    proc = dpkg("-i", deb_file)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

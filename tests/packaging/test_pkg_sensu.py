@@ -83,8 +83,12 @@ def test_asset_definition_uses_builds_with_filters(asset_dir):
 
 def test_rebuilding_gives_the_same_sha512(asset_dir, artefacts):
     again = artefacts / "asset-again"
-    subprocess.run([os.path.join(SCRIPTS, "build-asset.sh"), str(again)], check=True, stdout=subprocess.DEVNULL,
-                   env=dict(os.environ, ASSET_ARCHES="amd64", PYTHON=sys.executable))
+    env = {k: v for k, v in os.environ.items() if k != "ASSET_URL_BASE"}
+    built = subprocess.run([os.path.join(SCRIPTS, "build-asset.sh"), str(again)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           env=dict(env, ASSET_ARCHES="amd64", PYTHON=sys.executable))
+    # Without ASSET_URL_BASE the definition's urls are a placeholder: said, not silent.
+    assert "ASSET_URL_BASE is not set" in built.stderr and "placeholder" in built.stderr
     name = next(asset_dir.glob("autoremedy_*_linux_amd64.tar.gz")).name
     assert (again / name).read_bytes() == (asset_dir / name).read_bytes()
 
@@ -112,7 +116,8 @@ def test_every_check_definition_runs_from_the_asset(unpacked_asset, check_classe
 
 def test_asset_commands_give_the_same_output_as_the_installed_package(unpacked_asset, tmp_path):
     token = f"autoremedy-asset-{os.getpid()}"
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", token])
+    sleeper = subprocess.Popen([token, "-c", "import time; time.sleep(120)"],   # argv[0]: --cmdline is anchored
+                               executable=sys.executable)
     try:
         for argv in (["--version"], ["check", "--list"], ["check", "process", "--cmdline", token],
                      ["check", "process", "--name", "no-such-daemon"], ["check", "disk", "-p", "/nonexistent"],
@@ -259,11 +264,21 @@ def test_hook_definitions_run_from_the_asset(unpacked_asset, tmp_path):
     """The disk hook as defined (`autoremedy handle hook disk --target /var -p /var`),
     made to fail with `-c 0` (any use is CRITICAL), run by `sh` from the asset: it
     re-runs the check on the node and forwards the failure in a body the pack's
-    disk rule routes. (A passing check is not forwarded: nothing to do.)"""
+    disk rule routes. (A passing check is not forwarded: nothing to do.)
+
+    A hook's --target must be in root's allowlist (remediations.<class>.targets)
+    before any probe runs, so the node has a configuration naming /var, as an
+    operator's does (docs/packaging.md: the asset reads AUTOREMEDY_CONFIG).
+    dry_run: should forwarding fail, the local fallback would only plan."""
     hook = by_type("HookConfig")["autoremedy-disk-var-hook"]["spec"]["command"] + " -c 0"
+    config = tmp_path / "autoremedy.yaml"
+    config.write_text(yaml.safe_dump({"remediations": {"disk": {
+        "enabled": True, "dry_run": True,
+        "targets": {"/var": {"target": 80, "rules": [
+            {"type": "rotated-logs", "root": "/var/log", "older_than": "7d"}]}}}}}))
     with st2_double("ci-key") as st2:
         env = {"AUTOREMEDY_ST2_URL": st2.url, "AUTOREMEDY_ST2_API_KEY": "ci-key",
-               "AUTOREMEDY_STATE_DIR": str(tmp_path / "state")}
+               "AUTOREMEDY_STATE_DIR": str(tmp_path / "state"), "AUTOREMEDY_CONFIG": str(config)}
         proc = agent_sh(unpacked_asset, hook, env)
         assert proc.returncode == 0, proc
         bodies = [a["body"] for a in st2.accepted()]

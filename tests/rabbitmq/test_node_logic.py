@@ -1,7 +1,8 @@
-"""check and remediate rabbitmq-node without a broker: the log markers (real logs
-of this machine's RabbitMQ 3.10 as fixtures), the baseline comparison, the
-cluster view from the API double, dead/booting/stuck/app-stopped told apart with a
-stand-in beam process and a fake CLI, and the remediation's refusals."""
+"""check rabbitmq-node without a broker: the log markers (real logs of this
+machine's RabbitMQ 3.10 as fixtures), the baseline comparison, the cluster view
+from the API double (membership, partitions), dead/booting/stuck/app-stopped told
+apart with a stand-in beam process and a fake CLI; a stale pid file. The
+remediation's decisions are in test_node_plan.py."""
 import json
 import os
 import shutil
@@ -15,7 +16,6 @@ from autoremedy.checks import rabbitmq_node as rn
 from autoremedy.cli import check_parser
 from autoremedy.config import Config
 from autoremedy.execute import Completed
-from autoremedy.guard import Refused
 from autoremedy.ranges import Range
 from autoremedy.result import Result, Status
 
@@ -145,26 +145,37 @@ def node_row(name, running=True, **extra):
     return row
 
 
-@pytest.mark.parametrize("nodes, state, text", [
-    ([node_row("a"), node_row("b")], "running", None),
-    ([node_row("a"), node_row("b", running=False)], "cluster_degraded", "b not running"),
-    ([node_row("a")], "cluster_degraded", "b is not a cluster member"),
-    ([node_row("a", partitions=["b"]), node_row("b", partitions=["a"])], "partitioned", "a partitioned from b"),
-    ([node_row("a", mem_alarm=True), node_row("b")], "alarm", "a memory alarm (publishers blocked)"),
-    ([node_row("a"), node_row("b", fd_used=950)], "exhausted", "b fd 95% used (950/1000)"),
-    ([node_row("a"), node_row("b", sockets_used=750)], "running", "b sockets 83.33% used (750/900)"),
-    ([node_row("a"), node_row("b"), node_row("c")], "running", "unexpected cluster member(s) c"),
+@pytest.mark.parametrize("nodes, configured, state, text", [
+    ([node_row("a"), node_row("b")], ["a", "b"], "running", None),
+    ([node_row("a"), node_row("b", running=False)], ["a", "b"], "cluster_degraded", "b not running"),
+    # membership comes from the cluster: a dead member is seen without any configuration
+    ([node_row("a"), node_row("b", running=False)], [], "cluster_degraded", "b not running"),
+    ([node_row("a")], ["a", "b"], "membership_mismatch",
+     "cluster membership differs from rabbitmq.cluster_nodes: not members: b"),
+    ([node_row("a"), node_row("b"), node_row("c")], ["a", "b"], "membership_mismatch",
+     "unexpected members: c"),
+    ([node_row("b")], [], "not_member", "a is not a member of the cluster this API reports (b)"),
+    ([node_row("a", partitions=["b"]), node_row("b", partitions=["a"])], ["a", "b"], "partitioned",
+     "partition: a cut off from b; b cut off from a"),
+    # ignore mode: each side sees the other as not running; that is a partition, not a dead node
+    ([node_row("a", partitions=["b"]), node_row("b", running=False)], [], "partitioned",
+     "partition: a cut off from b"),
+    ([node_row("a", mem_alarm=True), node_row("b")], ["a", "b"], "alarm", "a memory alarm (publishers blocked)"),
+    ([node_row("a"), node_row("b", fd_used=950)], ["a", "b"], "exhausted", "b fd 95% used (950/1000)"),
+    ([node_row("a"), node_row("b", sockets_used=750)], ["a", "b"], "running", "b sockets 83.33% used (750/900)"),
 ])
-def test_the_cluster_view_from_one_nodes_request(make_config, double, nodes, state, text):
+def test_the_cluster_view_from_one_nodes_request(make_config, double, nodes, configured, state, text):
     double.set("/api/overview", {"node": "a", "object_totals": {"queues": 0}})
     double.set("/api/nodes", nodes)
-    settings = node_settings(make_config, double.url, node="a", cluster_nodes=["a", "b"])
+    settings = node_settings(make_config, double.url, node="a", cluster_nodes=configured)
     result = run_node(settings, "--cluster", "--no-baseline")
     assert result.data["state"] == state
     if text is None:
         assert result.status is Status.OK and result.summary == "a running, 2/2 cluster nodes running"
     else:
         assert text in result.summary
+    if state == "partitioned":
+        assert "not running" not in result.summary and result.data["partitions"]["a"] == ["b"]
     assert [r for r in double.requests if r[1].startswith("/api/nodes")] == [
         ("GET", "/api/nodes?columns=" + "%2C".join(rn.NODE_COLUMNS))]
 
@@ -204,6 +215,42 @@ def test_a_live_vm_that_does_not_run_the_app(make_config, fake_beam, monkeypatch
     assert words in result.summary
     assert result.data["pid"] == proc.pid
     assert ["rabbitmq-diagnostics", "-q", "-n", "rmq@test", "check_running"] in cli.calls
+
+
+def test_a_stale_pid_file_never_dates_a_new_boot(make_config, fake_beam, tmp_path, monkeypatch):
+    """Right after a restart the pid file still names the old beam (still exiting):
+    the youngest beam of the node is the one booting, so this is 'booting', not
+    'stuck booting for 29s' (issue 20, seen 0.04 s after a normal restart)."""
+    old = fake_beam("rmq@test")
+    time.sleep(1.2)
+    new = fake_beam("rmq@test")
+    time.sleep(0.2)
+    pid_file = tmp_path / "node.pid"
+    pid_file.write_text(str(old.pid))
+    monkeypatch.setattr(rn.time, "time", lambda: _created(new.pid) + 5)     # old: 6 s, new: 5 s
+    cli = FakeCli(check_running=(69, ""), is_booting=(0, json.dumps({"result": True})))
+    result = run_node(node_settings(make_config, "http://127.0.0.1:9", boot_timeout=5.5,
+                                    pid_file=str(pid_file)), "--no-baseline", runner=cli)
+    assert (result.data["state"], result.data["pid"]) == ("booting", new.pid), result
+
+
+def test_a_pid_file_naming_another_nodes_beam_is_not_ours(make_config, fake_beam, tmp_path):
+    other = fake_beam("rmq@other")
+    pid_file = tmp_path / "node.pid"
+    pid_file.write_text(str(other.pid))
+    result = run_node(node_settings(make_config, "http://127.0.0.1:9", pid_file=str(pid_file)),
+                      "--no-baseline", runner=FakeCli())
+    assert result.data["state"] == "not_running", result
+
+
+def test_a_vm_that_cannot_say_whether_it_boots_is_unknown_not_stuck(make_config, fake_beam, monkeypatch):
+    proc = fake_beam("rmq@test")
+    time.sleep(0.2)
+    monkeypatch.setattr(rn.time, "time", lambda: _created(proc.pid) + 60)
+    result = run_node(node_settings(make_config, "http://127.0.0.1:9", boot_timeout=20), "--no-baseline",
+                      runner=FakeCli(check_running=(69, "")))
+    assert result.status is Status.UNKNOWN, result
+    assert "does not say whether it is booting" in result.summary
 
 
 def _created(pid):
@@ -261,90 +308,6 @@ def test_the_first_healthy_run_saves_the_baseline_and_later_ones_compare(make_co
     assert json.loads(path.read_text()) == BASELINE                 # a loss never overwrites the baseline
     accepted = run_node(settings, "--cluster", "--accept-definitions")
     assert f"live definitions saved as the baseline {path}" in accepted.details
-
-
-# --- the remediation's refusals --------------------------------------------------------------------
-
-@pytest.fixture
-def reset_node(make_config, tmp_path):
-    from autoremedy.remediations import rabbitmq_node
-
-    def make(state, cluster=(), answers=None, baseline=True):
-        base = tmp_path / "baseline.json"
-        if baseline:
-            base.write_text(json.dumps(BASELINE))
-        config = Config.load(make_config({
-            "rabbitmq": {"node": "a@h", "cluster_nodes": list(cluster), "definitions_baseline": str(base)},
-            "remediations": {"rabbitmq-node": {"enabled": True}}}), environ={})
-        cli = FakeCli(**(answers or {}))
-        remediation = rabbitmq_node.REMEDIATION(config, runner=cli)
-        status = Status.OK if state == "running" else Status.CRITICAL
-        remediation.probe = lambda extra=(): Result("rabbitmq-node", f"{state} here", status=status,
-                                                    data={"state": state})
-        return remediation, cli
-    return make
-
-
-def test_healthy_is_nothing_to_do(reset_node):
-    remediation, _ = reset_node("running")
-    assert remediation.plan("a@h") == []
-
-
-@pytest.mark.parametrize("state", ["partitioned", "alarm", "exhausted", "cluster_degraded", "app_stopped", "booting"])
-def test_states_a_reset_does_not_fix_are_refused(reset_node, state):
-    remediation, _ = reset_node(state)
-    with pytest.raises(Refused) as err:
-        remediation.plan("a@h")
-    assert err.value.guard == "precondition" and "not something a reset fixes" in err.value.reason
-
-
-def test_a_dead_node_is_only_started(reset_node):
-    remediation, _ = reset_node("not_running")
-    assert [s.description for s in remediation.plan("a@h")] == ["start a@h: rabbitmq-server -detached"]
-
-
-def test_standalone_without_a_baseline_is_refused(reset_node):
-    remediation, _ = reset_node("boot_failed", baseline=False)
-    with pytest.raises(Refused, match="no definitions baseline"):
-        remediation.plan("a@h")
-
-
-def test_standalone_plan_restores_the_baseline(reset_node):
-    remediation, _ = reset_node("definitions_lost")
-    assert [s.description.split(" ")[0] for s in remediation.plan("a@h")] == [
-        "export", "stop", "move", "start", "import"]
-
-
-def test_most_of_the_cluster_down_is_refused(reset_node):
-    remediation, cli = reset_node("boot_failed", cluster=["a@h", "b@h", "c@h"],
-                                  answers={"check_running": (69, "")})
-    with pytest.raises(Refused) as err:
-        remediation.plan("a@h")
-    assert err.value.guard == "quorum" and "3 of 3 cluster nodes are down" in err.value.reason
-    assert [c[3] for c in cli.calls] == ["b@h", "c@h"]
-
-
-def test_no_other_running_disc_node_is_refused(reset_node):
-    status = {"disk_nodes": ["a@h"], "running_nodes": ["b@h", "c@h"]}
-    remediation, _ = reset_node("boot_failed", cluster=["a@h", "b@h", "c@h"],
-                                answers={"check_running": (0, ""), "cluster_status": (0, json.dumps(status))})
-    with pytest.raises(Refused) as err:
-        remediation.plan("a@h")
-    assert err.value.guard == "disc_node"
-
-
-def test_a_member_with_a_healthy_disc_peer_rejoins_it(reset_node):
-    status = {"disk_nodes": ["a@h", "b@h", "c@h"], "running_nodes": ["b@h", "c@h"]}
-    remediation, _ = reset_node("boot_failed", cluster=["a@h", "b@h", "c@h"],
-                                answers={"check_running": (0, ""), "cluster_status": (0, json.dumps(status))})
-    steps = [s.description for s in remediation.plan("a@h")]
-    assert steps[-1] == "forget a@h on b@h, then reset and join_cluster b@h"
-
-
-def test_only_the_configured_node_is_a_target(reset_node):
-    remediation, _ = reset_node("boot_failed")
-    with pytest.raises(Refused, match="'rabbit@other' is not this node \\(rabbitmq.node is 'a@h'\\)"):
-        remediation.resolve("rabbit@other")
 
 
 def test_a_monitoring_user_is_told_what_it_cannot_do(make_config, double, tmp_path):

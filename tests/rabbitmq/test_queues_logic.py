@@ -181,7 +181,7 @@ def test_5000_queues_one_request_worst_first_top_n_perfdata(run_cli, double, con
 
 def test_without_consumer_criteria_the_cheap_listing_is_used(run_cli, double, config_for):
     double.set("/api/queues", [{"name": "a", "vhost": "/", "messages": 3}])
-    ran = run(run_cli, config_for(double.url), "--no-consumers", "off")
+    ran = run(run_cli, config_for(double.url), "--no-consumers", "off", "--rpc-server-gone", "off")
     assert ran.returncode == 0, ran
     assert "disable_stats=true&enable_queue_totals=true" in double.requests[0][1]
     assert "consumers" not in double.requests[0][1]
@@ -204,15 +204,29 @@ def test_the_checks_import_neither_pika_nor_requests(double, make_config, tmp_pa
         assert done.stdout.splitlines()[-1] == '["urllib3"]', done
 
 
-def test_a_name_filter_the_broker_refuses_falls_back_to_filtering_here(run_cli, double, config_for):
-    bad = ("/api/queues?page=1&columns=name%2Cvhost%2Cmessages%2Cmessages_ready%2Cmessages_unacknowledged"
-           "%2Cconsumers&name=%5Enova&use_regex=true&page_size=500")
-    double.set(bad, {"error": "bad_request", "reason": "invalid regex"}, status=400)
+def test_a_regex_include_is_one_listing_filtered_here(run_cli, double, config_for):
+    """The API filters names with PCRE and only page by page (10,000 matching
+    queues: 20 requests): a regex --include is applied here, to one listing."""
     double.set("/api/queues", [{"name": "nova.a", "vhost": "/", "messages": 2, "consumers": 1},
                                {"name": "cinder.a", "vhost": "/", "messages": 9, "consumers": 1}])
     ran = run(run_cli, config_for(double.url), "--include", "^nova", "--format", "json")
     assert [q["name"] for q in ran.json["data"]["queues"]] == ["nova.a"]
-    assert [r[1].split("?")[0] for r in double.requests] == ["/api/queues", "/api/queues"]
+    assert len(double.requests) == 1
+    assert "name=" not in double.requests[0][1]
+
+
+def test_an_include_of_exact_names_is_filtered_by_the_api_in_one_page(run_cli, double, config_for):
+    """Exact names read the same in PCRE and Python and match at most one page:
+    the API's filter is then measurably cheaper (0.12 s vs 0.9 s, 10,000 queues)."""
+    wanted = ("/api/queues/v?page=1&columns=name%2Cvhost%2Cmessages%2Cmessages_ready"
+              "%2Cmessages_unacknowledged%2Cconsumers%2Carguments"
+              "&name=%5E%28%3F%3Anova%5C.a%7Cnova%5C.b%29%24&use_regex=true&page_size=500")
+    double.set(wanted, {"items": [{"name": "nova.a", "vhost": "v", "messages": 2, "consumers": 1}],
+                        "page_count": 1})
+    ran = run(run_cli, config_for(double.url), "--vhost", "v", "--include", r"^(?:nova\.a|nova\.b)$",
+              "--format", "json")
+    assert [q["name"] for q in ran.json["data"]["queues"]] == ["nova.a"], ran
+    assert [r[1] for r in double.requests] == [wanted]
 
 
 def test_a_queue_without_a_consumer_count_yet_is_not_called_orphaned(run_cli, double, config_for):
@@ -226,11 +240,11 @@ def test_a_queue_without_a_consumer_count_yet_is_not_called_orphaned(run_cli, do
 def test_the_remediation_leaves_a_queue_whose_consumer_count_is_unknown(double, make_config):
     from autoremedy.config import Config
     from autoremedy.remediations import rabbitmq_queues
-    double.set("/api/queues/%2F", [{"name": "reply_1", "messages": 500},                 # not counted yet
-                                   {"name": "reply_2", "messages": 500, "consumers": 0},
-                                   {"name": "reply_3", "messages": 500, "consumers": 2}])
-    config = Config.load(make_config({"rabbitmq": {"api_url": double.url, "queue_policies": {"replies": {
-        "pattern": "^reply_", "action": "purge", "disposable": True, "messages": 100}}},
+    double.set("/api/queues/%2F", [{"name": "sample_1", "messages": 500},                 # not counted yet
+                                   {"name": "sample_2", "messages": 500, "consumers": 0},
+                                   {"name": "sample_3", "messages": 500, "consumers": 2}])
+    config = Config.load(make_config({"rabbitmq": {"api_url": double.url, "queue_policies": {"samples": {
+        "pattern": "^sample_", "action": "purge", "disposable": True, "messages": 100}}},
         "remediations": {"rabbitmq-queues": {"enabled": True}}}), environ={})
-    plan = rabbitmq_queues.REMEDIATION(config).plan("replies")
-    assert [s.details for s in plan] == [["reply_2"]]
+    plan = rabbitmq_queues.REMEDIATION(config).plan("samples")
+    assert [s.details for s in plan] == [["sample_2"]]

@@ -6,6 +6,7 @@ import json
 import pytest
 
 import rmq_helpers as rh
+from own_vhost import vhost  # noqa: F401  (this area's own vhosts)
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +47,7 @@ def test_cap_bounds_the_depth_keeps_existing_policies_and_reverts(run_cli, rmq_c
         ch.basic_publish("", "notifications.info", b"late")
     conn.close()
     assert rh.depth(vhost, "notifications.info")[0] == 1000
-    # The policy columns follow the statistics, ~2.5 s behind (reference §1).
+    # The policy columns follow the statistics, ~2.5 s behind (measured).
     mine = shared.wait_api(vhost, "notifications.info", lambda r: r.get("operator_policy"),
                            columns="messages,policy,operator_policy,effective_policy_definition")
     assert mine["policy"] == "ha-like" and mine["operator_policy"] == "autoremedy-notifications"
@@ -117,26 +118,27 @@ def test_move_by_amqp_republish_keeps_every_body_and_header(run_cli, rmq_config,
 
 
 def test_purge_only_where_disposable_and_only_without_consumers(run_cli, rmq_config, vhost, shared):
-    rh.declare(vhost, "reply_aaaa", "reply_bbbb")
-    rh.flood(vhost, "reply_aaaa", 2000)
-    rh.flood(vhost, "reply_bbbb", 2000)
-    conn = rh.amqp(vhost)                               # reply_bbbb has a live consumer
+    rh.declare(vhost, "metering.aaaa", "metering.bbbb")
+    rh.flood(vhost, "metering.aaaa", 2000)
+    rh.flood(vhost, "metering.bbbb", 2000)
+    conn = rh.amqp(vhost)                               # metering.bbbb has a live consumer
     ch = conn.channel()
     ch.basic_qos(prefetch_count=1)
-    ch.basic_consume("reply_bbbb", lambda *a: None)
+    ch.basic_consume("metering.bbbb", lambda *a: None)
     conn.process_data_events(time_limit=0.3)
-    shared.wait_api(vhost, "reply_bbbb", lambda r: r.get("consumers") == 1)
-    shared.wait_api(vhost, "reply_aaaa", lambda r: r.get("messages") == 2000)
+    shared.wait_api(vhost, "metering.bbbb", lambda r: r.get("consumers") == 1)
+    shared.wait_api(vhost, "metering.aaaa", lambda r: r.get("messages") == 2000)
     config = config_for(rmq_config, vhost, replies={
-        "pattern": "^reply_", "action": "purge", "disposable": True, "messages": 100})
+        "pattern": "^metering\\.", "action": "purge", "disposable": True, "messages": 100})
     dry = remediate(run_cli, config, "replies", "--dry-run")
-    assert dry.returncode == 0 and "would: purge reply_aaaa" in dry.stdout, dry
-    assert "reply_bbbb" not in dry.stdout
-    assert rh.depth(vhost, "reply_aaaa")[0] == 2000     # dry-run changed nothing
+    assert dry.returncode == 0 and "would: purge metering.aaaa" in dry.stdout, dry
+    assert "purge metering.bbbb" not in dry.stdout
+    assert "reach: queue: metering.aaaa" in dry.stdout, dry
+    assert rh.depth(vhost, "metering.aaaa")[0] == 2000     # dry-run changed nothing
     ran = remediate(run_cli, config, "replies", "--json")
     assert ran.json["outcome"] == "remediated", ran.json
-    assert rh.depth(vhost, "reply_aaaa")[0] == 0
-    assert rh.depth(vhost, "reply_bbbb")[0] >= 1999     # consumed queue untouched
+    assert rh.depth(vhost, "metering.aaaa")[0] == 0
+    assert rh.depth(vhost, "metering.bbbb")[0] >= 1999     # consumed queue untouched
     conn.close()
 
 
@@ -167,7 +169,8 @@ def test_more_matching_queues_than_max_queues_is_refused(run_cli, rmq_config, vh
     rh.declare(vhost, "r1", "r2", "r3")
     for name in ("r1", "r2", "r3"):
         rh.flood(vhost, name, 50)
-    shared.wait_api(vhost, "r3", lambda r: r.get("messages") == 50)
+    for name in ("r1", "r2", "r3"):
+        shared.wait_api(vhost, name, lambda r: r.get("messages") == 50 and r.get("consumers") == 0)
     config = config_for(rmq_config, vhost, replies={
         "pattern": "^r[0-9]$", "action": "purge", "disposable": True, "messages": 10, "max_queues": 2})
     ran = remediate(run_cli, config, "replies", "--json")

@@ -3,7 +3,7 @@
 ``event.acknowledge`` with action 6 (acknowledge + message): the problem shows
 who handled it and how, and Zabbix's update operations can notify people.
 Closing is a separate call (action 1, only for triggers with manual_close)
-because one combined call sent no update notification (reference/zabbix.md §3).
+because one combined call sent no update notification (measured on Zabbix 6.0.14, event.acknowledge).
 Kept free of StackStorm imports so it is testable against a real Zabbix.
 """
 ACKNOWLEDGE, CLOSE, MESSAGE = 2, 1, 4

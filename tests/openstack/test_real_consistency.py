@@ -1,0 +1,331 @@
+"""openstack-consistency on the session's real Nova 34 + Placement 16 (issue 25, issue 10 item 7).
+
+Each compute's hypervisor view is libvirt's own test driver (``virsh -c
+test:///<node.xml>``, Debian's libvirt-clients): a node file per host whose
+domains carry the names and UUIDs of the real Nova instances, rewritten to make
+reality disagree with Nova. The compute's RPC queue is read from the shared
+RabbitMQ's management API in the harness's own vhost.
+
+Every case snapshots every server of the cloud before and after, through Nova's
+API directly (never autoremedy's code): host, status, power state, task state
+and its instance actions. Faults are injected the way they happen: a reboot
+cast to a nova-compute that is frozen (SIGSTOP) or dead (SIGKILL), a stuck task
+aged in the cell database, an ERROR with its fault row.
+"""
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from noharm_harness import Case, expect_harm, expect_no_harm
+
+from autoremedy.config import Config
+from autoremedy.remediation import Trigger, perform
+from autoremedy.remediations.openstack_consistency import Reconcile
+
+pytestmark = pytest.mark.integration
+
+VIRSH = "/usr/bin/virsh"
+RUNSTATE = {"running": 1, "paused": 3, "shut off": 5}
+
+
+# --- the hypervisor view: libvirt's test driver ---------------------------------------------------
+
+class Hypervisors:
+    """One libvirt test-driver node file per host, written from Nova's own instances."""
+
+    def __init__(self, nova, folder):
+        self.nova, self.folder = nova, str(folder)
+
+    def uri(self, host):
+        return f"test://{os.path.join(self.folder, host + '.xml')}"
+
+    def write(self, host, override=None):
+        """Every instance Nova places on ``host`` as a domain, running when ACTIVE, shut
+        off when SHUTOFF; ``override`` {id: state} makes reality differ."""
+        rows = self.nova.get("/servers/detail?all_tenants=1", version="2.73")["servers"]
+        domains = []
+        for s in rows:
+            if s["OS-EXT-SRV-ATTR:host"] != host:
+                continue
+            state = (override or {}).get(s["id"]) or ("shut off" if s["status"] == "SHUTOFF" else "running")
+            domains.append(
+                "  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\n"
+                f"    <name>{s['OS-EXT-SRV-ATTR:instance_name']}</name><uuid>{s['id']}</uuid>\n"
+                "    <memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os>\n"
+                f"    <test:runstate>{RUNSTATE[state]}</test:runstate>\n  </domain>\n")
+        path = os.path.join(self.folder, host + ".xml")
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.write("<node>\n" + "".join(domains) + "</node>\n")
+        os.replace(path + ".tmp", path)
+
+
+@pytest.fixture
+def hv(nova, tmp_path):
+    return Hypervisors(nova, tmp_path)
+
+
+@pytest.fixture
+def node_config(nova, nova_config, hv):
+    """The configuration of one compute node (``host``): its libvirt, its queue."""
+    def make(host, **remediation):
+        section = {"enabled": True, "dry_run": False, "host_patterns": ["host-*"], "verify_timeout": 20}
+        section.update(remediation)
+        return nova_config({
+            "openstack": {"consistency": {
+                "host": host, "virsh": [VIRSH, "-r", "-c", hv.uri(host)],
+                "network": False, "volumes": False,        # the harness stubs Neutron, has no Cinder
+                "rpc": {"api_url": "http://127.0.0.1:15672", "vhost": nova.tag}}},
+            "remediations": {"openstack-consistency": section}}, name=f"{host}.yaml")
+    return make
+
+
+def reconcile(path, target, dry_run=None):
+    return perform(Reconcile(Config.load(path)), target, Trigger(source="test"), dry_run=dry_run)
+
+
+def check(run_cli, path):
+    ran = run_cli("check", "openstack-consistency", "--config", path, "--format", "json", timeout=120)
+    return ran.returncode, json.loads(ran.stdout)
+
+
+# --- what the harness reads: every server, with its actions ----------------------------------------
+
+def snapshot(nova):
+    """{server id: (host, status, power_state, task_state, ((action, request_id), ...))}."""
+    out = {}
+    for sid, s in nova.servers().items():
+        actions = nova.get(f"/servers/{sid}/os-instance-actions")["instanceActions"]
+        out[sid] = (s["host"], s["status"], s["power_state"], s["task_state"],
+                    tuple(sorted((a["action"], a["request_id"]) for a in actions)))
+    return out
+
+
+def events(nova, sid, action):
+    """[(event, result)] of the instance's newest ``action``."""
+    rows = [a for a in nova.get(f"/servers/{sid}/os-instance-actions")["instanceActions"]
+            if a["action"] == action]
+    newest = max(rows, key=lambda a: a["start_time"])
+    detail = nova.get(f"/servers/{sid}/os-instance-actions/{newest['request_id']}")["instanceAction"]
+    return [(e["event"], e["result"]) for e in detail.get("events") or []]
+
+
+def settled_events(nova, sid, action, timeout=60):
+    """events() once every event has a result. A compute that starts with an instance in
+    'rebooting' retries the reboot itself (nova/compute/manager.py, _init_instance) and the
+    queued cast then runs too: two events, the first may still be running when the task
+    state is already cleared."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = events(nova, sid, action)
+        if all(result is not None for _, result in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def age(nova, sid, minutes, task_state=None):
+    """Make the instance's record and its actions ``minutes`` older (the cell database);
+    optionally set a task state as a lost cast would have left it."""
+    task = f", task_state = '{task_state}'" if task_state else ""
+    nova.sql(f"UPDATE instances SET updated_at = UTC_TIMESTAMP() - INTERVAL {minutes} MINUTE{task} "
+             f"WHERE uuid = '{sid}'")
+    nova.sql(f"UPDATE instance_actions SET start_time = start_time - INTERVAL {minutes} MINUTE "
+             f"WHERE instance_uuid = '{sid}'")
+    nova.sql("UPDATE instance_actions_events e JOIN instance_actions a ON e.action_id = a.id SET "
+             f"e.start_time = e.start_time - INTERVAL {minutes} MINUTE, "
+             f"e.finish_time = e.finish_time - INTERVAL {minutes} MINUTE WHERE a.instance_uuid = '{sid}'")
+
+
+def queued(nova, queue, timeout=15):
+    """Wait until the management API counts a message in ``queue`` of the harness's vhost."""
+    import requests
+    deadline = time.monotonic() + timeout
+    while True:
+        row = requests.get(f"http://127.0.0.1:15672/api/queues/{nova.tag}/{queue}",
+                           auth=("guest", "guest"), timeout=10).json()
+        if row.get("messages"):
+            return row
+        assert time.monotonic() < deadline, row
+        time.sleep(0.5)
+
+
+def wait_task(nova, sid, pred, timeout=60):
+    return nova.wait_servers([sid], lambda s: s is not None and pred(s), timeout=timeout)[sid]
+
+
+# --- 1. the safe repairs, proven and verified, and nothing else touched ----------------------------
+
+class RepairCase(Case):
+    """host-a: a healthy instance, one ACTIVE whose domain is shut off, one whose reboot
+    cast was lost 40 min ago (its domain running); host-b carries a stopped bystander."""
+
+    cls_name = "openstack-consistency"
+
+    def __init__(self, nova, hv, path):
+        self.nova, self.hv, self.path = nova, hv, path
+        self.healthy, self.off, self.stuck = nova.boot("host-a", 3)
+        (self.bystander,) = nova.boot("host-b", 1, prefix="by")
+        nova.action(self.bystander, {"os-stop": None})
+        nova.wait_servers([self.bystander], lambda s: s["status"] == "SHUTOFF")
+        for host in ("host-a", "host-b"):
+            hv.write(host)
+
+    def snapshot(self):
+        return {f"instance {k}": v for k, v in snapshot(self.nova).items()}
+
+    def inject(self):
+        self.hv.write("host-a", {self.off: "shut off"})
+        age(self.nova, self.stuck, 40, task_state="rebooting")
+
+    def remediate(self):
+        return reconcile(self.path, "host-a").to_dict()
+
+    def allowed(self):
+        return {f"instance {self.off}", f"instance {self.stuck}"}
+
+
+def test_safe_repairs_are_proven_applied_and_verified(nova, hv, node_config, run_cli):
+    path = node_config("host-a")
+    case = RepairCase(nova, hv, path)
+    rc, out = check(run_cli, path)
+    assert rc == 0 and out["summary"] == "host-a: Nova and libvirt agree on 3 instance(s)", out
+    run = expect_no_harm(case)
+    plan = [s["step"] for s in run.outcome["plan"]]
+    # One step per instance, in the order Nova lists them: newest first, and by UUID within
+    # a second (nova/compute/instance_list.py InstanceSortContext), so either order here.
+    assert sorted(plan) == [f"record the real power state of {case.off}: os-stop (domain already off)",
+                            f"reset stuck task state of {case.stuck} to active"], run
+    assert "host-a's compute up and consuming, nothing queued, no migration" in \
+        json.dumps(run.outcome["plan"])
+    before, after = run.before, run.after
+    assert after[f"instance {case.off}"][1:4] == ("SHUTOFF", 4, None)
+    assert after[f"instance {case.stuck}"][1:4] == ("ACTIVE", 1, None)
+    # the stop went through Nova (an action recorded), the reset is API-only
+    assert {a for a, _ in after[f"instance {case.off}"][4]} - {a for a, _ in before[f"instance {case.off}"][4]} \
+        == {"stop"}
+    assert all(s[1] != "ERROR" for s in after.values())
+    rc, out = check(run_cli, path)
+    assert rc == 0, out
+
+
+# --- 2. a queued reboot on a frozen, then dead, compute: waiting, never reset ---------------------
+
+def test_a_queued_reboot_is_never_reset_and_happens_once_its_compute_resumes(nova, hv, node_config):
+    path = node_config("host-b")
+    rebooting, off = nova.boot("host-b", 2)
+    (bystander,) = nova.boot("host-a", 1, prefix="by")
+    hv.write("host-b", {off: "shut off"})        # reality differs too: a stop would be planned
+    hv.write("host-a")
+    frozen = nova.procs["compute-host-b"].pid
+    os.killpg(frozen, signal.SIGSTOP)            # frozen: its connection and consumer stay
+    try:
+        nova.action(rebooting, {"reboot": {"type": "SOFT"}})
+        # RabbitMQ's management statistics lag up to 5 s: a cast 31 min old is long visible,
+        # so wait until this one is before making it look 31 min old.
+        queued(nova, "compute.host-b")
+        age(nova, rebooting, 31)                 # 31 min old: past a 30 min threshold
+        before = snapshot(nova)
+        assert before[rebooting][3] == "rebooting"
+        outcome = reconcile(path, "host-b")
+        seen = nova.services()["host-b"]["state"]
+        print("frozen compute, first run:", outcome.guard, seen)
+        assert outcome.status == "skipped", outcome.to_dict()
+        if outcome.guard == "waiting":           # still reported up: the cast waits in its queue
+            assert "waiting on host-b's compute" in outcome.reason
+            assert "message(s) still queued for it" in outcome.reason, outcome.reason
+        else:                                    # already down: deferred to compute-node
+            assert outcome.guard == "deferred" and "host-b's nova-compute is down" in outcome.reason
+            assert seen == "down"
+        nova.wait_service("host-b", "down", timeout=40)
+        outcome = reconcile(path, "host-b")
+        assert outcome.status == "skipped" and outcome.guard == "deferred", outcome.to_dict()
+        assert "the compute-node class owns this incident" in outcome.reason
+        assert snapshot(nova) == before          # nothing sent, nothing reset
+    finally:
+        os.killpg(frozen, signal.SIGCONT)
+    after = wait_task(nova, rebooting, lambda s: s["task_state"] is None and s["status"] == "ACTIVE")
+    assert after["host"] == "host-b"
+    found = settled_events(nova, rebooting, "reboot")
+    assert ("compute_reboot_instance", "Success") in found, found
+    nova.wait_service("host-b", "up", timeout=40)
+    # back and consuming: the power repair is now proven safe, and lands
+    outcome = reconcile(path, "host-b")
+    assert outcome.status == "remediated", outcome.to_dict()
+    now = snapshot(nova)
+    assert now[off][1:4] == ("SHUTOFF", 4, None) and now[bystander] == before[bystander]
+    assert all(s[1] != "ERROR" for s in now.values())
+
+
+def test_a_dead_compute_gets_no_repair_and_the_check_says_so(nova, hv, node_config, run_cli):
+    path = node_config("host-b")
+    rebooting, off = nova.boot("host-b", 2)
+    hv.write("host-b", {off: "shut off"})
+    nova.kill_compute("host-b")
+    nova.wait_service("host-b", "down", timeout=40)
+    nova.action(rebooting, {"reboot": {"type": "SOFT"}})
+    age(nova, rebooting, 40)
+    before = snapshot(nova)
+    rc, out = check(run_cli, path)
+    assert rc == 3 and out["summary"].startswith("host-b's nova-compute is down"), out
+    assert "the compute-node check owns this incident" in out["summary"]
+    outcome = reconcile(path, "host-b")
+    assert outcome.status == "skipped" and outcome.guard == "deferred", outcome.to_dict()
+    assert snapshot(nova) == before
+    nova.start_compute("host-b")                 # back: the queued reboot is delivered then
+    after = wait_task(nova, rebooting, lambda s: s["task_state"] is None, timeout=90)
+    assert after["status"] == "ACTIVE"
+    found = settled_events(nova, rebooting, "reboot")
+    assert ("compute_reboot_instance", "Success") in found, found
+
+
+# --- 3. never ERROR, ERROR reported, and the host never from the target -----------------------------
+
+class WrongHostCase(Case):
+    """host-a's node asked to repair host-b (where a domain is shut off): refused, nothing moves."""
+
+    cls_name = "openstack-consistency"
+
+    def __init__(self, nova, hv, path):
+        self.nova, self.hv, self.path = nova, hv, path
+        (self.there,) = nova.boot("host-b", 1)
+        hv.write("host-b", {self.there: "shut off"})
+
+    def snapshot(self):
+        return {f"instance {k}": v for k, v in snapshot(self.nova).items()}
+
+    def remediate(self):
+        return reconcile(self.path, "host-b").to_dict()
+
+
+def test_never_error_error_reported_and_the_wrong_host_refused(nova, hv, node_config, run_cli):
+    path = node_config("host-a", verify_timeout=2)     # it cannot pass: no need to wait for it
+    powering, broken, fine = nova.boot("host-a", 3)
+    nova.action(powering, {"os-stop": None})
+    nova.wait_servers([powering], lambda s: s["status"] == "SHUTOFF")
+    nova.action(broken, {"os-resetState": {"state": "error"}})
+    nova.sql("INSERT INTO instance_faults (created_at, instance_uuid, code, message, details, host, deleted) "
+             f"VALUES (UTC_TIMESTAMP(), '{broken}', 500, 'Connection to libvirt lost', '', 'host-a', 0)")
+    hv.write("host-a", {broken: "shut off"})
+    age(nova, powering, 40, task_state="powering-on")   # a stopped instance stuck powering on
+    rc, out = check(run_cli, path)
+    assert rc == 2, out
+    found = {f["subject"]: f for f in out["data"]["findings"]}
+    assert found[powering]["severity"] == "escalate"
+    assert "the only reset is to ERROR: not a repair" in found[powering]["detail"]
+    assert found[broken]["kind"] == "error-state"
+    assert "is in ERROR (fault 500: Connection to libvirt lost)" in found[broken]["detail"]
+    assert out["metrics"]["error"] == 1 and fine not in found
+    before = snapshot(nova)
+    outcome = reconcile(path, "host-a")
+    assert outcome.status == "failed" and outcome.escalate, outcome.to_dict()
+    assert [s.description for s in outcome.plan] == ["keep evidence of 2 finding(s) a human must resolve"]
+    assert snapshot(nova) == before              # powering-on kept, nothing in ERROR added
+    # the target never decides the host: host-a's node asked about host-b refuses
+    case = WrongHostCase(nova, hv, path)
+    run = expect_harm(case, named=["'host-b' is not this node's Nova host 'host-a'"])
+    assert run.outcome["outcome"] == "refused" and run.outcome["guard"] == "host"
+    assert run.differences == []
+    ran = run_cli("check", "openstack-consistency", "--config", path, "--host", "host-c", timeout=60)
+    assert ran.returncode == 3 and "--host host-c is not this node's Nova host host-a" in ran.stdout

@@ -1,0 +1,92 @@
+"""safefs in-process, as root, against entries a group member made (chowned to
+zabbix): the rules the attack corpus relies on, one by one."""
+import os
+import stat
+
+import pytest
+
+from autoremedy import safefs, statefile
+
+
+@pytest.fixture
+def shared(node):
+    return node.state          # root:autoremedy 2770, under a root-owned 0755 parent
+
+
+def zabbix_owned(node, path):
+    os.lchown(path, node.uids["zabbix"], node.gid)
+
+
+def test_group_members_entries_are_used_foreign_group_refused(node, shared):
+    ok = os.path.join(shared, "ok.json")
+    with open(ok, "w") as handle:
+        handle.write("{}")
+    zabbix_owned(node, ok)
+    assert statefile.load(ok) == {}
+    moved = os.path.join(shared, "moved.json")
+    with open(moved, "w") as handle:
+        handle.write("{}")
+    os.chown(moved, node.uids["zabbix"], 0)          # kept its own group: moved in
+    with pytest.raises(safefs.Refused, match="not made in this directory"):
+        safefs.read(moved)
+
+
+def test_private_directory_is_ours_alone(node, shared):
+    planted = os.path.join(shared, "work")
+    os.mkdir(planted)
+    zabbix_owned(node, planted)
+    with pytest.raises(safefs.Refused, match="private directory owned by uid"):
+        safefs.makedirs(planted, private=True)
+    link = os.path.join(shared, "work2")
+    os.symlink(node.outside, link)
+    zabbix_owned(node, link)
+    safefs.makedirs(link, private=True)
+    st = os.lstat(link)
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and st.st_uid == 0
+    assert os.listdir(node.outside) == ["secret"]
+
+
+def test_new_files_and_directories_are_the_groups_whatever_the_umask(node, shared):
+    old = os.umask(0o077)
+    try:
+        statefile.save(os.path.join(shared, "a", "b", "c.json"), {"x": 1})
+    finally:
+        os.umask(old)
+    for rel in ("a", "a/b"):
+        assert stat.S_IMODE(os.stat(os.path.join(shared, rel)).st_mode) == 0o2770
+    st = os.stat(os.path.join(shared, "a", "b", "c.json"))
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == node.gid
+    statefile.write_atomic(os.path.join(shared, "a", "private.json"), b"{}", mode=0o600)
+    assert stat.S_IMODE(os.stat(os.path.join(shared, "a", "private.json")).st_mode) == 0o600
+
+
+def test_a_fifo_never_blocks_and_a_device_is_never_opened(node, shared):
+    fifo = os.path.join(shared, "breaker.json")
+    os.mkfifo(fifo, 0o660)
+    zabbix_owned(node, fifo)
+    assert statefile.load(fifo, "default") == "default"       # refused at once
+    dev = os.path.join(shared, "dev.json")
+    os.mknod(dev, 0o660 | stat.S_IFCHR, os.makedev(1, 3))     # /dev/null's numbers
+    zabbix_owned(node, dev)
+    with pytest.raises(safefs.Refused, match="not a regular file"):
+        safefs.read(dev)
+
+
+def test_pruning_removes_links_never_what_they_point_to(node, shared):
+    from autoremedy.collect import _prune
+    victim = os.path.join(node.outside, "victim")
+    os.makedirs(os.path.join(victim, "keep-me"))
+    incidents = os.path.join(shared, "incidents")
+    for stamp in ("20260101T000000Z-a", "20260102T000000Z-b", "20260103T000000Z-c"):
+        os.makedirs(os.path.join(incidents, stamp, "logs"))
+    # Planted in the oldest bundle: a link to root's directory.
+    os.symlink(victim, os.path.join(incidents, "20260101T000000Z-a", "logs", "x"))
+    _prune(incidents, keep=1)
+    assert sorted(os.listdir(incidents)) == ["20260103T000000Z-c"]
+    assert os.listdir(victim) == ["keep-me"]
+    # The whole folder planted as a link: nothing below its target is touched.
+    os.rename(incidents, incidents + ".old")
+    os.symlink(node.outside, incidents)
+    zabbix_owned(node, incidents)
+    _prune(incidents, keep=0)
+    assert sorted(os.listdir(node.outside)) == ["secret", "victim"]
