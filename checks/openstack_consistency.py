@@ -274,13 +274,21 @@ class _Proof:
         self.conn, self.compute, self.conf, self.moving, self.now = conn, compute, conf, moving, now
         self._queue_read = False
 
-    def compute_ready(self):
-        """None when the host's nova-compute is up and consuming, else why not."""
+    def compute_ready(self, queue_empty=True):
+        """None when the host's nova-compute is up, consuming and (``queue_empty``) has
+        nothing queued, else why not. A frozen or busy compute keeps its consumer while casts pile up
+        behind it: a repair cast now would not be processed until they are (found on
+        real Nova: an os-stop sent to a SIGSTOPped compute left the instance in
+        powering-off)."""
         from autoremedy.checks import _openstack_inflight as inflight
         if not self._queue_read:
             inflight.read_queue(self.compute, self.conf["rpc"])
             self._queue_read = True
-        return None if self.compute.consuming else self.compute.why
+        if not self.compute.consuming:
+            return self.compute.why
+        if queue_empty and self.compute.messages:
+            return f"{self.compute.messages} message(s) still queued for it"
+        return None
 
     def last_action(self, server_id):
         from autoremedy.checks import _openstack_inflight as inflight
@@ -316,8 +324,8 @@ def _compare(server, dom, conf, now, proof):
         evidence["compute"] = proof.compute.to_dict()
         if not_ready:
             evidence["_looks"] = f"is ACTIVE in Nova but {dom['state']} here"
-            return [_waiting(server, host, not_ready + "; os-stop would not be received", evidence,
-                             "power-mismatch")]
+            return [_waiting(server, host, not_ready + "; an os-stop would not be processed now",
+                             evidence, "power-mismatch")]
         return [Finding("power-mismatch", AUTO, sid,
                         f"{server.name} ({sid}) ACTIVE in Nova but {dom['state']} here", "stop", evidence)]
     if vm == "stopped" and dom["state"] in RUNNING:
@@ -348,7 +356,8 @@ def _task(server, dom, conf, now, proof, evidence, inflight):
     if touched is not None and touched < threshold:
         return []                      # touched recently: not even a candidate
     looks = f"is {vm}/{task}{_for(touched)}"
-    not_ready = proof.compute_ready()
+    # The queue is looked at last: a migration or a running event says more.
+    not_ready = proof.compute_ready(queue_empty=False)
     evidence["compute"] = proof.compute.to_dict()
     if not_ready:
         evidence["_looks"] = looks
@@ -365,10 +374,10 @@ def _task(server, dom, conf, now, proof, evidence, inflight):
     age = _age(last.when, now) if last is not None else touched
     if age is not None and age < threshold:
         return []                      # its last action is recent: still in progress
-    if proof.compute.messages:
+    not_ready = proof.compute_ready()
+    if not_ready:
         evidence["_looks"] = looks
-        return [_waiting(server, host, f"{proof.compute.messages} message(s) still queued for it",
-                         evidence, "stuck-task")]
+        return [_waiting(server, host, not_ready, evidence, "stuck-task")]
     what = (f"{server.name} ({sid}) stuck in {vm}/{task}: last action "
             f"{last.action if last else '(none recorded)'}{_for(age)}, over its {threshold / 60:.0f} min "
             f"threshold; {host}'s compute up and consuming, nothing queued, no migration")

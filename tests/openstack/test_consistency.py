@@ -190,6 +190,29 @@ def test_an_old_task_with_its_operation_still_running_is_left_waiting(cloud, nod
     assert all(cloud.servers[s]["task_state"] == "rebooting" for s in (running, queued, recent))
 
 
+def test_a_power_repair_waits_while_a_cast_is_queued_for_a_consuming_compute(cloud, node, os_config,
+                                                                           fakebin):
+    # A frozen (SIGSTOP) or busy nova-compute keeps its consumer while casts pile up: an
+    # os-stop sent then is not processed and leaves the instance in powering-off (seen
+    # on real Nova, tests/openstack/test_real_consistency.py).
+    off = cloud.add_server("cmp1", name="off", updated=RECENT)
+    fakebin.domains([dom(cloud, node, "running"), dom(cloud, off, "shut off")])
+    cloud.queues["compute.cmp1"]["messages"] = 2
+    path = consistency_config(os_config, dry_run=False)
+    result = check(path)
+    found = {f["subject"]: f for f in result.data["findings"]}
+    assert found[off]["severity"] == "wait", found
+    assert "waiting on cmp1's compute (2 message(s) still queued for it; an os-stop would not be " \
+           "processed now)" in found[off]["detail"]
+    outcome = reconcile(path)
+    assert outcome.status == "skipped" and outcome.guard == "waiting", outcome.to_dict()
+    assert not cloud.calls("POST", "/action") and cloud.servers[off]["vm_state"] == "active"
+    cloud.queues["compute.cmp1"]["messages"] = 0          # drained: now the repair is safe
+    outcome = reconcile(path)
+    assert outcome.status == "remediated", outcome.to_dict()
+    assert cloud.servers[off]["vm_state"] == "stopped"
+
+
 def test_a_migration_in_progress_is_never_stuck(cloud, node, os_config, fakebin):
     moving = cloud.add_server("cmp1", name="moving", task_state="migrating", updated=LONG_AGO)
     cloud.migrations.append({"id": 7, "instance_uuid": moving, "source_compute": "cmp1",

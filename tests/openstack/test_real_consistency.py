@@ -138,14 +138,15 @@ def age(nova, sid, minutes, task_state=None):
              f"e.finish_time = e.finish_time - INTERVAL {minutes} MINUTE WHERE a.instance_uuid = '{sid}'")
 
 
-def queued(nova, queue, timeout=15):
-    """Wait until the management API counts a message in ``queue`` of the harness's vhost."""
+def queued(nova, queue, timeout=15, empty=False):
+    """Wait until the management API counts a message in ``queue`` of the harness's vhost
+    (``empty``: counts none, its statistics lag the queue by up to 5 s)."""
     import requests
     deadline = time.monotonic() + timeout
     while True:
         row = requests.get(f"http://127.0.0.1:15672/api/queues/{nova.tag}/{queue}",
                            auth=("guest", "guest"), timeout=10).json()
-        if row.get("messages"):
+        if bool(row.get("messages")) != empty:
             return row
         assert time.monotonic() < deadline, row
         time.sleep(0.5)
@@ -231,7 +232,7 @@ def test_a_queued_reboot_is_never_reset_and_happens_once_its_compute_resumes(nov
         outcome = reconcile(path, "host-b")
         seen = nova.services()["host-b"]["state"]
         print("frozen compute, first run:", outcome.guard, seen)
-        assert outcome.status == "skipped", outcome.to_dict()
+        assert outcome.status == "skipped", json.dumps(outcome.to_dict(), indent=1)
         if outcome.guard == "waiting":           # still reported up: the cast waits in its queue
             assert "waiting on host-b's compute" in outcome.reason
             assert "message(s) still queued for it" in outcome.reason, outcome.reason
@@ -250,7 +251,8 @@ def test_a_queued_reboot_is_never_reset_and_happens_once_its_compute_resumes(nov
     found = settled_events(nova, rebooting, "reboot")
     assert ("compute_reboot_instance", "Success") in found, found
     nova.wait_service("host-b", "up", timeout=40)
-    # back and consuming: the power repair is now proven safe, and lands
+    queued(nova, "compute.host-b", empty=True)
+    # back, consuming, nothing queued: the power repair is now proven safe, and lands
     outcome = reconcile(path, "host-b")
     assert outcome.status == "remediated", outcome.to_dict()
     now = snapshot(nova)
@@ -276,8 +278,14 @@ def test_a_dead_compute_gets_no_repair_and_the_check_says_so(nova, hv, node_conf
     nova.start_compute("host-b")                 # back: the queued reboot is delivered then
     after = wait_task(nova, rebooting, lambda s: s["task_state"] is None, timeout=90)
     assert after["status"] == "ACTIVE"
+    # Nova runs it twice: _init_instance retries the reboot (the restarted fake driver
+    # reports no running domain) and the queued cast runs too, failing with
+    # UnexpectedTaskStateError when the retry already cleared the task. Which of the two
+    # records first differs run to run (in CI the retry's event was still unfinished after
+    # 60 s, the cast's was Error). What holds: the reboot reached the compute once it was
+    # back, and nothing of ours touched the instance meanwhile (asserted above).
     found = settled_events(nova, rebooting, "reboot")
-    assert ("compute_reboot_instance", "Success") in found, found
+    assert found and {event for event, _ in found} == {"compute_reboot_instance"}, found
 
 
 # --- 3. never ERROR, ERROR reported, and the host never from the target -----------------------------
