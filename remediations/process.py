@@ -40,7 +40,12 @@ from autoremedy.remediations import _procs
 from autoremedy.result import Result, Status
 from autoremedy.checks.process import is_interpreter
 
-SELECTORS = ("unit", "name", "cmdline", "pidfile")
+SELECTORS = ("unit", "process", "cmdline", "pidfile")
+# A selector key -> the option of `autoremedy check process` it becomes.
+CHECK_OPTION = {"unit": "unit", "process": "name", "cmdline": "cmdline", "pidfile": "pidfile"}
+# `check.name` was this class's spelling of what a watch (checks.process.watch)
+# calls `process`; one name now, the old one still read (config check says so).
+DEPRECATED = {"name": "process"}
 MIN_UPTIME = 3.0        # seconds a restarted daemon must stay up to count as verified
 START_WAIT = 1.0        # seconds the start command is watched for an early exit
 PROC_NAME_MAX = 15      # Linux keeps 15 characters of a process name (TASK_COMM_LEN - 1)
@@ -54,8 +59,9 @@ class RestartProcess(Remediation):
             "unit": str,
             "start": configmod.List(str),
             "stop": configmod.List(str),
-            "check": {"unit": str, "name": str, "cmdline": str, "pidfile": str, "user": str,
-                      "exe": str},
+            "check": {"unit": str, "process": str, "cmdline": str, "pidfile": str,
+                      "user": str, "exe": str,
+                      "name": str},           # deprecated spelling of "process"
             "settle": configmod.Duration,
             "min_uptime": configmod.Duration,
             "timeout": configmod.Duration,
@@ -83,17 +89,32 @@ class RestartProcess(Remediation):
         if wd is not None and not os.path.isabs(wd):
             raise configmod.ConfigError(f"{where}.working_directory: an absolute path is required")
         _check_stop(entry.get("stop"), f"{where}.stop")
+        check = entry.get("check") or {}
+        for old, new in DEPRECATED.items():
+            if old in check and new in check:
+                raise configmod.ConfigError(f"{where}.check: {old!r} and {new!r} are the same "
+                                            f"selector (the process name): keep {new!r} only")
         return target
+
+    def config_notes(self, target):
+        """For ``autoremedy config check``: deprecated spellings, one line each."""
+        check = self.allowlist()[target].get("check") or {}
+        return [f"deprecated: check.{old} is read as check.{new} (the key a process watch "
+                f"uses): rename it to '{new}'" for old, new in DEPRECATED.items() if old in check]
 
     def selector(self, target):
         """Check options that find this target's processes — and, for a pid
         file, the identity its process must have (program, user)."""
         entry = self.allowlist()[target]
-        chosen = entry.get("check") or ({"unit": entry["unit"]} if entry.get("unit") else {"name": target})
+        chosen = dict(entry.get("check") or ({"unit": entry["unit"]} if entry.get("unit")
+                                             else {"process": target}))
+        for old, new in DEPRECATED.items():
+            if old in chosen:
+                chosen.setdefault(new, chosen.pop(old))
         kind = next((k for k in SELECTORS if chosen.get(k)), None)
         if kind is None:
             raise configmod.ConfigError(f"remediations.process.targets.{target}.check: no selector")
-        argv = [f"--{kind}", str(chosen[kind])]
+        argv = [f"--{CHECK_OPTION[kind]}", str(chosen[kind])]
         if kind == "pidfile":
             exe = chosen.get("exe") or (entry["start"][0] if entry.get("start") else None)
             if exe:
