@@ -252,8 +252,27 @@ def action_params(action, templateid, mediatypeid, userid):
     problem = message(action["subject"], action["message"])
     problem.update({"esc_step_from": 1, "esc_step_to": 1})
     params["operations"] = [problem]
-    params["recovery_operations"] = [message("RESOLVED: {EVENT.NAME}", action["recovery_message"])]
+    params["recovery_operations"] = [message(action.get("recovery_subject", "RESOLVED: {EVENT.NAME}"),
+                                             action["recovery_message"])]
+    # Acknowledgements, comments, severity changes, closing: each is sent as an
+    # update of the same incident (Zabbix 6.0 action object, update_operations).
+    params["update_operations"] = [message(action["update_subject"], action["update_message"])]
     return params
+
+
+def media_params(media, url):
+    """The webhook's Version and HandlerHost parameters: what the handler puts in
+    ``autoremedy.version`` and ``autoremedy.handler_host`` (the Zabbix server,
+    as the frontend URL names it; the JavaScript runs on the server)."""
+    from urllib.parse import urlsplit
+    from autoremedy import __version__
+    if "parameters" not in media:
+        return media
+    fill = {"Version": __version__, "HandlerHost": urlsplit(url).hostname or ""}
+    media = dict(media)
+    media["parameters"] = [dict(p, value=fill[p["name"]]) if p["name"] in fill and not p.get("value")
+                           else p for p in media["parameters"]]
+    return media
 
 
 # --- the node-side hook (a remote command) -------------------------------------------
@@ -413,7 +432,7 @@ def setup(api, args, definitions, report=print):
             report(f"global macro {macro}: {set_global_macro(api, macro, value, kind)}")
     ids = {}
     for media in mediatypes:
-        ids[media["type"]], what = upsert_mediatype(api, media)
+        ids[media["type"]], what = upsert_mediatype(api, media_params(media, args.url))
         report(f"media type {media['name']}: {what}")
     chosen = next(m for m in mediatypes if m["type"] == (1 if args.via == "script" else 4))
     mediatypeid = ids[chosen["type"]]

@@ -225,21 +225,43 @@ _LINE = re.compile(r'^\s*"([A-Za-z_.]+)"\s*:\s*(.*?)\s*,?\s*$')
 
 
 def _lenient_json(text):
-    """A body whose macros broke strict JSON: one '"key": value' per line."""
-    out = {}
-    for line in text.strip().strip("{}").splitlines():
-        match = _LINE.match(line)
-        if not match:
-            continue
-        key, value = match.groups()
+    """A body whose macros broke strict JSON: one '"key": value' per line. A
+    value that spans lines (an update's comment, {EVENT.UPDATE.MESSAGE}, keeps
+    the operator's line breaks) goes on until the next '"key":' line."""
+    out, key, lines = {}, None, []
+
+    def close():
+        if key is None:
+            return
+        value = "\n".join(lines).rstrip()
+        value = value[:-1].rstrip() if value.endswith(",") else value
         try:
             out[key] = loads(value, key)
         except MalformedEvent:
             quoted = value.startswith('"') and value.endswith('"') and len(value) >= 2
             out[key] = value[1:-1] if quoted else value   # an unescaped quote: keep the text
+
+    body = text.strip()
+    body = body[1:] if body.startswith("{") else body
+    body = body[:-1] if body.endswith("}") else body
+    for line in body.splitlines():
+        match = _LINE.match(line)
+        if match:
+            close()
+            key, lines = match.group(1), [match.group(2)]
+        elif key is not None and lines[0].startswith('"') and not _closed(lines):
+            lines.append(line)            # inside a quoted value that spans lines
+    close()
     if not out:
         raise MalformedEvent("alert message is not JSON and has no '\"key\": value' lines")
     return out
+
+
+def _closed(lines):
+    """Does the quoted value gathered so far end its quote ('..."' or '...",')?"""
+    text = "\n".join(lines).rstrip()
+    text = text[:-1].rstrip() if text.endswith(",") else text
+    return len(text) >= 2 and text.endswith('"')
 
 
 # --- the event ---------------------------------------------------------------------
@@ -275,6 +297,10 @@ def _event(fields, raw):
         else:
             status = Status.CRITICAL if (level is None or level >= 3) else Status.WARNING
         action = UPDATE if updating else PROBLEM
+    if status is Status.OK and "autoremedy_status" in tags:
+        # The tag is the problem's verdict, copied into every event of the
+        # trigger (recovery included): an OK event must not claim it.
+        tags["autoremedy_status"] = "0"
     host = _host(fields, source)
     check = _first_text(fields, "trigger", "subject", "item_key")
     if not check:
@@ -294,6 +320,10 @@ def _event(fields, raw):
         "sendto", "subject", "host_ip", "trigger_description", "host_groups", "recovery_date",
         "recovery_time", "recovery_datetime")
         if _text(fields.get(k)).strip()}
+    if event_id is not None and source == 0:
+        # The problem's own event id: its recovery and its updates (acknowledged,
+        # commented, closed) carry it, so a rule finds the workflow it started.
+        extra["incident_id"] = f"zabbix-{event_id}"
     if level is not None:
         extra["severity"] = level
     name = _text(fields.get("severity")).strip()

@@ -1,6 +1,10 @@
-// autoremedy: Zabbix webhook media type that forwards a problem or its recovery
-// to StackStorm's webhook, in the body shape `autoremedy handle zabbix` posts
-// (so the autoremedy pack's rules match either path).
+// autoremedy: Zabbix webhook media type that forwards a problem, its recovery or
+// an update of it (acknowledged, commented, severity changed, closed) to
+// StackStorm's webhook, in the very body `autoremedy handle zabbix` posts for the
+// same alert (autoremedy/sources/zabbix.py builds the event, autoremedy/route.py
+// document() the body): one set of rules serves both media types, and
+// tests/handlers/test_zabbix_same_body.py compares the two for a problem, its
+// recovery and an update. A change to one is a change to both.
 //
 // Zabbix 6.0 passes the media type's parameters as the JSON string `value`
 // (https://www.zabbix.com/documentation/6.0/en/manual/config/notifications/media/webhook).
@@ -15,96 +19,224 @@
 // st2api/st2api/controllers/v1/webhooks.py and st2common/st2common/router.py).
 var p = JSON.parse(value);
 
+// A macro the server could not resolve here arrives as its own text
+// ("{EVENT.RECOVERY.ID}" in a problem); "*UNKNOWN*" is an unknown value. Both
+// are absent, as in autoremedy/sources/zabbix.py (_absent).
+var MACRO = /^\s*\{[$#?]?[A-Za-z0-9_.]+(\.[^{}\s]+)?\}\s*$/;
+
+function present(v) {
+    return !(v === undefined || v === null || (typeof v === 'string' &&
+        (v.trim() === '' || MACRO.test(v) || v.trim() === '*UNKNOWN*')));
+}
+
 function param(name, fallback) {
     var v = p[name];
-    // An unresolved macro arrives as its own text, e.g. "{EVENT.RECOVERY.ID}".
-    if (v === undefined || v === null || v === '' || /^\{[A-Z.$#]+[A-Z0-9._]*\}$/.test(v)) {
+    if (!present(v)) {
         if (fallback !== undefined) {
             return fallback;
         }
         throw 'autoremedy webhook: parameter ' + name + ' is not set';
     }
-    return v;
+    return String(v);
 }
 
+// {EVENT.TAGSJSON} -> labels: the first 64 tags, names cut at 255, values at 1024.
 function tagMap(text) {
     var out = {};
     var list = [];
+    var n = 0;
     try {
         list = JSON.parse(text || '[]');
     } catch (e) {
         list = [];
     }
-    for (var i = 0; i < list.length; i++) {
-        out[list[i].tag] = list[i].value;
+    for (var i = 0; i < list.length && n < 64; i++) {
+        var item = list[i];
+        if (item && typeof item.tag === 'string' && item.tag !== '') {
+            var tag = item.tag.substring(0, 255);
+            if (!(tag in out)) {
+                n++;
+            }
+            out[tag] = (item.value === undefined || item.value === null ? '' : String(item.value)).substring(0, 1024);
+        }
     }
     return out;
 }
 
+var SEVERITY = {'not classified': 0, 'information': 1, 'warning': 2, 'average': 3, 'high': 4, 'disaster': 5};
+
+function severityOf(text) {
+    var t = String(text).trim().toLowerCase();
+    if (/^-?[0-9]{1,12}$/.test(t)) {
+        var n = parseInt(t, 10);
+        return n >= 0 ? Math.min(n, 5) : null;
+    }
+    return t in SEVERITY ? SEVERITY[t] : null;
+}
+
+// '2024.01.31 03:12:45' ({EVENT.DATE} {EVENT.TIME}) -> epoch seconds, local time
+// of the server (as time.mktime reads it in the handler on the same server).
+function clockOf(text) {
+    var m = /^([0-9]{4})[.-]([0-9]{2})[.-]([0-9]{2})(?:[ T]([0-9]{2}):([0-9]{2}):([0-9]{2}))?$/.exec(String(text).trim());
+    if (!m) {
+        return null;
+    }
+    var d = new Date(+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0), +(m[6] || 0));
+    return isNaN(d.getTime()) ? null : d.getTime() / 1000;
+}
+
+var NUMBER = /^[0-9]{1,20}$/;
+var eventId = param('EventID').trim();
+if (!NUMBER.test(eventId)) {
+    throw 'autoremedy webhook: EventID must be a Zabbix event number';
+}
+var recoveryId = param('RecoveryEventID', '').trim();
+var source = parseInt(param('EventSource', '0'), 10);
+if (!(source >= 0 && source <= 4)) {
+    source = 0;
+}
 var tags = tagMap(param('EventTags', '[]'));
-var recovery = param('EventValue', '1') === '0';
-var eventId = param('EventID');
-var recoveryId = param('RecoveryEventID', '');
-var severity = parseInt(param('Severity', ''), 10);
-// Our triggers carry the check's own verdict in the autoremedy_status tag; other
-// triggers are mapped from the severity the way `autoremedy handle zabbix` does.
-var status = recovery ? 0 : parseInt(tags.autoremedy_status || '', 10);
-if (isNaN(status)) {
-    status = (isNaN(severity) || severity >= 3) ? 2 : 1;
-}
+var value_ = param('EventValue', '').trim();
+var statusText = param('EventStatus', '').trim().toUpperCase();
+var subject = param('Subject', '');
+var resolved = value_ === '0' || value_ === '1' ? value_ === '0' :
+    (statusText === 'PROBLEM' || statusText === 'RESOLVED' || statusText === 'OK') ? statusText !== 'PROBLEM' :
+        /^(RESOLVED|OK|RECOVERY)/.test(subject.trim().toUpperCase());
+var updateStatus = param('UpdateStatus', '').trim();
+var updating = updateStatus === '0' || updateStatus === '1' ? updateStatus === '1' :
+    param('UpdateAction', '').trim() !== '';
+var level = severityOf(param('Severity', ''));
 var names = ['OK', 'WARNING', 'CRITICAL', 'UNKNOWN'];
-var extra = {event_id: eventId, item_key: param('ItemKey', ''), item_value: param('ItemValue', '')};
-if (recoveryId) {
-    extra.recovery_id = recoveryId;
+var status, action;
+if (source !== 0) {
+    action = 'notice';
+    status = resolved ? 0 : 3;
+} else if (resolved && !updating) {
+    status = 0;
+    action = 'resolve';
+} else {
+    // Triggers of the autoremedy template carry the check's own verdict in the
+    // autoremedy_status tag; any other trigger is judged by its severity.
+    var verdict = String(tags.autoremedy_status === undefined ? '' : tags.autoremedy_status).trim();
+    if (resolved) {
+        status = 0;
+    } else if (verdict === '1' || verdict === '2' || verdict === '3') {
+        status = parseInt(verdict, 10);
+    } else {
+        status = (level === null || level >= 3) ? 2 : 1;
+    }
+    action = updating ? 'update' : 'problem';
 }
-if (!isNaN(severity)) {
-    extra.severity = severity;
+if (status === 0 && 'autoremedy_status' in tags) {
+    tags.autoremedy_status = '0';     // an OK event must not claim the problem's verdict
 }
-// trigger.body = {event, raw, autoremedy}: the document the handlers post
-// (autoremedy/stackstorm.py body()), so one set of rules serves both paths.
+
+var host = param('Host', '').trim();
+if (!host && source !== 0) {
+    host = 'zabbix';
+}
+if (!host) {
+    throw 'autoremedy webhook: parameter Host is not set';
+}
+var check = param('TriggerName', '').trim() || subject.trim() || param('ItemKey', '').trim();
+if (!check) {
+    throw 'autoremedy webhook: parameter TriggerName is not set';
+}
+
+var id = 'zabbix-' + eventId;
+if (action === 'resolve' && NUMBER.test(recoveryId)) {
+    id += '-r' + recoveryId;
+} else if (action === 'update') {
+    // Each update of one problem is an event of its own (a later one must not
+    // overwrite an earlier one in the handler's spool): the same hash.
+    id += '-u' + sha256(['UpdateDate', 'UpdateTime', 'UpdateAction', 'UpdateMessage', 'UpdateUser',
+        'UpdateNSeverity', 'AckStatus'].map(function (k) { return param(k, ''); })
+        .join(String.fromCharCode(0))).substring(0, 12);
+}
+
+// extra: the same keys, in the same conditions, as the handler's.
+var extra = {};
+var EXTRA = [['trigger_id', 'TriggerID'], ['item_key', 'ItemKey'], ['item_value', 'ItemValue'],
+    ['event_id', 'EventID'], ['recovery_id', 'RecoveryEventID'], ['update_action', 'UpdateAction'],
+    ['update_message', 'UpdateMessage'], ['update_user', 'UpdateUser'], ['update_date', 'UpdateDate'],
+    ['update_time', 'UpdateTime'], ['ack', 'AckStatus'], ['sendto', 'SendTo'], ['subject', 'Subject']];
+// The update's fields are in the action's update message only (action.yaml).
+var UPDATE_ONLY = {UpdateAction: 1, UpdateMessage: 1, UpdateUser: 1, UpdateDate: 1, UpdateTime: 1, AckStatus: 1};
+for (var i = 0; i < EXTRA.length; i++) {
+    if (action !== 'update' && EXTRA[i][1] in UPDATE_ONLY) {
+        continue;
+    }
+    var text = param(EXTRA[i][1], '');
+    if (text.trim() !== '') {
+        extra[EXTRA[i][0]] = text.substring(0, 1024);
+    }
+}
+if (source === 0) {
+    extra.incident_id = 'zabbix-' + eventId;     // the problem's id, on its recovery and updates too
+} else {
+    extra.event_source = ['trigger', 'discovery', 'autoregistration', 'internal', 'service'][source];
+}
+if (level !== null) {
+    extra.severity = level;
+}
+// A recovery's time is its own; a problem's and an update's, the problem's start.
+var started = clockOf(action === 'resolve' ? param('RecoveryTime', param('EventTime', '')) : param('EventTime', ''));
+var output = [param('ItemValue', ''), param('UpdateMessage', ''), subject]
+    .map(function (t) { return t.trim(); }).filter(function (t) { return t !== ''; })[0] || '';
+
 var body = {
     event: {
-        id: 'zabbix-' + eventId + (recovery && recoveryId ? '-r' + recoveryId : ''),
+        id: id,
         source: 'zabbix',
-        host: param('Host'),
-        check: param('TriggerName'),
+        host: host.substring(0, 255),
+        check: check.substring(0, 255),
         status: status,
-        state: names[status] || 'UNKNOWN',
+        state: names[status],
         status_code: status,
-        output: param('ItemValue', ''),
+        output: output.substring(0, 32 * 1024),
         occurrences: null,
-        action: recovery ? 'resolve' : 'problem',
+        action: action,
         silenced: false,
         history: [],
-        started: null,
-        timestamp: Math.floor(Date.now() / 1000),
+        started: started,
+        timestamp: Date.now() / 1000,
         labels: tags,
         namespace: null,
         extra: extra
     },
+    // What the alert script receives: {ALERT.SENDTO}, {ALERT.SUBJECT}, {ALERT.MESSAGE}.
     raw: {
-        eventid: eventId,
-        recovery_eventid: recoveryId,
-        trigger: param('TriggerName'),
-        subject: param('Subject', ''),
+        sendto: param('SendTo', ''),
+        subject: subject,
         message: param('Message', '')
     },
+    // The handler's marks. Nothing is spooled here, and Zabbix does not tell a
+    // webhook which of its attempts this is: spooled_at and attempt are null.
     autoremedy: {
-        via: 'zabbix-webhook',
+        version: param('Version', null),
+        handler_host: param('HandlerHost', null),
+        spooled_at: null,
+        attempt: null,
         replayed: false,
         remediated_locally: false,
         local: [],
-        escalated: false
+        escalated: false,
+        escalation: null
     }
 };
 
-var url = param('URL').replace(/\/+$/, '') + '/api/v1/webhooks/' + param('Webhook', 'autoremedy');
+var webhook = param('Webhook', 'autoremedy').replace(/^\/+|\/+$/g, '');
+var url = param('URL').replace(/\/+$/, '');
+// As autoremedy/stackstorm.py: a URL ending in /v1 is st2api itself.
+url += (/\/v1$/.test(url) ? '/webhooks/' : '/api/v1/webhooks/') + webhook;
+// The generic `st2` webhook takes {trigger, payload} (https://docs.stackstorm.com/webhooks.html).
+var payload = webhook === 'st2' ? {trigger: 'autoremedy.event', payload: body} : body;
 var req = new HttpRequest();
 req.addHeader('Content-Type: application/json');
 req.addHeader('St2-Api-Key: ' + param('ApiKey'));
-// The Zabbix event id is the trace tag: replays and retries of one event share it.
+// The event id is the trace tag, as the handler sends it.
 req.addHeader('St2-Trace-Tag: ' + body.event.id);
-var resp = req.post(url, JSON.stringify(body));
+var resp = req.post(url, JSON.stringify(payload));
 var code = req.getStatus();
 if (code < 200 || code > 299) {
     Zabbix.log(3, '[autoremedy webhook] StackStorm answered HTTP ' + code + ': ' + resp);
