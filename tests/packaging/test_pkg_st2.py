@@ -198,6 +198,27 @@ def test_zabbix_webhook_event_matches_exactly_its_class_rule():
     assert matching_rules(variant(autoremedy_class="process", autoremedy_target="nova-compute")) == ["process.yaml"]
 
 
+def test_an_update_of_a_problem_matches_only_the_update_rule():
+    """A Zabbix acknowledgement (the action's update operations) reaches StackStorm
+    with the problem's status and labels: no remediation rule may fire for it,
+    on either media type; update.yaml tells the channel."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "handlers"))
+    from test_zabbix_same_body import values
+    from autoremedy.route import document
+    from autoremedy.sources.zabbix import from_zabbix
+    bodies = {}
+    for kind in ("problem", "update", "recovery"):
+        v = values(kind)
+        event = from_zabbix(v["ALERT.SENDTO"], v["ALERT.SUBJECT"], v["ALERT.MESSAGE"])
+        bodies[kind] = document({}, event.to_dict(), event.raw, "zbx")
+    assert matching_rules(bodies["problem"]) == ["process.yaml"]
+    assert matching_rules(bodies["update"]) == ["update.yaml"]
+    assert matching_rules(bodies["recovery"]) == ["resolved.yaml"]
+    closed = json.loads(json.dumps(bodies["update"]))
+    closed["event"].update(status=0, state="OK")           # an update of a closed problem
+    assert matching_rules(closed) == ["update.yaml"]
+
+
 # --- the Python actions, through a stand-in for StackStorm's Action base class --------------
 
 @pytest.fixture

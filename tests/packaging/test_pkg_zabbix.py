@@ -253,6 +253,19 @@ def test_installer_imports_and_updates_in_place(zabbix, st2):
     assert api.action.get(filter={"name": ["autoremedy to StackStorm"]}, output=["actionid"]) == action
     script = next(m for m in media if m["type"] == "1")
     assert script["exec_params"] == "{ALERT.SENDTO}\n{ALERT.SUBJECT}\n{ALERT.MESSAGE}\n"
+    # Problems, recoveries and updates go to the same user through the same media.
+    [got] = api.action.get(filter={"name": ["autoremedy to StackStorm"]}, selectOperations="extend",
+                           selectRecoveryOperations="extend", selectUpdateOperations="extend")
+    user = api.user.get(filter={"username": ["autoremedy-st2"]}, output=["userid"])[0]["userid"]
+    kinds = ("operations", "recovery_operations", "update_operations")
+    for kind in kinds:
+        [op] = got[kind]
+        assert op["operationtype"] == "0" and op["opmessage"]["mediatypeid"] == script["mediatypeid"], op
+        assert [u["userid"] for u in op["opmessage_usr"]] == [user], op
+    assert "{EVENT.UPDATE.ACTION}" in got["update_operations"][0]["opmessage"]["message"]
+    webhook = api.mediatype.get(filter={"name": ["autoremedy (StackStorm webhook)"]}, output=["parameters"])[0]
+    params = {p["name"]: p["value"] for p in webhook["parameters"]}
+    assert params["HandlerHost"] == "127.0.0.1" and params["Version"], params
 
 
 def test_installer_rejects_broken_definitions_before_any_network(tmp_path):
@@ -331,6 +344,17 @@ def monitored_host(zabbix, st2, tmp_path_factory):
     return hostid
 
 
+def updates_of(st2, eventid):
+    """The bodies at the StackStorm double that are updates of problem ``eventid``."""
+    return [a["body"] for a in st2.accepted() if a["body"]["event"]["action"] == "update"
+            and a["body"]["event"]["extra"].get("incident_id") == f"zabbix-{eventid}"]
+
+
+def event_started(api, eventid):
+    """The problem's start as the handler reads {EVENT.DATE} {EVENT.TIME}: local time."""
+    return int(api.event.get(eventids=eventid, output=["clock"])[0]["clock"])
+
+
 def history(api, hostid, key, kind):
     items = api.item.get(hostids=hostid, filter={"key_": key}, output=["itemid", "state", "error"])
     if not items:
@@ -387,6 +411,15 @@ def test_problem_reaches_stackstorm_and_is_acknowledged_then_recovers(zabbix, mo
                           output=["acknowledged", "r_eventid"])[0]
     assert event["acknowledged"] == "1"
     assert any(a["message"] == "autoremedy process ar-dead: remediated: verified OK" for a in event["acknowledges"])
+    # The acknowledgement comes back through the action's update operations, as an
+    # update of the same incident (never a new problem).
+    update = wait_for(lambda: updates_of(st2, eventid), 60, 1, "the update at the StackStorm double")[0]
+    assert update["event"]["id"].startswith(f"zabbix-{eventid}-u")
+    assert update["event"]["extra"]["update_message"] == "autoremedy process ar-dead: remediated: verified OK"
+    assert "acknowledged" in update["event"]["extra"]["update_action"]
+    assert update["event"]["extra"]["update_user"] and update["event"]["extra"]["ack"] == "Yes"
+    assert update["event"]["started"] == event_started(api, eventid)
+    assert update["autoremedy"]["spooled_at"] is None          # the webhook media type
 
     daemon = subprocess.Popen([zabbix.token, "-c", "import time; time.sleep(600)"],   # argv[0]: --cmdline is anchored
                               executable=sys.executable)
@@ -438,6 +471,16 @@ def test_alert_script_media_type_delivers_through_the_handler(zabbix, monitored_
     wait_for(lambda: any(a["alerttype"] == "0" and a["status"] == "1" for a in api.alert.get(
         eventids=body["event"]["extra"]["event_id"], output=["alerttype", "status", "error"])), 30,
         what="the alert-script alert marked sent")
+    # An acknowledgement through the API comes back through `handle zabbix` as an
+    # update of the same incident, delivered (StackStorm is up) and not remediated.
+    eventid = body["event"]["extra"]["event_id"]
+    api.event.acknowledge(eventids=[eventid], action=2 | 4, message='checked: "ar-dead"\nsecond line')
+    [update] = wait_for(lambda: [u for u in updates_of(st2, eventid) if u["autoremedy"]["spooled_at"]], 60, 1,
+                        "the update forwarded by `autoremedy handle zabbix`")[:1]
+    assert update["event"]["extra"]["update_message"] == 'checked: "ar-dead"\nsecond line'
+    assert update["event"]["status"] == body["event"]["status"] and update["autoremedy"]["local"] == []
+    assert update["event"]["started"] == body["event"]["started"] == event_started(api, eventid)
+    assert matching_rules(update) == ["update.yaml"]     # no remediation rule fires for an update
 
 
 @pytest.mark.integration
