@@ -380,7 +380,7 @@ def test_alert(args, mediatypes, report=print):
     import shutil
     import subprocess
     tool = shutil.which("zabbix_js") or "/usr/sbin/zabbix_js"
-    media = next(m for m in mediatypes if m["type"] == 4)
+    media = media_params(next(m for m in mediatypes if m["type"] == 4), args.url)
     if not os.path.exists(tool):
         raise TestFailed("zabbix_js is not installed (zabbix-server packages): cannot run the "
                          "webhook's script here")
