@@ -226,8 +226,8 @@ _LINE = re.compile(r'^\s*"([A-Za-z_.]+)"\s*:\s*(.*?)\s*,?\s*$')
 
 def _lenient_json(text):
     """A body whose macros broke strict JSON: one '"key": value' per line. A
-    value that spans lines (an update's comment, {EVENT.UPDATE.MESSAGE}, keeps
-    the operator's line breaks) goes on until the next '"key":' line."""
+    quoted value that spans lines (an update's comment, {EVENT.UPDATE.MESSAGE},
+    keeps the operator's line breaks) goes on until the next '"key":' line."""
     out, key, lines = {}, None, []
 
     def close():
@@ -249,19 +249,14 @@ def _lenient_json(text):
         if match:
             close()
             key, lines = match.group(1), [match.group(2)]
-        elif key is not None and lines[0].startswith('"') and not _closed(lines):
-            lines.append(line)            # inside a quoted value that spans lines
+        elif key is not None and lines[0].startswith('"'):
+            # Not a key: the quoted value goes on (a comment's next line; its
+            # first line may itself end with a quote, so the quote cannot tell).
+            lines.append(line)
     close()
     if not out:
         raise MalformedEvent("alert message is not JSON and has no '\"key\": value' lines")
     return out
-
-
-def _closed(lines):
-    """Does the quoted value gathered so far end its quote ('..."' or '...",')?"""
-    text = "\n".join(lines).rstrip()
-    text = text[:-1].rstrip() if text.endswith(",") else text
-    return len(text) >= 2 and text.endswith('"')
 
 
 # --- the event ---------------------------------------------------------------------

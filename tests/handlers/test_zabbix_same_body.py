@@ -32,7 +32,7 @@ from test_zabbix_mediatypes import TAGS, definitions, filled, fill, macros
 ZABBIX = os.path.join(os.path.dirname(TESTS), "packaging", "zabbix")
 # The autoremedy template's triggers carry the check's verdict as a tag.
 OUR_TAGS = TAGS + [("autoremedy_status", "2")]
-COMMENT = 'restarting it, "nova" said:\nconnection refused'
+COMMENT = 'restarting it, "nova" said "no"\n\nconnection refused, "retrying"'
 HANDLER_HOST = "zbx-server"
 KINDS = ("problem", "recovery", "update")
 
