@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from pkgenv import AUTOREMEDY, dpkg, machine_lock, need
+from pkgenv import AUTOREMEDY, PACKAGING, dpkg, machine_lock, need
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def test_files_are_under_the_private_prefix_and_etc_is_conffiles(deb_file, tmp_p
     for path in ("/usr/lib/autoremedy/bin/autoremedy", "/usr/lib/autoremedy/libexec/autoremedy",
                  "/usr/lib/autoremedy/lib/autoremedy/cli.py", "/usr/lib/autoremedy/lib/psutil/__init__.py",
                  "/usr/bin/autoremedy", "/usr/libexec/autoremedy/remediate",
-                 "/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy",
+                 "/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy", "/etc/cron.d/autoremedy",
                  "/lib/systemd/system/autoremedy-replay.service", "/lib/systemd/system/autoremedy-replay.timer",
                  "/etc/zabbix/zabbix_agentd.conf.d/autoremedy.conf",
                  "/etc/zabbix/externalscripts/autoremedy_check", "/etc/zabbix/alert.d/autoremedy_alert",
@@ -47,8 +47,15 @@ def test_files_are_under_the_private_prefix_and_etc_is_conffiles(deb_file, tmp_p
     assert sudoers.startswith("-r--r----- root/root")
     subprocess.run([need("dpkg-deb"), "-e", str(deb_file), str(tmp_path / "control")], check=True)
     conffiles = (tmp_path / "control" / "conffiles").read_text().split()
-    assert sorted(conffiles) == ["/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy",
+    assert sorted(conffiles) == ["/etc/autoremedy/autoremedy.yaml", "/etc/cron.d/autoremedy",
+                                 "/etc/sudoers.d/autoremedy",
                                  "/etc/zabbix/zabbix_agentd.conf.d/autoremedy.conf"]
+    # The cron entry for nodes without systemd: packaging/cron/autoremedy as is, 0644 root.
+    cron = next(line for line in listing.splitlines() if line.endswith("./etc/cron.d/autoremedy"))
+    assert cron.startswith("-rw-r--r-- root/root")
+    subprocess.run([need("dpkg-deb"), "-x", str(deb_file), str(tmp_path / "root")], check=True)
+    with open(os.path.join(PACKAGING, "cron", "autoremedy"), "rb") as handle:
+        assert (tmp_path / "root" / "etc" / "cron.d" / "autoremedy").read_bytes() == handle.read()
 
 
 @pytest.fixture(scope="module")
