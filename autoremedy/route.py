@@ -475,7 +475,6 @@ def _remediate(config, decision, path, dry_run, cls, target, audit, base):
 # which runs ``autoremedy remediate ... --json`` with root's configuration and all
 # of perform()'s guards. docs/security.md, "The alert path's fallback".
 
-GATE_MODES = ("auto", "always", "never")
 GATE_TIMEOUT = 900.0        # longer than any settle + lock wait: a hung gate is a failure
 SUDO_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
