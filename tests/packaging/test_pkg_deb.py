@@ -170,6 +170,21 @@ def test_sudo_gate_hook_mode_runs_the_node_hook_with_the_system_config(installed
     assert refused.stderr == "autoremedy: hook: target '/' is not in remediations.disk.targets (nothing was run)\n"
 
 
+def test_the_cron_entry_runs_the_installed_replay(installed):
+    """/etc/cron.d/autoremedy's command as cron would run it on this machine (no
+    systemd here: /run/systemd/system is absent), with no random delay and
+    syslog replaced by the output: the installed replay answers (StackStorm is
+    not configured in the packaged configuration)."""
+    assert not os.path.isdir("/run/systemd/system"), "this test needs a node without systemd"
+    with open("/etc/cron.d/autoremedy") as handle:
+        [line] = [ln for ln in handle.read().splitlines() if ln.startswith("* * * * * root ")]
+    command = line[len("* * * * * root "):].replace("/dev/urandom", "/dev/zero") \
+        .replace("logger -t autoremedy-replay -p daemon.notice", "cat")
+    ran = run("/bin/sh", "-c", command)
+    assert "replay: StackStorm is not configured (stackstorm.url); 0 event(s) wait in " \
+        "/var/lib/autoremedy/spool" in ran.stdout, ran
+
+
 def test_zabbix_paths_resolve(installed):
     for link in ("/etc/zabbix/externalscripts/autoremedy_check", "/etc/zabbix/alert.d/autoremedy_alert"):
         assert os.access(os.path.realpath(link), os.X_OK), link
@@ -182,7 +197,7 @@ def test_purge_leaves_nothing_behind(deb_file, installed):
     proc = dpkg("--purge", "autoremedy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shared = {"/", "/.", "/etc", "/usr", "/usr/bin", "/usr/lib", "/usr/libexec", "/usr/share", "/usr/share/doc",
-              "/lib", "/lib/systemd", "/lib/systemd/system", "/etc/sudoers.d", "/etc/zabbix",
+              "/lib", "/lib/systemd", "/lib/systemd/system", "/etc/sudoers.d", "/etc/cron.d", "/etc/zabbix",
               "/etc/zabbix/zabbix_agentd.conf.d", "/etc/zabbix/externalscripts", "/etc/zabbix/alert.d"}
     left = [f for f in installed if f not in shared and os.path.lexists(f)]
     assert left == []
