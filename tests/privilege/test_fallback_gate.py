@@ -7,9 +7,12 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import time
 
-from privkit import zabbix_argv
+import pytest
+
+from privkit import ROOT, zabbix_argv
 
 HOST = "cmp-07"           # the fixture alert's host: the process class acts on its own node
 
@@ -151,3 +154,96 @@ def test_the_event_guards_stop_it_before_the_gate(node, gate):
     assert fallback["gate_ran"] is False and fallback["guard"] == "maintenance"
     assert audit(node, "remediation") == []          # the gate never ran
     assert not os.path.exists(pidfile)
+
+
+# --- a clean-up of root's files -----------------------------------------------------
+
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def future_gate(scratch, bundle, users):
+    """The packaged gate and sudoers as the ``gate`` fixture installs them, its
+    autoremedy running 10 days ahead (libfaketime, set inside the root-side
+    wrapper: sudo resets the environment): the rotated logs written now are then
+    old enough for the clean-up rule, by mtime and ctime alike."""
+    from privkit import MAIN, PYTHON
+    assert os.path.exists(LIBFAKETIME), f"{LIBFAKETIME} missing: run scripts/setup.d/50-node.sh"
+    where = os.path.join(scratch, "future-gate")
+    os.mkdir(where, 0o755)
+    command = os.path.join(where, "autoremedy")
+    with open(command, "w") as handle:
+        handle.write(f"#!/bin/sh\nLD_PRELOAD={LIBFAKETIME} FAKETIME=+10d "
+                     "FAKETIME_DONT_FAKE_MONOTONIC=1 NO_FAKE_STAT=1 FAKETIME_DONT_RESET=1 "
+                     f"PYTHONPATH={bundle} exec {PYTHON} -S -c '{MAIN}' \"$@\"\n")
+    os.chmod(command, 0o755)
+    config = os.path.join(where, "autoremedy.yaml")
+    with open(os.path.join(ROOT, "packaging", "sudoers", "remediate")) as handle:
+        script = handle.read().replace("autoremedy=/usr/bin/autoremedy\n", f"autoremedy={command}\n") \
+            .replace("config=/etc/autoremedy/autoremedy.yaml\n", f"config={config}\n")
+    path = os.path.join(where, "remediate")
+    with open(path, "w") as handle:
+        handle.write(script)
+    os.chmod(path, 0o755)
+    with open(os.path.join(ROOT, "packaging", "sudoers", "autoremedy")) as handle:
+        sudoers = handle.read().replace("/usr/libexec/autoremedy/remediate", path) \
+            .replace("AUTOREMEDY_REMEDIATE", f"AUTOREMEDY_FUTURE_{os.getpid()}")
+    staged = os.path.join(where, "sudoers")
+    with open(staged, "w") as handle:
+        handle.write(sudoers)
+    os.chmod(staged, 0o440)
+    check = subprocess.run(["visudo", "-c", "-f", staged], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    drop_in = f"/etc/sudoers.d/autoremedy-privtest-future-{os.getpid()}"
+    subprocess.run(["install", "-m", "0440", staged, drop_in], check=True)
+    try:
+        yield {"path": path, "config": config}
+    finally:
+        os.unlink(drop_in)
+
+
+@pytest.fixture
+def full_mount(node):
+    """A 10 MiB tmpfs in the node, 90% full of root's rotated logs (0600)."""
+    mount = os.path.join(node.base, "var")
+    os.mkdir(mount, 0o755)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m,mode=0755", "tmpfs", mount], check=True)
+    try:
+        logs = os.path.join(mount, "log")
+        os.mkdir(logs, 0o755)
+        old = []
+        for name in ("syslog.1", "kern.log.2.gz", "daemon.log.1"):
+            path = os.path.join(logs, name)
+            with open(path, "wb") as handle:
+                handle.write(b"\0" * (3 * MiB))
+            os.chmod(path, 0o600)
+            old.append(path)
+        live = os.path.join(logs, "syslog")
+        with open(live, "wb") as handle:
+            handle.write(b"\0" * (MiB // 4))
+        yield {"mount": mount, "logs": logs, "old": old, "live": live}
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
+def test_a_zabbix_alert_cleans_root_owned_files_through_the_gate(node, future_gate, full_mount):
+    mount = full_mount["mount"]
+    node.write_config({
+        "hostname": HOST, "dry_run": False,
+        "fallback": {"gate": "auto", "gate_command": future_gate["path"]},
+        "routes": [{"source": "zabbix", "class": "disk", "target": mount}],
+        "remediations": {"disk": {"enabled": True, "targets": {mount: {
+            "warning": 80, "critical": 85, "target": 5,   # all three must go
+            "rules": [{"type": "rotated-logs", "root": full_mount["logs"],
+                       "older_than": "7d"}]}}}}})
+    shutil.copy(node.config, future_gate["config"])
+    ran = node.run("zabbix", *zabbix_argv(), timeout=120)
+    assert ran.returncode == 0, ran
+    assert "Traceback" not in ran.stderr and "internal error" not in ran.stderr, ran
+    assert f"remediated locally: disk {mount}: remediated: verified OK" in verdict(ran), ran.stdout
+    assert not any(os.path.exists(p) for p in full_mount["old"])     # root's files, gone
+    assert os.path.exists(full_mount["live"])                       # the live log is kept
+    [fallback] = audit(node, "fallback")
+    assert fallback["via"] == "sudo-gate" and fallback["outcome"] == "remediated"
+    assert fallback["target"] == mount and fallback["cls"] == "disk"
