@@ -575,7 +575,9 @@ def through_gate(gate, cls, target, event_id=None, dry_run=False, run=None):
             break
     said = next((ln.strip() for ln in reversed(err.splitlines()) if ln.strip()), "")
     said = printable(said[:300]) or f"exit status {ran.returncode}, nothing said"
-    if said.startswith("sudo:") or "not allowed to execute" in said or "password" in said:
+    # sudo's own refusals: "sudo: a password is required" (-n), "Sorry, user X is
+    # not allowed to execute ..." / "Sorry, user X may not run sudo on H.".
+    if said.startswith(("sudo:", "Sorry, user")) or "password" in said:
         return refused(f"sudo refused the gate (sudo -n {gate}): {said}")
     return refused(f"the sudo gate exited {ran.returncode}: {said}")
 

@@ -97,6 +97,8 @@ def test_an_event_id_the_gate_would_refuse_is_left_out(gate):
                                         "sudo: a password is required"),
     ("Sorry, user zabbix is not allowed to execute '/x' as root on n.\n",
      "sudo refused the gate (sudo -n {gate}): Sorry, user zabbix is not allowed to execute"),
+    ("Sorry, user zabbix may not run sudo on cmp-07.\n",
+     "sudo refused the gate (sudo -n {gate}): Sorry, user zabbix may not run sudo on cmp-07."),
     ("remediate: invalid target\n", "the sudo gate exited 2: remediate: invalid target"),
     ("", "the sudo gate exited 2: exit status 2, nothing said"),
 ])
