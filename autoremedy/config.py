@@ -80,7 +80,13 @@ SCHEMA = {
               # dead letters (autoremedy.deadletter): bytes kept of one input, and
               # the folder's caps (the oldest letters are pruned, audited)
               "deadletter_max_file": Size, "deadletter_max_total": Size,
-              "deadletter_max_count": int},
+              "deadletter_max_count": int,
+              # a handler run that reached StackStorm delivers at most this many
+              # spooled events in at most this long (0: never; docs/handlers.md)
+              "drain_max_events": int, "drain_max_time": Duration},
+    # The handlers' local fallback (docs/security.md "The alert path's fallback"):
+    # gate auto | always | never, and the sudo gate it runs (an absolute path).
+    "fallback": {"gate": str, "gate_command": str},
     "guards": GUARDS,
     # Guards across hosts (autoremedy.coordination, docs/fleet.md); default: local.
     "coordination": {"backend_url": str, "unreachable": str, "timeout": Duration,
@@ -113,7 +119,9 @@ DEFAULTS = {
     "spool": {"warning_depth": 100, "critical_depth": 1000,
               "warning_age": 900.0, "critical_age": 3600.0,
               "max_event_size": 1 << 20, "deadletter_max_file": 4 << 20,
-              "deadletter_max_total": 64 << 20, "deadletter_max_count": 1000},
+              "deadletter_max_total": 64 << 20, "deadletter_max_count": 1000,
+              "drain_max_events": 10, "drain_max_time": 2.0},
+    "fallback": {"gate": "auto", "gate_command": "/usr/libexec/autoremedy/remediate"},
     "guards": {
         "rate_limit": {"max": 3, "per": 3600.0},
         "global_cap": {"max": 10, "per": 3600.0},
@@ -280,6 +288,15 @@ class Config:
         if delivery not in ("direct", "forwarder"):
             raise ConfigError(f"{where}: stackstorm.delivery: {delivery!r} is not direct or "
                               "forwarder")
+        gate = self.data["fallback"]["gate"]
+        if gate not in ("auto", "always", "never"):
+            raise ConfigError(f"{where}: fallback.gate: {gate!r} is not auto, always or never")
+        if not os.path.isabs(self.data["fallback"]["gate_command"]):
+            raise ConfigError(f"{where}: fallback.gate_command: "
+                              f"{self.data['fallback']['gate_command']!r} is not an absolute path")
+        for key in ("drain_max_events", "drain_max_time"):
+            if self.data["spool"][key] < 0:
+                raise ConfigError(f"{where}: spool.{key}: must not be negative")
         if "coordination" in checked:
             from autoremedy.coordination import check
             problem = check(self)

@@ -278,6 +278,7 @@ def dispatch(config, event, path, dry_run=False, cls=None, target=None, audit=No
         if decision.entry is not None:
             spool.remove(decision.entry)
         decision.say(f"{event.describe()}: delivered to StackStorm ({delivery.line()})")
+        _drain(config, spool, audit, decision)
         return decision
 
     if delivery.outcome == "config":
@@ -441,7 +442,18 @@ def _remediate(config, decision, path, dry_run, cls, target, audit, base):
     trigger = Trigger(source=event.source, event_id=event.id, status=event.status, host=event.host,
                       occurrences=event.occurrences, silenced=event.silenced,
                       history=event.history)
-    outcome = perform(remediation, target, trigger, dry_run=dry_run or None)
+    gate = gate_for(config)
+    if gate is None:
+        outcome = perform(remediation, target, trigger, dry_run=dry_run or None)
+    else:
+        # Not root: the remediation runs as root through the packaged sudo gate,
+        # with the class and target decided above (configuration, never event text).
+        admitted = _admit_event(config, remediation, target, trigger)
+        outcome = admitted or through_gate(gate, cls, target, event.id, dry_run)
+        safe_audit(audit, "fallback", "ok" if not outcome.escalate else outcome.status,
+                   via="sudo-gate", gate=gate, gate_ran=admitted is None, cls=cls,
+                   target=str(target), outcome=outcome.status, reason=outcome.reason,
+                   guard=outcome.guard, **base)
     decision.outcome = outcome
     if decision.entry is not None:
         decision.entry.mark_local(outcome, config.hostname)
@@ -452,6 +464,173 @@ def _remediate(config, decision, path, dry_run, cls, target, audit, base):
     if outcome.escalate:
         _escalate(config, decision, f"{cls} {target}: {outcome.status}: {outcome.reason}",
                   audit, base)
+
+
+# --- the sudo gate ------------------------------------------------------------------------
+#
+# The handlers run as the monitor's user (sensu, zabbix): without root a restart,
+# a clean-up of root's files or a signal to a root-owned process fails. The
+# packages install one command that user may run as root (sudoers drop-in
+# packaging/sudoers/autoremedy): ``remediate CLASS TARGET [EVENT_ID] [--dry-run]``,
+# which runs ``autoremedy remediate ... --json`` with root's configuration and all
+# of perform()'s guards. docs/security.md, "The alert path's fallback".
+
+GATE_TIMEOUT = 900.0        # longer than any settle + lock wait: a hung gate is a failure
+SUDO_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def gate_for(config, euid=None):
+    """The gate command the local fallback runs through, or None (perform() here).
+    ``fallback.gate``: never; always; auto (default) = when not root and the
+    gate is installed."""
+    import os
+    mode = config.get("fallback.gate", "auto")
+    command = config.get("fallback.gate_command", "/usr/libexec/autoremedy/remediate")
+    if mode == "never":
+        return None
+    euid = os.geteuid() if euid is None else euid
+    if mode == "auto" and (euid == 0 or not os.path.isfile(command)):
+        return None
+    return command
+
+
+def _admit_event(config, remediation, target, trigger):
+    """The guards that need the event itself (silenced, maintenance naming the
+    event's host, occurrences, flapping), judged here: the gate takes only class,
+    target and event id. Returns the skip/refusal Outcome, or None to go on (the
+    gate applies every guard again as root)."""
+    from autoremedy.guard import Guard, Refused, Skip
+    from autoremedy.remediation import REFUSED, SKIPPED, Outcome
+    guard = Guard(config.state_dir, remediation.name, config.guards(remediation.name),
+                  maintenance_file=config.get("maintenance_file"), hostname=config.hostname,
+                  scope=remediation.settings.get("scope") or remediation.scope)
+    try:
+        guard.admit(remediation.resolve(target), trigger)
+    except Skip as exc:
+        return Outcome(remediation.name, target, SKIPPED, exc.reason, guard=exc.guard,
+                       event_id=trigger.event_id)
+    except Refused as exc:
+        return Outcome(remediation.name, target, REFUSED, exc.reason, guard=exc.guard,
+                       event_id=trigger.event_id)
+    except OSError as exc:
+        return Outcome(remediation.name, target, REFUSED, f"guard state cannot be kept in "
+                       f"{config.state_dir}: {exc.strerror or exc}", guard="state",
+                       event_id=trigger.event_id)
+    return None
+
+
+def _gate_word(text):
+    """An event id the gate accepts (its own shape check), else None: the gate
+    then runs without one rather than refusing the remediation."""
+    import re
+    return text if text and re.fullmatch(r"[A-Za-z0-9_.:][A-Za-z0-9_.:-]*", text) else None
+
+
+def through_gate(gate, cls, target, event_id=None, dry_run=False, run=None):
+    """``sudo -n GATE CLASS TARGET [EVENT_ID] [--dry-run]`` (an argument list, no
+    shell); its JSON outcome as an Outcome, exactly as perform() would return it.
+    Anything else — sudo refusing (no rule, a password asked), the gate refusing
+    its input, no JSON — is a refusal with that one line as the reason."""
+    import json
+    import shutil
+    import subprocess
+    from autoremedy.remediation import REFUSED, Outcome
+    sudo = shutil.which("sudo", path=SUDO_PATH)
+
+    def refused(reason):
+        return Outcome(cls, target, REFUSED, reason, guard="gate", event_id=event_id)
+    if sudo is None:
+        return refused(f"sudo is not installed: cannot run the gate {gate}")
+    import os
+    if not os.path.isfile(gate):
+        return refused(f"the sudo gate {gate} is not installed (fallback.gate_command)")
+    argv = [sudo, "-n", gate, cls, str(target)]
+    if _gate_word(event_id):
+        argv.append(event_id)
+    if dry_run:
+        argv.append("--dry-run")
+    try:
+        ran = (run or subprocess.run)(argv, stdin=subprocess.DEVNULL, capture_output=True,
+                                      timeout=GATE_TIMEOUT, cwd="/", env={"PATH": SUDO_PATH,
+                                                                           "LANG": "C.UTF-8"})
+    except subprocess.TimeoutExpired:
+        return Outcome(cls, target, "failed", f"the sudo gate did not answer within "
+                       f"{GATE_TIMEOUT:g}s", guard="gate", event_id=event_id)
+    except OSError as exc:
+        return refused(f"cannot run sudo: {exc.strerror or exc}")
+    out = ran.stdout.decode("utf-8", "replace") if isinstance(ran.stdout, bytes) else ran.stdout
+    err = ran.stderr.decode("utf-8", "replace") if isinstance(ran.stderr, bytes) else ran.stderr
+    for line in reversed(out.splitlines()):
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                break
+            if isinstance(data, dict) and isinstance(data.get("outcome"), str):
+                return Outcome(data.get("class") or cls, data.get("target") or target,
+                               data["outcome"], data.get("reason") or "",
+                               notes=data.get("notes") or (), verify=data.get("verify"),
+                               guard=data.get("guard"), duration=data.get("duration_s") or 0.0,
+                               event_id=data.get("event_id") or event_id)
+            break
+    said = next((ln.strip() for ln in reversed(err.splitlines()) if ln.strip()), "")
+    said = printable(said[:300]) or f"exit status {ran.returncode}, nothing said"
+    # sudo's own refusals: "sudo: a password is required" (-n), "Sorry, user X is
+    # not allowed to execute ..." / "Sorry, user X may not run sudo on H.".
+    if said.startswith(("sudo:", "Sorry, user")) or "password" in said:
+        return refused(f"sudo refused the gate (sudo -n {gate}): {said}")
+    return refused(f"the sudo gate exited {ran.returncode}: {said}")
+
+
+# --- draining the spool -----------------------------------------------------------------
+
+def _drain(config, spool, audit, decision):
+    """A handler run that reached StackStorm delivers what waits in the spool, so
+    a node without the replay timer (no systemd, no cron) is not left with it.
+    Bounded (``spool.drain_max_events`` / ``drain_max_time``: an alert never becomes
+    slow; one request may add up to stackstorm.read_timeout), oldest first, and
+    through replay's own Replayer under its lock: a running replay or forwarder
+    keeps the spool (never the same entry twice at once), entries a running
+    handler holds are left to it, and the first failure stops the drain so one
+    incident's events keep their order."""
+    limit = int(config.get("spool.drain_max_events", 10) or 0)
+    budget = float(config.get("spool.drain_max_time", 2.0) or 0)
+    if limit <= 0 or budget <= 0:
+        return
+    try:
+        if not spool.names():
+            return                       # the usual case costs one directory listing
+    except OSError:
+        return
+    from autoremedy import statefile
+    from autoremedy.breaker import Breaker
+    from autoremedy.handlers.replay import Replayer
+    from autoremedy.stackstorm import Client, SettingsError
+    from autoremedy.config import ConfigError
+    try:
+        client = Client.from_config(config)
+    except (SettingsError, ConfigError):
+        return
+    if client is None:
+        return
+    try:
+        with statefile.locked(spool.replay_lock_path, timeout=0):
+            replayer = Replayer(spool, client, Breaker.for_config(config), audit,
+                                config.hostname, max_time=budget, limit=limit,
+                                backoff_max=budget).run()
+    except TimeoutError:
+        return                           # a replay (or the forwarder) is at it
+    except OSError as exc:
+        decision.warn(f"spool not drained: {exc.strerror or exc}")
+        return
+    finally:
+        client.close()
+    if replayer.delivered or replayer.stopped in ("unreachable", "config"):
+        left = spool.stats()["depth"]
+        text = f"drained {replayer.delivered} earlier event(s) from the spool, {left} left"
+        if replayer.stopped in ("unreachable", "config"):
+            text += f" (stopped: {replayer.last_error})"
+        decision.say(text)
 
 
 def _not_here(config, decision, path, cls, audit, base):

@@ -35,6 +35,13 @@ or ``replay``), ``remediated locally: ...``, ``escalated: ...``:
 
 A retry of the same event is the same spool entry: the local remediation is not
 run again, and the retry gives the first run's answer (same status, same line).
+
+Zabbix runs alert scripts as ``zabbix``: the local remediation runs as root
+through the packaged sudo gate (``fallback.gate``, autoremedy.route.through_gate;
+docs/security.md), and sudo refusing is an escalation with sudo's reason. A run
+whose event StackStorm accepted also delivers a few spooled events (the drain:
+``spool.drain_max_events`` / ``drain_max_time``), so a node without the replay
+timer is not left with its backlog.
 """
 import os
 

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from pkgenv import AUTOREMEDY, dpkg, machine_lock, need
+from pkgenv import AUTOREMEDY, PACKAGING, dpkg, machine_lock, need
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def test_files_are_under_the_private_prefix_and_etc_is_conffiles(deb_file, tmp_p
     for path in ("/usr/lib/autoremedy/bin/autoremedy", "/usr/lib/autoremedy/libexec/autoremedy",
                  "/usr/lib/autoremedy/lib/autoremedy/cli.py", "/usr/lib/autoremedy/lib/psutil/__init__.py",
                  "/usr/bin/autoremedy", "/usr/libexec/autoremedy/remediate",
-                 "/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy",
+                 "/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy", "/etc/cron.d/autoremedy",
                  "/lib/systemd/system/autoremedy-replay.service", "/lib/systemd/system/autoremedy-replay.timer",
                  "/etc/zabbix/zabbix_agentd.conf.d/autoremedy.conf",
                  "/etc/zabbix/externalscripts/autoremedy_check", "/etc/zabbix/alert.d/autoremedy_alert",
@@ -47,8 +47,15 @@ def test_files_are_under_the_private_prefix_and_etc_is_conffiles(deb_file, tmp_p
     assert sudoers.startswith("-r--r----- root/root")
     subprocess.run([need("dpkg-deb"), "-e", str(deb_file), str(tmp_path / "control")], check=True)
     conffiles = (tmp_path / "control" / "conffiles").read_text().split()
-    assert sorted(conffiles) == ["/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy",
+    assert sorted(conffiles) == ["/etc/autoremedy/autoremedy.yaml", "/etc/cron.d/autoremedy",
+                                 "/etc/sudoers.d/autoremedy",
                                  "/etc/zabbix/zabbix_agentd.conf.d/autoremedy.conf"]
+    # The cron entry for nodes without systemd: packaging/cron/autoremedy as is, 0644 root.
+    cron = next(line for line in listing.splitlines() if line.endswith("./etc/cron.d/autoremedy"))
+    assert cron.startswith("-rw-r--r-- root/root")
+    subprocess.run([need("dpkg-deb"), "-x", str(deb_file), str(tmp_path / "root")], check=True)
+    with open(os.path.join(PACKAGING, "cron", "autoremedy"), "rb") as handle:
+        assert (tmp_path / "root" / "etc" / "cron.d" / "autoremedy").read_bytes() == handle.read()
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +170,21 @@ def test_sudo_gate_hook_mode_runs_the_node_hook_with_the_system_config(installed
     assert refused.stderr == "autoremedy: hook: target '/' is not in remediations.disk.targets (nothing was run)\n"
 
 
+def test_the_cron_entry_runs_the_installed_replay(installed):
+    """/etc/cron.d/autoremedy's command as cron would run it on this machine (no
+    systemd here: /run/systemd/system is absent), with no random delay and
+    syslog replaced by the output: the installed replay answers (StackStorm is
+    not configured in the packaged configuration)."""
+    assert not os.path.isdir("/run/systemd/system"), "this test needs a node without systemd"
+    with open("/etc/cron.d/autoremedy") as handle:
+        [line] = [ln for ln in handle.read().splitlines() if ln.startswith("* * * * * root ")]
+    command = line[len("* * * * * root "):].replace("/dev/urandom", "/dev/zero") \
+        .replace("logger -t autoremedy-replay -p daemon.notice", "cat")
+    ran = run("/bin/sh", "-c", command)
+    assert "replay: StackStorm is not configured (stackstorm.url); 0 event(s) wait in " \
+        "/var/lib/autoremedy/spool" in ran.stdout, ran
+
+
 def test_zabbix_paths_resolve(installed):
     for link in ("/etc/zabbix/externalscripts/autoremedy_check", "/etc/zabbix/alert.d/autoremedy_alert"):
         assert os.access(os.path.realpath(link), os.X_OK), link
@@ -175,7 +197,7 @@ def test_purge_leaves_nothing_behind(deb_file, installed):
     proc = dpkg("--purge", "autoremedy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     shared = {"/", "/.", "/etc", "/usr", "/usr/bin", "/usr/lib", "/usr/libexec", "/usr/share", "/usr/share/doc",
-              "/lib", "/lib/systemd", "/lib/systemd/system", "/etc/sudoers.d", "/etc/zabbix",
+              "/lib", "/lib/systemd", "/lib/systemd/system", "/etc/sudoers.d", "/etc/cron.d", "/etc/zabbix",
               "/etc/zabbix/zabbix_agentd.conf.d", "/etc/zabbix/externalscripts", "/etc/zabbix/alert.d"}
     left = [f for f in installed if f not in shared and os.path.lexists(f)]
     assert left == []

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from pkgenv import need
+from pkgenv import PACKAGING, need
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +20,8 @@ def test_file_list(rpm_file):
     files = set(rpm_q(rpm_file, "--list").split())
     for path in ("/usr/lib/autoremedy/bin/autoremedy", "/usr/lib/autoremedy/lib/autoremedy/cli.py",
                  "/usr/bin/autoremedy", "/usr/libexec/autoremedy/remediate", "/etc/autoremedy/autoremedy.yaml",
-                 "/etc/sudoers.d/autoremedy", "/usr/lib/systemd/system/autoremedy-replay.service",
+                 "/etc/sudoers.d/autoremedy", "/etc/cron.d/autoremedy",
+                 "/usr/lib/systemd/system/autoremedy-replay.service",
                  "/usr/lib/systemd/system/autoremedy-replay.timer", "/var/lib/autoremedy",
                  "/etc/zabbix/zabbix_agentd.d/autoremedy.conf", "/usr/lib/zabbix/externalscripts/autoremedy_check",
                  "/usr/lib/zabbix/alertscripts/autoremedy_alert",
@@ -31,12 +32,19 @@ def test_file_list(rpm_file):
 
 def test_config_files_and_attributes(rpm_file):
     assert sorted(rpm_q(rpm_file, "--configfiles").split()) == [
-        "/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy", "/etc/zabbix/zabbix_agentd.d/autoremedy.conf"]
+        "/etc/autoremedy/autoremedy.yaml", "/etc/cron.d/autoremedy", "/etc/sudoers.d/autoremedy",
+        "/etc/zabbix/zabbix_agentd.d/autoremedy.conf"]
     # --dump: path size mtime digest mode owner group isconfig isdoc rdev symlink
     dump = {line.split()[0]: line.split() for line in rpm_q(rpm_file, "--dump").splitlines()}
     state = dump["/var/lib/autoremedy"]
     assert int(state[4], 8) & 0o7777 == 0o2770 and state[5:7] == ["root", "autoremedy"]
     assert int(dump["/etc/sudoers.d/autoremedy"][4], 8) & 0o7777 == 0o440
+    # The cron entry for nodes without systemd: packaging/cron/autoremedy as is, 0644 root.
+    cron = dump["/etc/cron.d/autoremedy"]
+    assert int(cron[4], 8) & 0o7777 == 0o644 and cron[5:7] == ["root", "root"]
+    import hashlib
+    with open(os.path.join(PACKAGING, "cron", "autoremedy"), "rb") as handle:
+        assert cron[3] == hashlib.sha256(handle.read()).hexdigest()
     assert dump["/usr/bin/autoremedy"][10] == "/usr/lib/autoremedy/bin/autoremedy"
 
 
