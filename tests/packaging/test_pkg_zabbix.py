@@ -690,17 +690,23 @@ def test_node_template_alone_raises_no_control_plane_problem(zabbix, monitored_h
 
 
 @pytest.mark.integration
-def test_macros_include_a_tmpfs_mount_and_the_batch_tags_its_targets(zabbix, monitored_host):
+def test_macros_include_a_tmpfs_mount_and_the_batch_tags_its_targets(zabbix, monitored_host, request):
     """The operator's macros on the host: a tmpfs mount point is watched
     ({$AR.DISK.FSTYPE.MATCHES} / {$AR.DISK.FSNAME.*}), and with the batch told to
     cover processes and disks too, its triggers carry the target the batch
     discovery found (the override) and none where there is no single one."""
     from zabbix_stack import wait_for
     api = zabbix.api()
+    point = zabbix.path("watched-tmpfs")
+    os.makedirs(point, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", point], check=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", point], check=False))
     found = api.host.get(hostids=monitored_host, selectMacros=["macro", "value"], output=["hostid"])[0]
     macros = {m["macro"]: m["value"] for m in found["macros"]}
-    macros.update({"{$AR.DISK.FSTYPE.MATCHES}": "^(ext4|xfs|tmpfs)$", "{$AR.DISK.FSNAME.MATCHES}": "^(/|/dev/shm)$",
-                   "{$AR.DISK.FSNAME.NOT_MATCHES}": "^(/sys|/proc)", "{$AR.BATCH.CLASS.NOT_MATCHES}": "^spool$"})
+    # tmpfs as a watched type, and of the mounts only / and this one.
+    macros.update({"{$AR.DISK.FSTYPE.MATCHES}": "^(ext4|xfs|tmpfs)$",
+                   "{$AR.DISK.FSNAME.MATCHES}": f"^(/|{re.escape(point)})$",
+                   "{$AR.BATCH.CLASS.NOT_MATCHES}": "^spool$"})
     api.host.update(hostid=monitored_host, macros=[{"macro": k, "value": v} for k, v in macros.items()])
     subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R", "config_cache_reload"],
                    capture_output=True)
@@ -708,11 +714,10 @@ def test_macros_include_a_tmpfs_mount_and_the_batch_tags_its_targets(zabbix, mon
     def keys(prefix):
         return {i["key_"] for i in api.item.get(hostids=monitored_host, output=["key_"],
                                                 search={"key_": prefix}, startSearch=True)}
-    wait_for(lambda: "autoremedy.disk.pused[/dev/shm]" in keys("autoremedy.disk.pused["), 120, 1,
-             "the tmpfs mount /dev/shm discovered")
-    assert keys("autoremedy.disk.pused[") == {"autoremedy.disk.pused[/]", "autoremedy.disk.pused[/dev/shm]"}
-    wait_for(lambda: history(api, monitored_host, "autoremedy.disk.pused[/dev/shm]", 0) is not None, 60,
-             what="a value for /dev/shm")
+    mine = f"autoremedy.disk.pused[{point}]"
+    wait_for(lambda: mine in keys("autoremedy.disk.pused["), 120, 1, f"the tmpfs mount {point} discovered")
+    assert keys("autoremedy.disk.pused[") == {"autoremedy.disk.pused[/]", mine}
+    wait_for(lambda: history(api, monitored_host, mine, 0) is not None, 60, what=f"a value for {point}")
 
     def batch_triggers():
         return api.trigger.get(hostids=monitored_host, search={"description": "autoremedy "},
