@@ -204,7 +204,9 @@ def check(args, post=None):
     url = args.agent_api or section.get("agent_api") or AGENT_API
     handlers = section.get("handlers", ["autoremedy"])
     ttl = section.get("ttl", 0)
-    events = [(name, sensu_event(name, cls, result, handlers, ttl)) for name, cls, result in results]
+    targets = entry_targets(section, todo)
+    events = [(name, sensu_event(name, cls, result, handlers, ttl, targets.get(name)))
+              for name, cls, result in results]
     failures = (post or post_events)(url, events, timeout=2.0)
     return _posted(summary, results, url, failures)
 
@@ -234,12 +236,15 @@ def status_line(result):
 
 # --- Sensu: each result is its own event --------------------------------------------
 
-def sensu_event(name, cls, result, handlers, ttl):
+def sensu_event(name, cls, result, handlers, ttl, target=None):
     """The body of ``POST /events`` on the agent API (Sensu Go agent reference, "Events API": https://docs.sensu.io/sensu-go/latest/observability-pipeline/observe-schedule/agent/#events-api): the
     agent adds its entity, so the event is the check part only."""
     from autoremedy.render import nagios
+    labels = {"autoremedy_class": cls}
+    if target:
+        labels["autoremedy_target"] = target
     check = {
-        "metadata": {"name": name, "labels": {"autoremedy_class": cls}},
+        "metadata": {"name": name, "labels": labels},
         "status": int(result.status),
         "output": nagios(result)[0] + "\n",
         "output_metric_format": "nagios_perfdata",
@@ -309,8 +314,14 @@ def discover(args):
     {#AR.TARGET}, "" when the entry names no single target: the template then
     leaves the problem's autoremedy_target tag out)."""
     config, section = settings()
+    todo = selected(entries(config, section), args.only)
+    targets = entry_targets(section, todo)
+    return [{"{#AR.CHECK}": name, "{#AR.CLASS}": cls, "{#AR.TARGET}": targets[name]} for name, cls, _ in todo]
+
+
+def entry_targets(section, todo):
+    """{entry name: its target, "" when none} for the entries to run."""
     raw = section.get("checks")
     explicit = {item.get("name"): item.get("target") for item in raw if isinstance(item, dict)} \
         if isinstance(raw, list) else {}
-    return [{"{#AR.CHECK}": name, "{#AR.CLASS}": cls, "{#AR.TARGET}": target_of(cls, argv, explicit.get(name))}
-            for name, cls, argv in selected(entries(config, section), args.only)]
+    return {name: target_of(cls, argv, explicit.get(name)) for name, cls, argv in todo}

@@ -366,9 +366,8 @@ def queue_rule():
 # A compute's verdict out of the compute-node check's JSON; "up" when the check
 # lists it no more (it lists only computes that are not up), nothing at all when
 # the check could not judge (no data.hosts: the problem stays as it was).
-VERDICT_JS = """var r = JSON.parse(value);
-if (!r.data || !r.data.hosts) { throw 'no verdicts in this result'; }
-var mine = r.data.hosts.filter(function (h) { return h.host === '{#OS.COMPUTE}'; });
+# (JSONPath first: Zabbix 6.0 has no "custom on fail" for JavaScript steps.)
+VERDICT_JS = """var mine = JSON.parse(value).filter(function (h) { return h.host === '{#OS.COMPUTE}'; });
 return mine.length ? mine[0].verdict : 'up';"""
 DEAD_VERDICTS = ("dead", "unreachable-powered-on")      # checks/compute_node.py DEAD, UNREACHABLE_ON
 
@@ -379,8 +378,9 @@ def compute_rule():
     key = "autoremedy.compute.verdict[{#OS.COMPUTE}]"
     verdict = {"uuid": uid("proto", key), "name": "autoremedy compute {#OS.COMPUTE}: verdict", "type": "DEPENDENT",
                "key": key, "delay": "0", "history": "31d", "trends": "0", "value_type": "CHAR",
-               "preprocessing": [{"type": "JAVASCRIPT", "parameters": [VERDICT_JS],
-                                  "error_handler": "DISCARD_VALUE"}],
+               "preprocessing": [{"type": "JSONPATH", "parameters": ["$.data.hosts"],
+                                  "error_handler": "DISCARD_VALUE"},
+                                 {"type": "JAVASCRIPT", "parameters": [VERDICT_JS]}],
                "master_item": {"key": COMPUTE_KEY},
                "tags": [*COMPONENT, *class_tags("compute-node", "{#OS.COMPUTE}")]}
     expr = " or ".join(f'last(/{COMPUTE}/{key})="{v}"' for v in DEAD_VERDICTS)

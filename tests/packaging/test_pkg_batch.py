@@ -101,7 +101,7 @@ def test_default_checks_are_disk_and_the_watched_processes(run_cli, make_config)
     assert ({"{#AR.CHECK}": "spool", "{#AR.CLASS}": "spool", "{#AR.TARGET}": ""} in rows) == ("spool" in classes)
 
 
-def test_sensu_mode_posts_each_result_as_its_own_event(run_cli, batch_config):
+def test_sensu_mode_posts_each_result_as_its_own_event(run_cli, batch_config, tmp_path):
     with SensuAgentAPI() as agent:
         ran = run_cli("check", "batch", "--config", batch_config(handlers=["autoremedy", "slack"], ttl=180),
                       "--sensu", "--agent-api", agent.url)
@@ -114,7 +114,10 @@ def test_sensu_mode_posts_each_result_as_its_own_event(run_cli, batch_config):
     assert dead["output"].startswith("DEAD CRITICAL: 0 processes matching cmdline ")
     assert dead["handlers"] == ["autoremedy", "slack"]
     assert dead["ttl"] == 180
-    assert dead["metadata"]["labels"] == {"autoremedy_class": "process"}
+    assert dead["metadata"]["labels"] == {"autoremedy_class": "process"}     # --cmdline: no target
+    # An entry naming its target (one -p) carries it, as the Zabbix batch triggers do.
+    assert by_name["disk-tmp"]["metadata"]["labels"] == {"autoremedy_class": "disk",
+                                                         "autoremedy_target": str(tmp_path)}
     assert dead["output_metric_format"] == "nagios_perfdata"
     # One keep-alive connection is enough: every POST went to /events.
     assert [path for path, _, _ in agent.requests] == ["/events"] * 3
