@@ -285,6 +285,26 @@ def test_compute_node_problems_name_the_dead_compute():
     assert set(template_source.DEAD_VERDICTS) == {compute_node.DEAD, compute_node.UNREACHABLE_ON}
 
 
+def test_compute_verdict_preprocessing_runs_in_zabbixs_javascript_engine(tmp_path):
+    """The verdict item's steps as the server runs them: JSONPath $.data.hosts (no
+    hosts: the value is discarded), then the JavaScript step, run by zabbix_js
+    (the server's Duktape engine, https://www.zabbix.com/documentation/6.0/en/manual/config/items/preprocessing/javascript)."""
+    compute = templates()["autoremedy compute-node failure"]
+    (proto,) = compute["discovery_rules"][0]["item_prototypes"]
+    jsonpath, javascript = proto["preprocessing"]
+    assert (jsonpath["type"], jsonpath["parameters"], jsonpath["error_handler"]) == (
+        "JSONPATH", ["$.data.hosts"], "DISCARD_VALUE")
+    script = tmp_path / "verdict.js"
+    script.write_text(javascript["parameters"][0].replace("{#OS.COMPUTE}", "cmp3"))
+    hosts = [{"host": "cmp3", "verdict": "dead"}, {"host": "cmp7", "verdict": "service-down-host-alive"}]
+
+    def run(value):
+        return subprocess.run([need("zabbix_js"), "-s", str(script), "-p", json.dumps(value)],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert run(hosts) == "dead"
+    assert run(hosts[1:]) == "up"           # no longer listed: only computes that are not up are
+
+
 def test_webhook_script_builds_the_event_offline():
     """zabbix_js runs the media type's JavaScript without a server
     (https://www.zabbix.com/documentation/6.0/en/manual/concepts/js)."""
@@ -678,8 +698,9 @@ def test_node_template_alone_raises_no_control_plane_problem(zabbix, monitored_h
     wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) is not None, 90,
              what="the watched process discovered and checked")
     # What the templates put there (not the item an earlier test created by hand).
-    items = [i for i in api.item.get(hostids=monitored_host, output=["key_", "templateid"], selectTags="extend")
-             if i["templateid"] != "0"]
+    # (inherited: templateid set; discovered by a template's rule: flags 4).
+    items = [i for i in api.item.get(hostids=monitored_host, output=["key_", "templateid", "flags"],
+                                     selectTags="extend") if i["templateid"] != "0" or i["flags"] == "4"]
     assert items
     classes = {t["value"] for i in items for t in i["tags"] if t["tag"] == "autoremedy_class"}
     assert classes == {"process", "disk", "spool"}, classes
