@@ -112,7 +112,7 @@ def test_triggers_reference_items_of_their_own_template():
             for proto in rule["item_prototypes"]:
                 if "master_item" in proto:
                     assert proto["master_item"]["key"] in protos | items
-        for trig, item, prototype in triggers_of(body):
+        for trig, item, _ in triggers_of(body):
             refs = EXPR_ITEM.findall(trig["expression"])
             assert refs and all(t == name for t, _ in refs), trig
             assert item["key"] in {k for _, k in refs}, trig
@@ -182,7 +182,7 @@ def test_no_placeholder_target_and_no_sample_role_macro():
 def test_every_trigger_has_class_and_target_or_a_documented_reason():
     docs = open(os.path.join(PACKAGING, "..", "docs", "handlers.md")).read()
     for body in templates().values():
-        for trig, _, prototype in triggers_of(body):
+        for trig, _, _ in triggers_of(body):
             tags = tags_of(trig)
             assert tags.get("autoremedy_class") and tags.get("autoremedy_status") in ("1", "2", "3"), trig
             if "autoremedy_target" in tags:
@@ -244,6 +244,7 @@ def test_disk_discovery_filters_by_type_and_mount_point_like_zabbix_linux_templa
     macros = {m["macro"]: m["value"] for m in templates()["autoremedy node"]["macros"]}
     rows = {"/": "ext4", "/var": "xfs", "/dev/shm": "tmpfs", "/run": "tmpfs", "/var/lib/nova/tmp": "tmpfs",
             "/proc": "proc"}
+
     def watched(overrides):
         return sorted(m for m, t in rows.items()
                       if passes(disk, dict(macros, **overrides), {"{#FSNAME}": m, "{#FSTYPE}": t}))
