@@ -3,7 +3,9 @@
     $ autoremedy zabbix-setup --url https://zabbix.example.net --user Admin \\
           --password-file /root/zabbix-admin.pw --st2-url https://st2.example.net \\
           --st2-api-key-file /etc/autoremedy/st2-api-key
-    template autoremedy: imported
+    template autoremedy node: imported
+    template autoremedy RabbitMQ: imported
+    ...
     global macro {$AR.ST2.URL}: created
     media type autoremedy (alert script): created
     media type autoremedy (StackStorm webhook): created
@@ -193,13 +195,46 @@ IMPORT_RULES = {
 }
 
 
+OLD_TEMPLATE = "autoremedy"     # the all-in-one template of earlier versions
+
+
+def template_names(source):
+    """The templates the export defines ("autoremedy node", "autoremedy RabbitMQ"...:
+    one per role, packaging/zabbix/template.py): the action covers them all."""
+    import yaml
+    try:
+        names = [t["template"] for t in yaml.safe_load(source)["zabbix_export"]["templates"]]
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        raise SetupError(f"autoremedy_template.yaml: no templates in it ({describe(exc)})") from None
+    if not names:
+        raise SetupError("autoremedy_template.yaml: no templates in it")
+    return names
+
+
 def import_template(api, source):
+    """{template name: templateid} of every template of the export, imported."""
+    names = template_names(source)
     api("configuration.import", {"format": "yaml", "source": source, "rules": IMPORT_RULES})
-    found = one(api, "template.get", {"filter": {"host": ["autoremedy"]}, "output": ["templateid"]},
-                "template autoremedy")
-    if found is None:
-        raise SetupError("template autoremedy: imported, but template.get does not find it")
-    return found["templateid"], "imported"
+    found = {t["host"]: t["templateid"] for t in
+             api("template.get", {"filter": {"host": names}, "output": ["templateid", "host"]})}
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise SetupError(f"template {', '.join(missing)}: imported, but template.get does not find it")
+    return {name: found[name] for name in names}
+
+
+def old_template_note(api):
+    """The all-in-one template of earlier versions, when still there: its problems
+    are no longer sent (the action names the new templates), its hosts should be
+    linked to the templates of their roles instead (docs/handlers.md)."""
+    old = api("template.get", {"filter": {"host": [OLD_TEMPLATE]}, "output": ["templateid"],
+                               "selectHosts": ["host"]})
+    if not old:
+        return None
+    hosts = sorted(h["host"] for h in old[0].get("hosts") or [])
+    return (f"template {OLD_TEMPLATE}: the all-in-one template of earlier versions is still there "
+            f"(linked to {len(hosts)} host(s){': ' + ', '.join(hosts[:5]) if hosts else ''}): link the role "
+            "templates instead, then unlink-and-clear and delete it")
 
 
 def set_global_macro(api, macro, value, kind):
@@ -247,8 +282,11 @@ def action_params(action, templateid, mediatypeid, userid):
                                                   "subject": subject, "message": text},
                 "opmessage_usr": [{"userid": userid}]}
     params = {k: action[k] for k in ("name", "eventsource", "status", "esc_period", "pause_suppressed")}
+    # 13: host template; one condition per template, OR-ed (evaltype 0: conditions
+    # of the same type are OR-ed, https://www.zabbix.com/documentation/6.0/en/manual/config/notifications/action/conditions).
+    templateids = templateid if isinstance(templateid, (list, tuple)) else [templateid]
     params["filter"] = {"evaltype": 0, "conditions": [
-        {"conditiontype": 13, "operator": 0, "value": templateid}]}       # 13: host template
+        {"conditiontype": 13, "operator": 0, "value": t} for t in templateids]}
     problem = message(action["subject"], action["message"])
     problem.update({"esc_step_from": 1, "esc_step_to": 1})
     params["operations"] = [problem]
@@ -277,6 +315,7 @@ def media_params(media, url):
 
 # --- the node-side hook (a remote command) -------------------------------------------
 HOOK_SCRIPT = "autoremedy node hook"
+NODE_TEMPLATE = "autoremedy node"
 HOOK_ACTION = "autoremedy node hook"
 EVENT_TAG = 25          # action condition: event tag (name)
 
@@ -419,8 +458,13 @@ def tempfile_script(text):
 
 def setup(api, args, definitions, report=print):
     template, mediatypes, action = definitions
-    templateid, what = import_template(api, template)
-    report(f"template autoremedy: {what}")
+    templateids = import_template(api, template)
+    for name in templateids:
+        report(f"template {name}: imported")
+    note = old_template_note(api)
+    if note:
+        report(note)
+    templateid = list(templateids.values())
     key = None
     if args.st2_url:
         key = read_secret(args.st2_api_key_file, "AUTOREMEDY_ST2_API_KEY")
@@ -444,7 +488,9 @@ def setup(api, args, definitions, report=print):
     if args.node_hook:
         scriptid, what = upsert_script(api, args.autoremedy_bin, args.node_hook_sudo)
         report(f"script {HOOK_SCRIPT}: {what}")
-        ids["hook_actionid"], what = upsert_action(api, hook_action_params(templateid, scriptid))
+        # The node template's process and disk problems are the ones with check options.
+        node = templateids.get(NODE_TEMPLATE, templateid[0])
+        ids["hook_actionid"], what = upsert_action(api, hook_action_params(node, scriptid))
         report(f"action {HOOK_ACTION}: {what}")
     # Every path created above must work: refuse to report success otherwise.
     if args.via == "script":

@@ -22,9 +22,18 @@ Configuration (``checks.batch``; every key optional)::
         checks:                                   # default: see below
           - {name: disk, class: disk, args: [-w, "85", -c, "95"]}
           - {name: nova-compute, class: process, args: [--watch, nova-compute]}
+          - {name: cinder-tmp, class: disk, args: [-p, /var/lib/cinder/tmp]}
+          - {name: db, class: mysql-replication, args: [--server, db2], target: db2}
         agent_api: http://127.0.0.1:3031/events   # Sensu agent events API (--sensu)
         handlers: [autoremedy]                    # handlers of the posted events
         ttl: 0                                    # seconds; >0 lets Sensu alert when results stop
+
+``target`` (optional) is the key of ``remediations.<class>.targets`` a failure of
+the entry is remediated on: the Zabbix batch discovery gives it to the trigger
+tags as ``{#AR.TARGET}``. Without it the target is what the arguments name when
+they name exactly one (``--watch X`` of a process check, one ``-p X`` of a disk
+check, ``--server X``); an entry naming none (a disk check of every mount) has no
+target, and its problems carry none (never a guessed one).
 
 Without ``checks`` the batch runs disk (every real filesystem), one process check
 per ``checks.process.watch`` entry, and the spool check where that class exists.
@@ -41,6 +50,10 @@ AGENT_API = "http://127.0.0.1:3031/events"
 # Sensu Go object names: letters, digits, '_', '.', '-' (the same rule keeps them
 # usable as Zabbix LLD values and JSONPath keys).
 _ENTRY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
+# A remediation target: an allowlist key (a name, a mount point, a host).
+_TARGET = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
+# The options that name a check's one target, per class (the remediation's allowlist key).
+_TARGET_OPTIONS = {"process": ("--watch",), "disk": ("-p", "--path"), "mysql-replication": ("--server",)}
 # The budget one result needs after its check: render and (with --sensu) one POST.
 _RESERVE = 0.3
 
@@ -100,6 +113,9 @@ def entries(config, section):
             raise CheckError(f"{where}.class: {cls!r} is not a check class here (known: {', '.join(known)})")
         if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
             raise CheckError(f"{where}.args: expected a list of strings")
+        target = item.get("target")
+        if target is not None and not (isinstance(target, str) and _TARGET.match(target)):
+            raise CheckError(f"{where}.target: {target!r} is not a target name (no spaces or control characters)")
         seen.add(name)
         out.append((name, cls, [str(a) for a in args]))
     return out
@@ -188,7 +204,9 @@ def check(args, post=None):
     url = args.agent_api or section.get("agent_api") or AGENT_API
     handlers = section.get("handlers", ["autoremedy"])
     ttl = section.get("ttl", 0)
-    events = [(name, sensu_event(name, cls, result, handlers, ttl)) for name, cls, result in results]
+    targets = entry_targets(section, todo)
+    events = [(name, sensu_event(name, cls, result, handlers, ttl, targets.get(name)))
+              for name, cls, result in results]
     failures = (post or post_events)(url, events, timeout=2.0)
     return _posted(summary, results, url, failures)
 
@@ -218,12 +236,15 @@ def status_line(result):
 
 # --- Sensu: each result is its own event --------------------------------------------
 
-def sensu_event(name, cls, result, handlers, ttl):
+def sensu_event(name, cls, result, handlers, ttl, target=None):
     """The body of ``POST /events`` on the agent API (Sensu Go agent reference, "Events API": https://docs.sensu.io/sensu-go/latest/observability-pipeline/observe-schedule/agent/#events-api): the
     agent adds its entity, so the event is the check part only."""
     from autoremedy.render import nagios
+    labels = {"autoremedy_class": cls}
+    if target:
+        labels["autoremedy_target"] = target
     check = {
-        "metadata": {"name": name, "labels": {"autoremedy_class": cls}},
+        "metadata": {"name": name, "labels": labels},
         "status": int(result.status),
         "output": nagios(result)[0] + "\n",
         "output_metric_format": "nagios_perfdata",
@@ -271,8 +292,36 @@ def post_events(url, events, timeout=2.0):
     return failures
 
 
+def target_of(cls, argv, explicit=None):
+    """The remediation target of one entry: its ``target``, else the one value the
+    class's target option has in its arguments; "" when there is none or several
+    (a disk check of every mount): never a guess."""
+    if explicit:
+        return explicit
+    options = _TARGET_OPTIONS.get(cls, ())
+    values = []
+    for i, arg in enumerate(argv):
+        for option in options:
+            if arg == option and i + 1 < len(argv):
+                values.append(argv[i + 1])
+            elif option.startswith("--") and arg.startswith(option + "="):
+                values.append(arg.split("=", 1)[1])
+    return values[0] if len(values) == 1 and _TARGET.match(values[0]) else ""
+
+
 def discover(args):
-    """Zabbix LLD: one row per check of the batch ({#AR.CHECK}, {#AR.CLASS})."""
+    """Zabbix LLD: one row per check of the batch ({#AR.CHECK}, {#AR.CLASS} and
+    {#AR.TARGET}, "" when the entry names no single target: the template then
+    leaves the problem's autoremedy_target tag out)."""
     config, section = settings()
-    return [{"{#AR.CHECK}": name, "{#AR.CLASS}": cls}
-            for name, cls, _ in selected(entries(config, section), args.only)]
+    todo = selected(entries(config, section), args.only)
+    targets = entry_targets(section, todo)
+    return [{"{#AR.CHECK}": name, "{#AR.CLASS}": cls, "{#AR.TARGET}": targets[name]} for name, cls, _ in todo]
+
+
+def entry_targets(section, todo):
+    """{entry name: its target, "" when none} for the entries to run."""
+    raw = section.get("checks")
+    explicit = {item.get("name"): item.get("target") for item in raw if isinstance(item, dict)} \
+        if isinstance(raw, list) else {}
+    return {name: target_of(cls, argv, explicit.get(name)) for name, cls, argv in todo}

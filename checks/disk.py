@@ -37,6 +37,9 @@ def add_arguments(parser):
                         help="only these filesystem types (repeatable; may name a pseudo type like tmpfs)")
     parser.add_argument("-x", "--exclude-type", action="append", default=[], metavar="FSTYPE",
                         help="skip these filesystem types (repeatable)")
+    parser.add_argument("--all", action="store_true",
+                        help="every mounted filesystem, pseudo ones (tmpfs, proc...) too: what --discover "
+                             "gives a monitor that filters by type and mount point itself")
     parser.add_argument("-W", "--inode-warning", default="85", metavar="RANGE",
                         help="used inode percent warning range (default 85)")
     parser.add_argument("-K", "--inode-critical", default="95", metavar="RANGE",
@@ -71,6 +74,11 @@ def mounts(args, partitions=None):
         fstype = part.fstype
         if include:
             if fstype not in include:
+                continue
+        elif getattr(args, "all", False):
+            # The monitor filters (the Zabbix template's {$AR.DISK.FSTYPE.*} and
+            # {$AR.DISK.FSNAME.*} macros), as with Zabbix's own vfs.fs.discovery.
+            if not fstype or fstype in exclude:
                 continue
         elif fstype in PSEUDO or fstype in exclude or not fstype:
             continue

@@ -1,6 +1,6 @@
 #!/bin/sh
 # make zabbix: everything a Zabbix 6.0 installation needs, in $1/zabbix/:
-#   autoremedy_template.yaml   the template (regenerated from packaging/zabbix/template.py
+#   autoremedy_template.yaml   the templates, one per role (regenerated from packaging/zabbix/template.py
 #                              and checked against the committed copy)
 #   zabbix_agentd.d/           the agent UserParameter drop-in
 #   externalscripts/ alertscripts/   the scripts (copy to ExternalScripts / AlertScriptsPath)

@@ -59,6 +59,11 @@ def test_pseudo_filesystems_are_skipped_unless_asked_for(run_cli, tmpfs):
     assert all(row["{#FSTYPE}"] not in ("tmpfs", "proc", "sysfs") for row in default)
     asked = json.loads(run_cli("check", "disk", "--discover", "-t", "tmpfs").stdout)
     assert {"{#FSNAME}": mount, "{#FSTYPE}": "tmpfs"} in asked
+    # --all: every mount with its type, for a monitor that filters itself (the
+    # Zabbix template's {$AR.DISK.FSTYPE.*} / {$AR.DISK.FSNAME.*} macros).
+    everything = json.loads(run_cli("check", "disk", "--discover", "--all").stdout)
+    assert {"{#FSNAME}": mount, "{#FSTYPE}": "tmpfs"} in everything
+    assert {row["{#FSNAME}"] for row in default} < {row["{#FSNAME}"] for row in everything}
 
 
 @pytest.mark.integration

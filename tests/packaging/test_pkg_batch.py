@@ -64,13 +64,25 @@ def test_zabbix_master_item_carries_each_result_as_a_separate_check_would(run_cl
     assert checks["disk-tmp"]["status"] == 0
 
 
-def test_discovery_lists_the_configured_checks(run_cli, batch_config):
+def test_discovery_lists_the_configured_checks_with_their_targets(run_cli, batch_config, make_config, tmp_path):
     ran = run_cli("check", "batch", "--config", batch_config(), "--discover")
+    # The target is what the arguments name (one -p); a process found by
+    # --cmdline names no allowlist key: "" (the template then sets no target tag).
     assert json.loads(ran.stdout) == [
-        {"{#AR.CHECK}": "disk-tmp", "{#AR.CLASS}": "disk"},
-        {"{#AR.CHECK}": "alive", "{#AR.CLASS}": "process"},
-        {"{#AR.CHECK}": "dead", "{#AR.CLASS}": "process"},
+        {"{#AR.CHECK}": "disk-tmp", "{#AR.CLASS}": "disk", "{#AR.TARGET}": str(tmp_path)},
+        {"{#AR.CHECK}": "alive", "{#AR.CLASS}": "process", "{#AR.TARGET}": ""},
+        {"{#AR.CHECK}": "dead", "{#AR.CLASS}": "process", "{#AR.TARGET}": ""},
     ]
+    config = make_config({"checks": {"batch": {"checks": [
+        {"name": "nova", "class": "process", "args": ["--watch", "nova-compute"]},
+        {"name": "api", "class": "process", "args": ["--cmdline", "x"], "target": "nova-api"},
+        {"name": "disks", "class": "disk", "args": ["-p", "/", "-p", "/var"]}]}}})
+    rows = json.loads(run_cli("check", "batch", "--config", config, "--discover").stdout)
+    assert [r["{#AR.TARGET}"] for r in rows] == ["nova-compute", "nova-api", ""]
+    bad = make_config({"checks": {"batch": {"checks": [
+        {"name": "api", "class": "process", "args": [], "target": "two words"}]}}})
+    ran = run_cli("check", "batch", "--config", bad, "--format", "json")
+    assert ran.json["status"] == 3 and "checks.batch.checks[0].target" in ran.json["summary"], ran
 
 
 def test_only_runs_the_named_checks(run_cli, batch_config):
@@ -83,13 +95,13 @@ def test_default_checks_are_disk_and_the_watched_processes(run_cli, make_config)
     config = make_config({"checks": {"process": {"watch": [{"name": "sshd-x", "unit": "sshd-x"}]}}})
     ran = run_cli("check", "batch", "--config", config, "--discover")
     rows = json.loads(ran.stdout)
-    assert rows[:2] == [{"{#AR.CHECK}": "disk", "{#AR.CLASS}": "disk"},
-                        {"{#AR.CHECK}": "sshd-x", "{#AR.CLASS}": "process"}]
+    assert rows[:2] == [{"{#AR.CHECK}": "disk", "{#AR.CLASS}": "disk", "{#AR.TARGET}": ""},
+                        {"{#AR.CHECK}": "sshd-x", "{#AR.CLASS}": "process", "{#AR.TARGET}": "sshd-x"}]
     classes = run_cli("check", "--list").stdout.split()
-    assert ({"{#AR.CHECK}": "spool", "{#AR.CLASS}": "spool"} in rows) == ("spool" in classes)
+    assert ({"{#AR.CHECK}": "spool", "{#AR.CLASS}": "spool", "{#AR.TARGET}": ""} in rows) == ("spool" in classes)
 
 
-def test_sensu_mode_posts_each_result_as_its_own_event(run_cli, batch_config):
+def test_sensu_mode_posts_each_result_as_its_own_event(run_cli, batch_config, tmp_path):
     with SensuAgentAPI() as agent:
         ran = run_cli("check", "batch", "--config", batch_config(handlers=["autoremedy", "slack"], ttl=180),
                       "--sensu", "--agent-api", agent.url)
@@ -102,7 +114,10 @@ def test_sensu_mode_posts_each_result_as_its_own_event(run_cli, batch_config):
     assert dead["output"].startswith("DEAD CRITICAL: 0 processes matching cmdline ")
     assert dead["handlers"] == ["autoremedy", "slack"]
     assert dead["ttl"] == 180
-    assert dead["metadata"]["labels"] == {"autoremedy_class": "process"}
+    assert dead["metadata"]["labels"] == {"autoremedy_class": "process"}     # --cmdline: no target
+    # An entry naming its target (one -p) carries it, as the Zabbix batch triggers do.
+    assert by_name["disk-tmp"]["metadata"]["labels"] == {"autoremedy_class": "disk",
+                                                         "autoremedy_target": str(tmp_path)}
     assert dead["output_metric_format"] == "nagios_perfdata"
     # One keep-alive connection is enough: every POST went to /events.
     assert [path for path, _, _ in agent.requests] == ["/events"] * 3

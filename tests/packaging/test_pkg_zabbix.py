@@ -57,7 +57,7 @@ def test_committed_template_is_the_generators_output():
 
 def test_uuids_are_unique_v4():
     uuids = [n["uuid"] for n in walk(load_template()) if "uuid" in n]
-    assert len(uuids) == len(set(uuids)) > 30
+    assert len(uuids) == len(set(uuids)) > 50
     for value in uuids:
         assert re.fullmatch(r"[0-9a-f]{32}", value) and uuid.UUID(value).version == 4
 
@@ -80,36 +80,230 @@ def test_every_agent_item_has_a_user_parameter_and_every_external_item_the_scrip
             assert re.findall(r"\$\d", command) and not re.findall(r'(?<!")\$\d', command), command
 
 
-def test_triggers_reference_items_that_exist():
-    export = load_template()
-    body = export["templates"][0]
-    items = {i["key"] for i in body["items"]}
-    for rule in body["discovery_rules"]:
-        protos = {p["key"] for p in rule["item_prototypes"]}
+EXPR_ITEM = re.compile(r"\(/([^/]+)/([^,)]+)[,)]")      # last(/template/key) or nodata(/template/key,...)
+
+
+def templates():
+    return {t["template"]: t for t in load_template()["templates"]}
+
+
+def triggers_of(body):
+    """(trigger, its item or prototype, is a prototype) of one template."""
+    for item in body.get("items", []):
+        for trig in item.get("triggers", []):
+            yield trig, item, False
+    for rule in body.get("discovery_rules", []):
         for proto in rule["item_prototypes"]:
             for trig in proto.get("trigger_prototypes", []):
-                assert re.search(r"/autoremedy/(.+?)\)", trig["expression"]).group(1) in protos
-            if "master_item" in proto:
-                assert proto["master_item"]["key"] in protos | items
-    for item in body["items"]:
-        for trig in item.get("triggers", []):
-            assert re.search(r"/autoremedy/(.+?)\)", trig["expression"]).group(1) == item["key"]
+                yield trig, proto, True
+
+
+def tags_of(node):
+    return {t["tag"]: t["value"] for t in node.get("tags", [])}
+
+
+def test_triggers_reference_items_of_their_own_template():
+    export = load_template()
+    for body in export["templates"]:
+        name = body["template"]
+        items = {i["key"] for i in body.get("items", [])}
+        for rule in body.get("discovery_rules", []):
+            protos = {p["key"] for p in rule["item_prototypes"]}
+            for proto in rule["item_prototypes"]:
+                if "master_item" in proto:
+                    assert proto["master_item"]["key"] in protos | items
+        for trig, item, _ in triggers_of(body):
+            refs = EXPR_ITEM.findall(trig["expression"])
+            assert refs and all(t == name for t, _ in refs), trig
+            assert item["key"] in {k for _, k in refs}, trig
             assert trig["manual_close"] == "YES"
-        if "master_item" in item:
-            assert item["master_item"]["key"] in items
+        for item in body.get("items", []):
+            if "master_item" in item:
+                assert item["master_item"]["key"] in items
     for trig in export["triggers"]:
-        assert re.search(r"/autoremedy/(.+?),", trig["expression"]).group(1) in items
+        (template, key), = EXPR_ITEM.findall(trig["expression"])
+        assert key in {i["key"] for i in templates()[template]["items"]}
 
 
 def test_every_check_class_is_monitored(check_classes):
-    body = load_template()["templates"][0]
-    covered = {t["value"] for n in walk(body) for t in n.get("tags", []) if t.get("tag") == "autoremedy_class"}
+    covered = {t["value"] for n in walk(load_template()) for t in n.get("tags", [])
+               if t.get("tag") == "autoremedy_class"}
     covered |= {"batch"}
     missing = set(check_classes) - covered
     assert not missing, f"classes without a Zabbix item: {missing}"
     expected = {"process", "disk", "rabbitmq-queues", "rabbitmq-node", "mysql-replication", "galera",
                 "compute-node", "openstack-consistency", "spool"}
     assert expected <= covered
+
+
+# --- the templates' structure (issue 19: Zabbix as an operator runs it) -------------------
+
+def classes_in(body):
+    return {t["value"] for n in walk(body) for t in n.get("tags", []) if t.get("tag") == "autoremedy_class"}
+
+
+def test_one_template_per_role_and_the_node_template_holds_no_control_plane_check():
+    found = templates()
+    assert set(found) == {"autoremedy node", "autoremedy RabbitMQ", "autoremedy MySQL replication",
+                          "autoremedy Galera", "autoremedy OpenStack consistency", "autoremedy compute-node failure"}
+    assert classes_in(found["autoremedy node"]) == {"process", "disk", "spool", "{#AR.CLASS}"}
+    assert classes_in(found["autoremedy RabbitMQ"]) == {"rabbitmq-node", "rabbitmq-queues"}
+    assert classes_in(found["autoremedy MySQL replication"]) == {"mysql-replication"}
+    assert classes_in(found["autoremedy Galera"]) == {"galera"}
+    assert classes_in(found["autoremedy OpenStack consistency"]) == {"openstack-consistency"}
+    assert classes_in(found["autoremedy compute-node failure"]) == {"compute-node"}
+    # Linked to any node, the node template runs nothing on the server and
+    # nothing that needs a role's macros.
+    node = found["autoremedy node"]
+    assert not [n for n in walk(node) if n.get("type") == "EXTERNAL"]
+    assert "{$AR." not in " ".join(n["key"] for n in walk(node) if "key" in n).replace("{$AR.DISK.PUSED", "")
+    # Every template carries the value map its items name.
+    for body in found.values():
+        assert [v["name"] for v in body["valuemaps"]] == ["autoremedy status"]
+
+
+def test_no_placeholder_target_and_no_sample_role_macro():
+    for body in templates().values():
+        macros = {m["macro"]: m["value"] for m in body["macros"]}
+        for node in walk(body):
+            target = tags_of(node).get("autoremedy_target")
+            if target is None:
+                continue
+            # An LLD macro (what discovery found) or a macro the operator sets on
+            # the host (empty by default): never a literal.
+            assert re.fullmatch(r"\{#[A-Z.]+\}|\{\$[A-Z.]+\}", target), (body["template"], node.get("name"))
+            if target.startswith("{$"):
+                assert macros[target] == "", (body["template"], target)
+        for macro in ("{$AR.MYSQL.SERVER}", "{$AR.GALERA.SERVER}", "{$AR.GALERA.CLUSTER}"):
+            assert macros.get(macro, "") == ""
+    assert not hasattr(template_source, "TARGETS")
+
+
+def test_every_trigger_has_class_and_target_or_a_documented_reason():
+    docs = open(os.path.join(PACKAGING, "..", "docs", "handlers.md")).read()
+    for body in templates().values():
+        for trig, _, _ in triggers_of(body):
+            tags = tags_of(trig)
+            assert tags.get("autoremedy_class") and tags.get("autoremedy_status") in ("1", "2", "3"), trig
+            if "autoremedy_target" in tags:
+                assert tags["autoremedy_target"], trig
+                continue
+            if tags["autoremedy_class"] == "{#AR.CLASS}":
+                continue        # the batch: its override (next test) adds the discovered target
+            assert tags["autoremedy_class"] in template_source.NO_TARGET, trig
+    for cls in template_source.NO_TARGET:
+        assert f"`{cls}`" in docs.split("### One failure, one problem")[1], f"docs/handlers.md: no reason for {cls}"
+    # The batch's silence: not a check's verdict, nothing to remediate.
+    assert [t["name"] for t in load_template()["triggers"]] == [
+        "autoremedy: no batch results from {HOST.NAME} for {$AR.NODATA}"]
+
+
+def rule(template, key):
+    return next(r for r in templates()[template]["discovery_rules"] if r["key"] == key)
+
+
+def passes(rule_, macros, row):
+    """The rule's LLD filter (AND of regex conditions) with ``macros`` resolved,
+    as Zabbix evaluates it (https://www.zabbix.com/documentation/6.0/en/manual/discovery/low_level_discovery#filter)."""
+    assert rule_["filter"]["evaltype"] == "AND"
+    for cond in rule_["filter"]["conditions"]:
+        found = re.search(macros.get(cond["value"], cond["value"]), row[cond["macro"]]) is not None
+        if found != (cond.get("operator", "MATCHES_REGEX") == "MATCHES_REGEX"):
+            return False
+    return True
+
+
+def test_batch_discovery_leaves_the_per_object_classes_out_and_tags_the_target():
+    batch = rule("autoremedy node", "autoremedy.batch.discovery")
+    macros = {m["macro"]: m["value"] for m in templates()["autoremedy node"]["macros"]}
+    # A dead process, a full disk, a stuck spool: one problem each, from the
+    # per-object rules; what else an operator adds to checks.batch stays.
+    for cls in ("process", "disk", "spool"):
+        assert not passes(batch, macros, {"{#AR.CLASS}": cls}), cls
+    for cls in ("rabbitmq-node", "openstack-consistency", "galera"):
+        assert passes(batch, macros, {"{#AR.CLASS}": cls}), cls
+    assert {r["key"] for r in templates()["autoremedy node"]["discovery_rules"]} >= {
+        "autoremedy.process.discovery", "autoremedy.disk.discovery"}
+    (override,) = batch["overrides"]
+    (cond,) = override["filter"]["conditions"]
+    assert (cond["macro"], cond["value"]) == ("{#AR.TARGET}", ".+")
+    (operation,) = override["operations"]
+    assert operation["operationobject"] == "TRIGGER_PROTOTYPE" and operation["operator"] == "LIKE"
+    protos = [t for p in batch["item_prototypes"] for t in p.get("trigger_prototypes", [])]
+    assert protos and all(operation["value"] in t["name"] for t in protos)
+    assert operation["tags"] == [{"tag": "autoremedy_target", "value": "{#AR.TARGET}"}]
+
+
+def test_disk_discovery_filters_by_type_and_mount_point_like_zabbix_linux_template():
+    disk = rule("autoremedy node", "autoremedy.disk.discovery")
+    assert [(c["macro"], c["value"], c.get("operator", "MATCHES_REGEX")) for c in disk["filter"]["conditions"]] == [
+        ("{#FSTYPE}", "{$AR.DISK.FSTYPE.MATCHES}", "MATCHES_REGEX"),
+        ("{#FSTYPE}", "{$AR.DISK.FSTYPE.NOT_MATCHES}", "NOT_MATCHES_REGEX"),
+        ("{#FSNAME}", "{$AR.DISK.FSNAME.MATCHES}", "MATCHES_REGEX"),
+        ("{#FSNAME}", "{$AR.DISK.FSNAME.NOT_MATCHES}", "NOT_MATCHES_REGEX")]
+    macros = {m["macro"]: m["value"] for m in templates()["autoremedy node"]["macros"]}
+    rows = {"/": "ext4", "/var": "xfs", "/dev/shm": "tmpfs", "/run": "tmpfs", "/var/lib/nova/tmp": "tmpfs",
+            "/proc": "proc"}
+
+    def watched(overrides):
+        return sorted(m for m, t in rows.items()
+                      if passes(disk, dict(macros, **overrides), {"{#FSNAME}": m, "{#FSTYPE}": t}))
+    assert watched({}) == ["/", "/var"]
+    assert watched({"{$AR.DISK.FSTYPE.MATCHES}": "^(ext4|xfs|tmpfs)$"}) == ["/", "/var", "/var/lib/nova/tmp"]
+    assert watched({"{$AR.DISK.FSTYPE.MATCHES}": "^(ext4|tmpfs)$",
+                    "{$AR.DISK.FSNAME.MATCHES}": "^(/|/var/lib/nova/tmp)$"}) == ["/", "/var/lib/nova/tmp"]
+    # The discovery lists every mount and lets the filter choose.
+    assert "check disk --discover --all" in user_parameters()["autoremedy.disk.discovery"]
+
+
+def test_rabbitmq_queues_select_the_same_queues_as_the_docs_and_sensu():
+    sys.path.insert(0, os.path.join(PACKAGING, "sensu"))
+    import definitions
+    (sensu,) = [d[2] for d in definitions.CHECKS if d[1] == "rabbitmq-queues"]
+    rabbit = templates()["autoremedy RabbitMQ"]
+    (item,) = [i for i in rabbit["items"] if i["key"].startswith("autoremedy_check[rabbitmq-queues")]
+    args = item["key"][len("autoremedy_check[rabbitmq-queues,"):-1].split(",")
+    assert args == sensu.split() == ["--exclude", "^amq\\.", "--rpc-grace", "1m"]
+    docs = open(os.path.join(PACKAGING, "..", "docs", "rabbitmq.md")).read()
+    assert f"check rabbitmq-queues {sensu} --format zabbix" in docs
+    # The queue discovery selects as the check does.
+    (queues,) = rabbit["discovery_rules"]
+    assert queues["key"] == "autoremedy_check[rabbitmq-queues,--discover," + ",".join(args) + "]"
+
+
+def test_compute_node_problems_name_the_dead_compute():
+    compute = templates()["autoremedy compute-node failure"]
+    (lld,) = compute["discovery_rules"]
+    assert lld["key"] == "autoremedy_check[compute-node,--discover]"
+    (proto,) = [t for p in lld["item_prototypes"] for t in p.get("trigger_prototypes", [])]
+    assert tags_of(proto)["autoremedy_target"] == "{#OS.COMPUTE}"
+    # The check's own CRITICAL is a problem only when no compute is dead (each
+    # dead one raised its own): one failure, one problem.
+    crit = next(t for t, _, _ in triggers_of(compute) if tags_of(t)["autoremedy_status"] == "2"
+                and tags_of(t).get("autoremedy_target") is None)
+    assert "autoremedy.compute.dead)=0" in crit["expression"]
+    from autoremedy.checks import compute_node
+    assert set(template_source.DEAD_VERDICTS) == {compute_node.DEAD, compute_node.UNREACHABLE_ON}
+
+
+def test_compute_verdict_preprocessing_runs_in_zabbixs_javascript_engine(tmp_path):
+    """The verdict item's steps as the server runs them: JSONPath $.data.hosts (no
+    hosts: the value is discarded), then the JavaScript step, run by zabbix_js
+    (the server's Duktape engine, https://www.zabbix.com/documentation/6.0/en/manual/config/items/preprocessing/javascript)."""
+    compute = templates()["autoremedy compute-node failure"]
+    (proto,) = compute["discovery_rules"][0]["item_prototypes"]
+    jsonpath, javascript = proto["preprocessing"]
+    assert (jsonpath["type"], jsonpath["parameters"], jsonpath["error_handler"]) == (
+        "JSONPATH", ["$.data.hosts"], "DISCARD_VALUE")
+    script = tmp_path / "verdict.js"
+    script.write_text(javascript["parameters"][0].replace("{#OS.COMPUTE}", "cmp3"))
+    hosts = [{"host": "cmp3", "verdict": "dead"}, {"host": "cmp7", "verdict": "service-down-host-alive"}]
+
+    def run(value):
+        return subprocess.run([need("zabbix_js"), "-s", str(script), "-p", json.dumps(value)],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert run(hosts) == "dead"
+    assert run(hosts[1:]) == "up"           # no longer listed: only computes that are not up are
 
 
 def test_webhook_script_builds_the_event_offline():
@@ -246,8 +440,15 @@ def test_installer_imports_and_updates_in_place(zabbix, st2):
     second = setup_cmd(*node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
     assert second.returncode == 0, second
     lines = second.stdout.splitlines()
-    assert lines[0] == "template autoremedy: imported"
-    assert all(line.endswith("updated") or "updated (media" in line for line in lines[1:-1]), lines
+    names = [t["template"] for t in load_template()["templates"]]
+    assert lines[:len(names)] == [f"template {name}: imported" for name in names]
+    # A database that had the all-in-one template of earlier versions says so.
+    rest = [line for line in lines[len(names):-1] if not line.startswith("template autoremedy: the all-in-one")]
+    assert all(line.endswith("updated") or "updated (media" in line for line in rest), lines
+    # The action sends the problems of every role's template.
+    ids = {t["templateid"] for t in api.template.get(filter={"host": names}, output=["templateid"])}
+    got = api.action.get(actionids=action[0]["actionid"], selectFilter="extend")[0]["filter"]["conditions"]
+    assert {c["value"] for c in got if c["conditiontype"] == "13"} == ids
     assert lines[-1].startswith(f"node configuration {zabbix.config}: verified for zabbix "), lines
     # Updated in place: the same ids, never deleted and recreated.
     assert api.action.get(filter={"name": ["autoremedy to StackStorm"]}, output=["actionid"]) == action
@@ -307,17 +508,22 @@ def test_every_user_parameter_answers_through_the_agent(zabbix, check_classes):
             assert "unknown check class" not in value["summary"], (key, value)
     dead = json.loads(zabbix_get("autoremedy.process[ar-dead]"))
     assert dead["status"] == 2 and zabbix.token in dead["summary"]
-    disks = json.loads(zabbix_get("autoremedy.disk.discovery"))
-    assert {"{#FSNAME}": "/", "{#FSTYPE}": disks[0]["{#FSTYPE}"]} in disks
+    # Every mount with its type (pseudo ones too): the template's filter macros choose.
+    disks = {row["{#FSNAME}"]: row["{#FSTYPE}"] for row in json.loads(zabbix_get("autoremedy.disk.discovery"))}
+    assert disks["/"] and disks.get("/proc") == "proc", disks
 
 
-def host_with_template(api, macros):
+def host_with_template(api, macros, templates=("autoremedy node",)):
+    """The agent's host, linked to the node template only (what an operator links
+    to every node)."""
     from zabbix_stack import AGENT_PORT, HOSTNAME
     for old in api.host.get(filter={"host": [HOSTNAME]}, output=["hostid"]):
         api.host.delete(old["hostid"])
     group = api.hostgroup.get(filter={"name": ["Linux servers"]}, output=["groupid"])[0]["groupid"]
-    template = api.template.get(filter={"host": ["autoremedy"]}, output=["templateid"])[0]["templateid"]
-    host = api.host.create(host=HOSTNAME, groups=[{"groupid": group}], templates=[{"templateid": template}],
+    linked = [{"templateid": t["templateid"]}
+              for t in api.template.get(filter={"host": list(templates)}, output=["templateid"])]
+    assert len(linked) == len(templates)
+    host = api.host.create(host=HOSTNAME, groups=[{"groupid": group}], templates=linked,
                            interfaces=[{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "",
                                         "port": str(AGENT_PORT)}],
                            macros=[{"macro": k, "value": v} for k, v in macros.items()])
@@ -374,11 +580,6 @@ def test_external_check_value_read_through_history(zabbix, monitored_host):
                      what="the external check's first value")
     result = json.loads(value)
     assert result["name"] == "disk" and result["status"] in (0, 1, 2)
-    # The template's own external items produce a status too (UNKNOWN with the reason
-    # where the service is not reachable from here).
-    status = wait_for(lambda: history(api, monitored_host, "autoremedy.status[compute-node]", 3), 60,
-                      what="the compute-node status")
-    assert status in ("0", "1", "2", "3")
 
 
 @pytest.mark.integration
@@ -525,3 +726,87 @@ def test_node_hook_remote_command_runs_handle_hook_on_the_agent(zabbix, monitore
     assert matching_rules(body) == ["process.yaml"]
     script = api.script.get(filter={"name": ["autoremedy node hook"]}, output=["command"])[0]
     assert script["command"].startswith(f"{zabbix.bin} handle hook {{EVENT.TAGS.autoremedy_class}} ")
+
+
+# --- the templates by role on the real server (issue 19) ---------------------------------
+# Last in the module: the batch test below changes the host's macros and raises
+# problems of its own, which no earlier test must see.
+
+CONTROL_PLANE = {"rabbitmq-node", "rabbitmq-queues", "mysql-replication", "galera", "openstack-consistency",
+                 "compute-node"}
+
+
+@pytest.mark.integration
+def test_node_template_alone_raises_no_control_plane_problem(zabbix, monitored_host):
+    """An operator links "autoremedy node" to a compute node: its checks run, and
+    no RabbitMQ / MySQL / Galera / OpenStack check is there to say "cannot be
+    checked". The batch leaves the process, disk and spool checks to the
+    per-object rules: the host has no batch item for them (one failure, one problem)."""
+    from zabbix_stack import wait_for
+    api = zabbix.api()
+    wait_for(lambda: history(api, monitored_host, "autoremedy.status[spool]", 3) is not None, 90,
+             what="the node's spool status")
+    wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) is not None, 90,
+             what="the watched process discovered and checked")
+    # What the templates put there (not the item an earlier test created by hand).
+    # (inherited: templateid set; discovered by a template's rule: flags 4).
+    items = [i for i in api.item.get(hostids=monitored_host, output=["key_", "templateid", "flags"],
+                                     selectTags="extend") if i["templateid"] != "0" or i["flags"] == "4"]
+    assert items
+    classes = {t["value"] for i in items for t in i["tags"] if t["tag"] == "autoremedy_class"}
+    assert classes == {"process", "disk", "spool"}, classes
+    assert not [i for i in items if i["key_"].startswith(("autoremedy_check[", "autoremedy.batch.status["))], items
+    rules = api.discoveryrule.get(hostids=monitored_host, output=["key_", "state", "error"])
+    assert {r["key_"] for r in rules} == {"autoremedy.batch.discovery", "autoremedy.process.discovery",
+                                         "autoremedy.disk.discovery"}
+    problems = api.problem.get(hostids=monitored_host, output=["name"], selectTags="extend")
+    assert not [p for p in problems if {t["value"] for t in p["tags"] if t["tag"] == "autoremedy_class"}
+                & CONTROL_PLANE], problems
+    assert not [p for p in problems if "cannot be checked" in p["name"]], problems
+
+
+@pytest.mark.integration
+def test_macros_include_a_tmpfs_mount_and_the_batch_tags_its_targets(zabbix, monitored_host, request):
+    """The operator's macros on the host: a tmpfs mount point is watched
+    ({$AR.DISK.FSTYPE.MATCHES} / {$AR.DISK.FSNAME.*}), and with the batch told to
+    cover processes and disks too, its triggers carry the target the batch
+    discovery found (the override) and none where there is no single one."""
+    from zabbix_stack import wait_for
+    api = zabbix.api()
+    point = zabbix.path("watched-tmpfs")
+    os.makedirs(point, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", point], check=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", point], check=False))
+    found = api.host.get(hostids=monitored_host, selectMacros=["macro", "value"], output=["hostid"])[0]
+    macros = {m["macro"]: m["value"] for m in found["macros"]}
+    # tmpfs as a watched type, and of the mounts only / and this one.
+    macros.update({"{$AR.DISK.FSTYPE.MATCHES}": "^(ext4|xfs|tmpfs)$",
+                   "{$AR.DISK.FSNAME.MATCHES}": f"^(/|{re.escape(point)})$",
+                   "{$AR.BATCH.CLASS.NOT_MATCHES}": "^spool$"})
+    api.host.update(hostid=monitored_host, macros=[{"macro": k, "value": v} for k, v in macros.items()])
+    subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R", "config_cache_reload"],
+                   capture_output=True)
+
+    def keys(prefix):
+        return {i["key_"] for i in api.item.get(hostids=monitored_host, output=["key_"],
+                                                search={"key_": prefix}, startSearch=True)}
+    mine = f"autoremedy.disk.pused[{point}]"
+    wait_for(lambda: mine in keys("autoremedy.disk.pused["), 120, 1, f"the tmpfs mount {point} discovered")
+    assert keys("autoremedy.disk.pused[") == {"autoremedy.disk.pused[/]", mine}
+    wait_for(lambda: history(api, monitored_host, mine, 0) is not None, 60, what=f"a value for {point}")
+
+    def batch_triggers():
+        return api.trigger.get(hostids=monitored_host, search={"description": "autoremedy "},
+                               output=["description"], selectTags="extend", selectItems=["key_"])
+    wait_for(lambda: {"autoremedy.batch.status[ar-dead]", "autoremedy.batch.status[disk]"} <= {
+        i["key_"] for t in batch_triggers() for i in t["items"]}, 120, 1, "the batch's process and disk triggers")
+    by_key = {}
+    for trig in batch_triggers():
+        for item in trig["items"]:
+            if item["key_"].startswith("autoremedy.batch.status["):
+                by_key.setdefault(item["key_"], []).append({t["tag"]: t["value"] for t in trig["tags"]})
+    for tags in by_key["autoremedy.batch.status[ar-dead]"]:
+        assert (tags["autoremedy_class"], tags.get("autoremedy_target")) == ("process", "ar-dead"), tags
+    # The batch's disk check covers every mount: no single target, no tag (never "").
+    for tags in by_key["autoremedy.batch.status[disk]"]:
+        assert tags["autoremedy_class"] == "disk" and "autoremedy_target" not in tags, tags
