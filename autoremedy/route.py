@@ -364,7 +364,8 @@ def _forward(config, decision, hostname):
 def _fall_back(config, decision, path, dry_run, cls, target, audit, base):
     event = decision.event
     if not event.is_problem:
-        decision.say(f"nothing to remediate for a {event.action} event "
+        article = "an" if event.action[:1] in "aeiou" else "a"
+        decision.say(f"nothing to remediate for {article} {event.action} event "
                      f"({event.status.name}); StackStorm hears of it on replay")
         return
     if decision.earlier and not dry_run:

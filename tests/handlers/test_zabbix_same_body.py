@@ -157,7 +157,7 @@ def test_an_update_is_never_remediated_locally(run_cli, make_config, service):
                           v["ALERT.MESSAGE"], env={"AUTOREMEDY_CONFIG": config})
             assert ran.returncode == 0 and "kept for delivery" in ran.stdout, ran
             if kind == "update":
-                assert "nothing to remediate for a update event" in ran.stdout, ran
+                assert "nothing to remediate for an update event" in ran.stdout, ran
                 assert "remediated locally" not in ran.stdout, ran
             else:
                 assert "remediated locally" in ran.stdout, ran

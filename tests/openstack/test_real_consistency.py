@@ -70,15 +70,15 @@ def hv(nova, tmp_path):
 @pytest.fixture
 def node_config(nova, nova_config, hv):
     """The configuration of one compute node (``host``): its libvirt, its queue."""
-    def make(host, **remediation):
+    def make(host, consistency=None, **remediation):
         section = {"enabled": True, "dry_run": False, "host_patterns": ["host-*"], "verify_timeout": 20}
         section.update(remediation)
-        return nova_config({
-            "openstack": {"consistency": {
-                "host": host, "virsh": [VIRSH, "-r", "-c", hv.uri(host)],
-                "network": False, "volumes": False,        # the harness stubs Neutron, has no Cinder
-                "rpc": {"api_url": "http://127.0.0.1:15672", "vhost": nova.tag}}},
-            "remediations": {"openstack-consistency": section}}, name=f"{host}.yaml")
+        own = {"host": host, "virsh": [VIRSH, "-r", "-c", hv.uri(host)],
+               "network": False, "volumes": False,        # the harness stubs Neutron, has no Cinder
+               "rpc": {"api_url": "http://127.0.0.1:15672", "vhost": nova.tag}}
+        own.update(consistency or {})
+        return nova_config({"openstack": {"consistency": own},
+                            "remediations": {"openstack-consistency": section}}, name=f"{host}.yaml")
     return make
 
 
@@ -337,3 +337,97 @@ def test_never_error_error_reported_and_the_wrong_host_refused(nova, hv, node_co
     assert run.differences == []
     ran = run_cli("check", "openstack-consistency", "--config", path, "--host", "host-c", timeout=60)
     assert ran.returncode == 3 and "--host host-c is not this node's Nova host host-a" in ran.stdout
+
+
+# --- 4. restart-compute: refused while anything is in flight, then a stuck delete resumed ----------
+
+class ComputeRestarter:
+    """Carries out restart_request.py's requests: SIGTERM the host's nova-compute, start
+    it again (systemctl restart's stop + start). Counts what it did.
+
+    The fake virt driver destroys domains only in its memory, and the hypervisor view
+    here is libvirt's test driver reading a file: once the restarted compute has
+    finished the deletes it resumes, the file is rewritten from Nova (what a real
+    driver's destroy does to libvirt)."""
+
+    def __init__(self, nova, hv, host, folder):
+        import threading
+        self.nova, self.hv, self.host, self.folder = nova, hv, host, str(folder)
+        self.done, self._stop = [], threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def argv(self):
+        import sys
+        return [sys.executable, os.path.join(os.path.dirname(__file__), "restart_request.py"),
+                self.folder]
+
+    def _serve(self):
+        req = os.path.join(self.folder, "restart.req")
+        while not self._stop.is_set():
+            if os.path.exists(req):
+                os.unlink(req)
+                try:
+                    deleting = [sid for sid, srv in self.nova.servers().items()
+                                if srv["host"] == self.host and srv["task_state"] == "deleting"]
+                    self.nova.kill_compute(self.host, signal.SIGTERM)
+                    self.nova.start_compute(self.host)
+                    self.nova.wait_servers(deleting, lambda srv: srv is None, timeout=90,
+                                           what="deleted")
+                    self.hv.write(self.host)
+                    said = f"restarted nova-compute on {self.host}"
+                except Exception as exc:           # the requester exits 1 with it
+                    said = f"failed: {exc}"
+                self.done.append(said)
+                with open(os.path.join(self.folder, "restart.done.tmp"), "w", encoding="utf-8") as out:
+                    out.write(said)
+                os.replace(os.path.join(self.folder, "restart.done.tmp"),
+                           os.path.join(self.folder, "restart.done"))
+            time.sleep(0.2)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def test_restart_compute_refuses_while_in_flight_then_resumes_only_the_stuck_delete(
+        nova, hv, node_config, tmp_path):
+    restarter = ComputeRestarter(nova, hv, "host-c", tmp_path)
+    try:
+        path = node_config("host-c", consistency={"restart_compute": restarter.argv()},
+                           verify_timeout=120)
+        deleting, busy, calm = nova.boot("host-c", 3)
+        (bystander,) = nova.boot("host-a", 1, prefix="by")
+        hv.write("host-c")
+        # a delete whose cast was lost 40 min ago: Nova says deleting, libvirt still runs it
+        age(nova, deleting, 40, task_state="deleting")
+        # another instance with an operation in flight on the same host (young: no finding)
+        nova.sql(f"UPDATE instances SET task_state = 'rebooting' WHERE uuid = '{busy}'")
+        queued(nova, "compute.host-c", empty=True)
+        before = snapshot(nova)
+        pid = nova.compute_pid("host-c")
+        outcome = reconcile(path, "host-c")
+        assert outcome.status == "refused" and outcome.guard == "in-flight", outcome.to_dict()
+        assert f"({busy}): active/rebooting" in outcome.reason, outcome.reason
+        assert snapshot(nova) == before and nova.compute_pid("host-c") == pid and not restarter.done
+        # the operation ended: only the stuck delete is left, and the restart resumes it
+        nova.sql(f"UPDATE instances SET task_state = NULL WHERE uuid = '{busy}'")
+        dry = reconcile(path, "host-c", dry_run=True)
+        assert dry.status == "dry-run", dry.to_dict()
+        assert [s.description for s in dry.plan] == \
+            [f"restart nova-compute to resume the stuck delete of {deleting}"]
+        assert not restarter.done
+        before = snapshot(nova)
+        outcome = reconcile(path, "host-c")
+        assert outcome.status == "remediated", json.dumps(outcome.to_dict(), indent=1)
+        assert [s.description for s in outcome.plan] == [s.description for s in dry.plan]
+        assert restarter.done == ["restarted nova-compute on host-c"]
+        assert nova.compute_pid("host-c") != pid
+        after = snapshot(nova)
+        assert deleting not in after                          # the delete Nova had lost, resumed
+        for sid in (busy, calm, bystander):                    # nothing else moved
+            assert after[sid][:4] == before[sid][:4], (sid, before[sid], after[sid])
+        assert all(s[1] != "ERROR" for s in after.values())
+    finally:
+        restarter.close()
+
