@@ -35,6 +35,7 @@ def test_files_are_under_the_private_prefix_and_etc_is_conffiles(deb_file, tmp_p
                  "/usr/bin/autoremedy", "/usr/libexec/autoremedy/remediate",
                  "/etc/autoremedy/autoremedy.yaml", "/etc/sudoers.d/autoremedy", "/etc/cron.d/autoremedy",
                  "/lib/systemd/system/autoremedy-replay.service", "/lib/systemd/system/autoremedy-replay.timer",
+                 "/lib/systemd/system/autoremedy-forwarder.service",
                  "/etc/zabbix/zabbix_agentd.conf.d/autoremedy.conf",
                  "/etc/zabbix/externalscripts/autoremedy_check", "/etc/zabbix/alert.d/autoremedy_alert",
                  "/usr/share/autoremedy/zabbix/autoremedy_template.yaml",
@@ -117,8 +118,23 @@ def test_sudoers_drop_in_is_valid(installed):
 
 def test_systemd_units_verify(installed):
     proc = run(need("systemd-analyze"), "verify", "/lib/systemd/system/autoremedy-replay.service",
-               "/lib/systemd/system/autoremedy-replay.timer")
+               "/lib/systemd/system/autoremedy-replay.timer", "/lib/systemd/system/autoremedy-forwarder.service")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_forwarder_unit_runs_the_installed_replay_follow(installed):
+    """autoremedy-forwarder.service (installed, not enabled): its ExecStart is the installed
+    continuous forwarder, which with the packaged configuration (no StackStorm URL) says
+    why it stops and exits 0 (Restart=on-failure does not loop on it)."""
+    with open("/lib/systemd/system/autoremedy-forwarder.service") as handle:
+        unit = handle.read()
+    assert "[Install]" in unit and "WantedBy=multi-user.target" in unit
+    [start] = [ln[len("ExecStart="):] for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    assert start.split()[:3] == ["/usr/bin/autoremedy", "replay", "--follow"]
+    ran = subprocess.run(start.split(), capture_output=True, text=True, cwd="/", timeout=60,
+                         env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert ran.returncode == 0, ran
+    assert "replay: StackStorm is not configured (stackstorm.url)" in ran.stdout + ran.stderr, ran
 
 
 @pytest.mark.parametrize("argv, message", [

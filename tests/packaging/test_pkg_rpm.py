@@ -23,6 +23,7 @@ def test_file_list(rpm_file):
                  "/etc/sudoers.d/autoremedy", "/etc/cron.d/autoremedy",
                  "/usr/lib/systemd/system/autoremedy-replay.service",
                  "/usr/lib/systemd/system/autoremedy-replay.timer", "/var/lib/autoremedy",
+                 "/usr/lib/systemd/system/autoremedy-forwarder.service",
                  "/etc/zabbix/zabbix_agentd.d/autoremedy.conf", "/usr/lib/zabbix/externalscripts/autoremedy_check",
                  "/usr/lib/zabbix/alertscripts/autoremedy_alert",
                  "/usr/share/autoremedy/zabbix/autoremedy_template.yaml"):
