@@ -339,17 +339,13 @@ class Demo:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for proc in _processes_with(self.service_script):
-            try:
-                os.kill(proc, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self.double is not None and self.double.poll() is None:
             self.double.terminate()
             try:
                 self.double.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.double.kill()
+        problems += _sweep(self.base)
         if self.mounted:
             done = subprocess.run(["umount", self.disk], capture_output=True, text=True)
             if done.returncode != 0:
@@ -376,6 +372,30 @@ def _alive(pid):
             return handle.read().rsplit(b")", 1)[1].split()[0] != b"Z"
     except (OSError, IndexError):
         return False
+
+
+def _sweep(base, quiet=0.5, limit=15.0):
+    """Kill every process naming the demo's directory until none has been seen for
+    ``quiet`` seconds: an interrupted ``autoremedy`` child can still be starting the
+    service again while the first pass runs (a one-pass sweep left one behind in CI)."""
+    deadline = time.monotonic() + limit
+    calm_since = None
+    while time.monotonic() < deadline:
+        found = [pid for pid in _processes_with(base) if pid != os.getpid()]
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        now = time.monotonic()
+        if found:
+            calm_since = None
+        elif calm_since is None:
+            calm_since = now
+        elif now - calm_since >= quiet:
+            return []
+        time.sleep(0.05)
+    return [f"processes under {base} still appearing after {limit:g}s"]
 
 
 def _processes_with(text):

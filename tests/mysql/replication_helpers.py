@@ -84,6 +84,27 @@ def settle_and_compare(topo, writer_, replicas=("replica",)):
     return out
 
 
+def wait_equal(topo, upstream, databases, replica="replica", timeout=30):
+    """Until every table of ``databases`` on ``replica`` equals ``upstream``'s; on timeout
+    the differences and every replication connection's state are the failure."""
+    node = topo.nodes[replica]
+    last = {}
+
+    def equal():
+        last.clear()
+        last.update(rt.compare(upstream, node, databases))
+        return set(last.values()) == {"equal"}
+    try:
+        mi.wait_until(equal, timeout, interval=0.5, what=f"{replica} equal to {upstream.name} on {databases}")
+    except AssertionError as exc:
+        states = {row["Connection_name"]: (row["Slave_IO_Running"], row["Slave_SQL_Running"],
+                                           row["Last_IO_Error"], row["Last_SQL_Error"])
+                  for row in node.sql("SHOW ALL SLAVES STATUS")}
+        raise AssertionError(f"{exc}: {last}; connections {states}; slave_pos "
+                             f"{node.one('SELECT @@gtid_slave_pos AS p')['p']}, upstream binlog "
+                             f"{upstream.one('SELECT @@gtid_binlog_pos AS p')['p']}") from None
+
+
 def differing(compared):
     return {name: {t: v for t, v in tables.items() if v != "equal"} for name, tables in compared.items()
             if any(v != "equal" for v in tables.values())}

@@ -214,8 +214,12 @@ def test_only_the_broken_multi_source_connection_is_restarted(topo, topo_config)
     topo.caught_up("replica")
     east = topo.sibling.one("SELECT @@gtid_binlog_pos AS p")["p"].split(",")
     assert topo.replica.one(f"SELECT MASTER_GTID_WAIT('{[g for g in east if g.startswith('8-')][0]}', 15) AS w")["w"] == 0
-    assert set(rt.compare(topo.source, topo.replica, ["app", "app2"]).values()) == {"equal"}
-    assert rt.compare(topo.sibling, topo.replica, ["east_db"]) == {"east_db.t": "equal"}
+    # MASTER_GTID_WAIT inside caught_up() once returned at once in CI with the default
+    # connection still three transactions behind (a stop 28 failure); the property that
+    # matters is that both connections end equal, so it is awaited, with both statuses
+    # named if it never comes.
+    h.wait_equal(topo, topo.source, ["app", "app2"])
+    h.wait_equal(topo, topo.sibling, ["east_db"])
 
 
 # --- duplicate keys ---------------------------------------------------------------------------
