@@ -186,6 +186,32 @@ def test_sudo_gate_hook_mode_runs_the_node_hook_with_the_system_config(installed
     assert refused.stderr == "autoremedy: hook: target '/' is not in remediations.disk.targets (nothing was run)\n"
 
 
+@pytest.mark.parametrize("user", ["sensu", "zabbix"])
+def test_the_agents_users_run_the_installed_deb_through_its_own_sudoers(installed, user):
+    """The deb as a node runs it: the monitoring users (scripts/setup.d/47-users.sh makes them
+    as their vendor packages do) run the installed checks themselves, and the guarded
+    remediation only through the installed gate with the installed sudoers drop-in."""
+    import pwd
+    pwd.getpwnam(user)                    # fails, never skips, when the users are missing
+    assert user in grp.getgrnam("autoremedy").gr_mem
+
+    def as_user(*argv):
+        return run("runuser", "-u", user, "--", *argv)
+    got = as_user("/usr/bin/autoremedy", "check", "disk", "-p", "/", "--format", "json")
+    assert got.returncode in (0, 1, 2) and json.loads(got.stdout)["name"] == "disk", got
+    hook = as_user("sudo", "-n", "/usr/libexec/autoremedy/remediate", "hook", "disk", "/var",
+                   "-p", "/var", "-w", "99.9", "-c", "100")
+    assert hook.returncode == 0 and hook.stdout.startswith("DISK OK: "), hook
+    refused = as_user("sudo", "-n", "/usr/libexec/autoremedy/remediate", "process", "not-allowlisted",
+                      f"evt-{user}", "--dry-run")
+    assert refused.returncode == 1 and json.loads(refused.stdout)["outcome"] == "refused", refused
+    assert "Traceback" not in hook.stderr + refused.stderr
+    # Not the gate: the user cannot pass its own configuration to anything run as root.
+    foreign = as_user("sudo", "-n", "/usr/bin/autoremedy", "remediate", "process", "x")
+    assert foreign.returncode == 1 and foreign.stdout == "", foreign
+    assert foreign.stderr.startswith(("sudo: ", f"Sorry, user {user} ")), foreign
+
+
 def test_the_cron_entry_runs_the_installed_replay(installed):
     """/etc/cron.d/autoremedy's command as cron would run it on this machine (no
     systemd here: /run/systemd/system is absent), with no random delay and
