@@ -213,7 +213,7 @@ def headline(result):
     """One line that leads with what a human reads first."""
     est = result["effort"]
     if est["size"] == "none":
-        return f"nothing to look at: no error, no id of the event in the window; effort none"
+        return "nothing to look at: no error, no id of the event in the window; effort none"
     parts = []
     new = [s for s in result["signatures"] if s["errors"] and s["new"]]
     if new:

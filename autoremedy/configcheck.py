@@ -3,7 +3,7 @@ from autoremedy.runtime import ArgumentParser, UsageError, fail
 
 
 def main(argv):
-    from autoremedy.cli import available, load
+    from autoremedy.registry import available, load
     from autoremedy.config import Config, ConfigError
     from autoremedy.guard import Refused
     parser = ArgumentParser(prog="autoremedy config")

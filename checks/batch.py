@@ -43,9 +43,16 @@ import time
 
 from autoremedy.result import CheckError, Metric, Result, Status
 
-NAME = "batch"
-THRESHOLDS = (None, None)
-TIMEOUT = 20.0
+MANIFEST = {
+    "name": "batch",
+    "summary": "every node check of checks.batch in one process (not a failure class)",
+    "failure_class": False,
+    "check": "autoremedy.checks.batch:check",
+    "remediation": None,
+    "thresholds": (None, None),
+    "timeout": 20.0,
+}
+NAME = MANIFEST["name"]
 AGENT_API = "http://127.0.0.1:3031/events"
 # Sensu Go object names: letters, digits, '_', '.', '-' (the same rule keeps them
 # usable as Zabbix LLD values and JSONPath keys).
@@ -82,7 +89,7 @@ def settings():
 
 
 def is_check_class(cls):
-    """Whether ``cls`` names a check module here. find_spec, not cli.available():
+    """Whether ``cls`` names a check module here. find_spec, not registry.available():
     listing the package imports pkgutil and inspect, a tenth of the batch's start-up."""
     import importlib.util
     if not isinstance(cls, str) or cls == NAME or not re.match(r"^[a-z][a-z0-9-]{0,62}$", cls):
@@ -108,7 +115,7 @@ def entries(config, section):
         if name in seen:
             raise CheckError(f"{where}.name: {name!r} is used twice")
         if not is_check_class(cls):
-            from autoremedy.cli import available
+            from autoremedy.registry import available
             known = sorted(set(available("checks")) - {NAME})
             raise CheckError(f"{where}.class: {cls!r} is not a check class here (known: {', '.join(known)})")
         if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
