@@ -73,22 +73,41 @@ class ManifestError(ValueError):
     """A check module whose MANIFEST is missing its literal or is not one."""
 
 
+# The literal as the checks write it: "MANIFEST = {" at the start of a line, its
+# closing "}" alone at the start of a line (everything inside is indented).
+_LITERAL = re.compile(r"^MANIFEST = (\{.*?^\})", re.M | re.S)
+
+
 def read_manifest(path):
     """The ``MANIFEST = {...}`` literal of the module at ``path``, or None when
-    the module declares none. Parsed, never executed."""
+    the module declares none. Parsed, never executed: only the literal's own
+    lines when it is laid out as above (parsing whole modules would make
+    `autoremedy --help` several times slower), else the whole module."""
     import ast  # only here: listing classes, never on a check's start-up path
     with open(path, encoding="utf-8") as handle:
-        tree = ast.parse(handle.read(), filename=path)
+        text = handle.read()
+    if "MANIFEST" not in text:
+        return None
+    found = _LITERAL.search(text)
+    try:
+        node = ast.parse(found.group(1), mode="eval").body if found else _assigned(ast.parse(text, path))
+        value = ast.literal_eval(node) if node is not None else None
+    except (SyntaxError, ValueError) as exc:
+        raise ManifestError(f"{path}: MANIFEST is not a literal ({exc})") from None
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not NAME.match(str(value.get("name", ""))):
+        raise ManifestError(f"{path}: MANIFEST must be a dict with a class 'name'")
+    return value
+
+
+def _assigned(tree):
+    """The value node of a module-level ``MANIFEST = ...``, or None."""
+    import ast
     for node in tree.body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "MANIFEST"):
-            try:
-                value = ast.literal_eval(node.value)
-            except ValueError as exc:
-                raise ManifestError(f"{path}: MANIFEST is not a literal ({exc})") from None
-            if not isinstance(value, dict) or not NAME.match(str(value.get("name", ""))):
-                raise ManifestError(f"{path}: MANIFEST must be a dict with a class 'name'")
-            return value
+            return node.value
     return None
 
 
