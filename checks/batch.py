@@ -59,8 +59,6 @@ AGENT_API = "http://127.0.0.1:3031/events"
 _ENTRY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 # A remediation target: an allowlist key (a name, a mount point, a host).
 _TARGET = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
-# The options that name a check's one target, per class (the remediation's allowlist key).
-_TARGET_OPTIONS = {"process": ("--watch",), "disk": ("-p", "--path"), "mysql-replication": ("--server",)}
 # The budget one result needs after its check: render and (with --sensu) one POST.
 _RESERVE = 0.3
 
@@ -299,13 +297,26 @@ def post_events(url, events, timeout=2.0):
     return failures
 
 
+def target_options(cls):
+    """The options that name a check's one target (the remediation's allowlist key):
+    its MANIFEST's "target_options". The check's module is loaded already when
+    the batch ran it; discovery loads it here."""
+    from autoremedy.registry import load
+    from autoremedy.runtime import UsageError
+    try:
+        manifest = getattr(load("checks", cls), "MANIFEST", None) or {}
+    except UsageError:
+        return ()
+    return tuple(manifest.get("target_options", ()))
+
+
 def target_of(cls, argv, explicit=None):
     """The remediation target of one entry: its ``target``, else the one value the
     class's target option has in its arguments; "" when there is none or several
     (a disk check of every mount): never a guess."""
     if explicit:
         return explicit
-    options = _TARGET_OPTIONS.get(cls, ())
+    options = target_options(cls)
     values = []
     for i, arg in enumerate(argv):
         for option in options:

@@ -26,6 +26,7 @@ MANIFEST = {
     "scope": "node",
     "thresholds": ("85", "95"),
     "timeout": 10.0,
+    "target_options": ("-p", "--path"),
     "order": 20,
     "sensu": [
         # Every real filesystem, for the record; the remediation pairs are per mount below.

@@ -35,6 +35,7 @@ MANIFEST = {
     "scope": "api",
     "thresholds": ("300", "600"),
     "timeout": 10.0,
+    "target_options": ("--server",),
     "order": 80,
     "sensu": [
         # One check per replica (mysql.servers name = remediations.mysql-replication target).

@@ -30,6 +30,8 @@ MANIFEST = {
     "scope": "node",
     "thresholds": (None, "1:"),
     "timeout": 10.0,
+    # The options that name the one target of a check (`check batch` tags its rows with it).
+    "target_options": ("--watch",),
     # The order of this class in the generated Sensu checks and Zabbix agent parameters.
     "order": 10,
     # packaging/sensu/definitions.py: one Sensu check per watched process; the hook
