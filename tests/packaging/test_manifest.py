@@ -126,8 +126,9 @@ def installed_with_canary(tmp_path):
 
 def autoremedy(lib, *argv):
     code = "import sys; from autoremedy.cli import main; sys.exit(main(sys.argv[1:]))"
+    # cwd: not the checkout, whose autoremedy/ (no checks/ there) would shadow the package.
     return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
-                          env=dict(os.environ, PYTHONPATH=str(lib)))
+                          env=dict(os.environ, PYTHONPATH=str(lib)), cwd=lib)
 
 
 def test_a_new_class_is_known_to_the_registry_the_help_and_runs_end_to_end(tmp_path):
@@ -160,13 +161,14 @@ def test_a_new_class_is_known_to_the_registry_the_help_and_runs_end_to_end(tmp_p
     assert set(found) == set(registry.available("checks", str(lib / "autoremedy" / "checks")))
 
 
-def test_manifests_are_read_without_importing_the_checks():
+def test_manifests_are_read_without_importing_the_checks(tmp_path):
     """The registry parses the literal: listing the classes imports no check (so
     `--help` and the generators cost no check's start-up), and every class with
     a remediation names a module that exists."""
     code = ("import sys; from autoremedy.registry import manifests; found = manifests(); "
             "print(sorted(found)); print(sorted(m for m in sys.modules if m.startswith('autoremedy.checks.')))")
-    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     names, imported = ran.stdout.splitlines()
     assert imported == "[]"
     assert "'process'" in names and "'batch'" in names
