@@ -30,6 +30,7 @@ IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc")
 
 
 def copy_tree(dest):
+    dest.mkdir()
     for name in SOURCES:
         path = os.path.join(ROOT, name)
         if os.path.isdir(path):
