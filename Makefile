@@ -8,7 +8,7 @@ OUT     ?= out
 # system on one worker. Most of the time is spent waiting on services, not on the CPU.
 WORKERS ?= 3
 
-.PHONY: demo test bench venv install setup unit asset rpm deb st2-pack zabbix packages clean
+.PHONY: demo test lint generate bench venv install setup unit asset rpm deb st2-pack zabbix packages clean
 
 # A venv with the bundle installed the way users get it (not editable: the tests
 # and benchmarks measure the real import paths).
@@ -23,10 +23,25 @@ venv install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) scripts/demo.py
 
-## The suite: installs and starts what the tests need, then runs everything.
-test: $(VENV)/.installed
+## The suite: lint first, then installs and starts what the tests need, then runs everything.
+test: lint $(VENV)/.installed
 	scripts/ci-setup.sh
 	CI=$${CI:-true} $(VENV)/bin/pytest -q -n $(WORKERS) --dist loadgroup tests
+
+## ruff over the whole tree (rules: ruff.toml).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+## Rewrite every generated file from the classes' manifests (checks/<class>.py MANIFEST):
+## Sensu checks, Zabbix templates and agent parameters, the StackStorm pack's class rules.
+## Needs only PyYAML: GENPY=python3 works without the venv.
+GENPY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+generate:
+	$(GENPY) packaging/sensu/definitions.py
+	$(GENPY) packaging/zabbix/template.py > packaging/zabbix/autoremedy_template.yaml.new
+	mv packaging/zabbix/autoremedy_template.yaml.new packaging/zabbix/autoremedy_template.yaml
+	$(GENPY) packaging/zabbix/agent.py
+	$(GENPY) packaging/tools/pack_rules.py
 
 ## Unit tests only (no services).
 unit: $(VENV)/.installed

@@ -20,6 +20,11 @@ _SYSLOG_PRIORITY = {"ok": syslog.LOG_INFO, "refused": syslog.LOG_WARNING,
                     "error": syslog.LOG_ERR}
 
 
+def audit_for(config):
+    """The audit trail of ``config``: <state_dir>/audit.log, this host's name."""
+    return Audit(os.path.join(config.state_dir, "audit.log"), hostname=config.hostname)
+
+
 class Audit:
     def __init__(self, path, use_syslog=True, hostname=None):
         self.path = path

@@ -5,17 +5,15 @@
     autoremedy handle sensu|zabbix|hook ...     handlers/<kind>.py
     autoremedy replay | status | collect | config
 
-A check class ``rabbitmq-queues`` is the module ``autoremedy.checks.rabbitmq_queues``
-(likewise remediations and handlers): the name is checked against the modules
-that exist before anything is imported, so the command line can never import
-an arbitrary module. Third-party classes can register under the entry-point
-groups ``autoremedy.checks`` / ``autoremedy.remediations``; that (slower) lookup
-only happens when no built-in module has the name.
+Which classes exist, and how a name becomes a module, is autoremedy/registry.py
+(the names are checked before anything is imported).
 """
 import os
-import re
 import sys
 
+# A usage error exits EXIT_USAGE, UNKNOWN (3) to a monitor: autoremedy/exitcodes.py.
+from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED, EXIT_USAGE
+from autoremedy.registry import available, check_defaults, load
 from autoremedy.runtime import (ArgumentParser, UsageError, describe, fail, fixed_width_help,
                                 guarded_result)
 from autoremedy.result import Result, Status
@@ -37,13 +35,6 @@ commands:
 A command line that cannot be used exits 3 (UNKNOWN to a monitor, never OK).
 """
 
-_NAME = re.compile(r"\A[a-z][a-z0-9-]{0,62}\Z")
-EXIT_ESCALATED, EXIT_BAD_INPUT, EXIT_CONFIG = 1, 2, 3
-# Plugin convention (monitoring-plugins guidelines): a usage error is UNKNOWN, 3.
-# Exit 0 would read as OK to whatever runs us; 2 as CRITICAL.
-EXIT_USAGE = 3
-
-
 def _usage(text, asked):
     """Usage on stdout: exit 0 when it was asked for (--help), 3 when the command
     line was simply incomplete."""
@@ -51,47 +42,16 @@ def _usage(text, asked):
     return 0 if asked else EXIT_USAGE
 
 
+def classes_help():
+    """The failure classes, one line each, from their manifests (parsed, not imported)."""
+    from autoremedy.registry import manifests
+    rows = [(name, m.get("summary", "")) for name, m in manifests().items() if m.get("failure_class", True)]
+    width = max((len(name) for name, _ in rows), default=0)
+    return "\nfailure classes:\n" + "".join(f"  {name:<{width}}  {summary}\n" for name, summary in rows)
+
+
 def _asked(argv):
     return bool(argv) and argv[0] in ("-h", "--help", "help")
-
-
-def _module_name(kind, name):
-    return f"autoremedy.{kind}.{name.replace('-', '_')}"
-
-
-def load(kind, name):
-    """Import the module for class ``name`` of ``kind`` ('checks', 'remediations',
-    'handlers'); raise UsageError for anything that is not one."""
-    if not _NAME.match(name or ""):
-        raise UsageError(f"{kind[:-1]} class {name!r} is not a valid name")
-    import importlib
-    module = _module_name(kind, name)
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise  # the module exists but one of its own imports is missing
-    plugin = _entry_point(kind, name)
-    if plugin is None:
-        known = ", ".join(available(kind)) or "none"
-        raise UsageError(f"unknown {kind[:-1]} class {name!r} (known: {known})")
-    return plugin
-
-
-def _entry_point(kind, name):
-    from importlib.metadata import entry_points
-    for ep in entry_points(group=f"autoremedy.{kind}"):
-        if ep.name == name and not ep.value.startswith("autoremedy."):
-            return ep.load()
-    return None
-
-
-def available(kind):
-    import importlib
-    import pkgutil
-    package = importlib.import_module(f"autoremedy.{kind}")
-    return sorted(m.name.replace("_", "-") for m in pkgutil.iter_modules(package.__path__)
-                  if not m.name.startswith("_"))
 
 
 # --- checks --------------------------------------------------------------------
@@ -100,16 +60,16 @@ def check_parser(module, cls_name):
     parser = ArgumentParser(prog=f"autoremedy check {cls_name}",
                             description=(module.__doc__ or "").strip().split("\n")[0],
                             formatter_class=fixed_width_help)
-    defaults = getattr(module, "THRESHOLDS", (None, None))
-    parser.add_argument("-w", "--warning", default=defaults[0], metavar="RANGE",
-                        help=f"warning threshold, Nagios range (default: {defaults[0]})")
-    parser.add_argument("-c", "--critical", default=defaults[1], metavar="RANGE",
-                        help=f"critical threshold, Nagios range (default: {defaults[1]})")
+    warning, critical, timeout = check_defaults(module)
+    parser.add_argument("-w", "--warning", default=warning, metavar="RANGE",
+                        help=f"warning threshold, Nagios range (default: {warning})")
+    parser.add_argument("-c", "--critical", default=critical, metavar="RANGE",
+                        help=f"critical threshold, Nagios range (default: {critical})")
     parser.add_argument("--format", choices=("nagios", "zabbix", "json"), default="nagios",
                         help="output for Sensu/Nagios (default), Zabbix or JSON")
     parser.add_argument("--field", metavar="NAME",
                         help="with --format zabbix: print one value (status, summary or a metric)")
-    parser.add_argument("--timeout", type=float, default=getattr(module, "TIMEOUT", 10.0),
+    parser.add_argument("--timeout", type=float, default=timeout,
                         metavar="SECONDS", help="give up with UNKNOWN after this long")
     parser.add_argument("--config", metavar="FILE", help="configuration file")
     if hasattr(module, "discover"):
@@ -206,6 +166,7 @@ def cmd_remediate(argv):
         module.REMEDIATION.add_arguments(parser)
         args = parser.parse_args(argv[1:])
         config = Config.load(args.config)
+        from autoremedy.audit import audit_for
         remediation = module.REMEDIATION(config, audit=audit_for(config))
         target = remediation.target_from_args(args)
     except UsageError as exc:
@@ -248,11 +209,6 @@ def print_outcome(outcome, as_json=False):
             print(f"  HARM: {problem}")
 
 
-def audit_for(config):
-    from autoremedy.audit import Audit
-    return Audit(os.path.join(config.state_dir, "audit.log"), hostname=config.hostname)
-
-
 # --- the rest -------------------------------------------------------------------
 
 def cmd_module(module_path):
@@ -287,7 +243,7 @@ COMMANDS = {
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
-        return _usage(USAGE, _asked(argv))
+        return _usage(USAGE + classes_help(), _asked(argv))
     if argv[0] == "--version":
         from autoremedy import __version__
         print(__version__)

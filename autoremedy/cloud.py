@@ -215,8 +215,3 @@ def guarded(what):
         except (sdkexc.SDKException, ksexc.ClientException) as exc:
             raise CloudError(f"{what}: {describe(exc)}") from None
     return wrap()
-
-
-def status_of(exc):
-    """The HTTP status of an SDK exception, or None."""
-    return getattr(exc, "status_code", None)

@@ -36,6 +36,7 @@ attach the returned ``path`` and ``summary`` to the StackStorm payload.
 import os
 import time
 
+from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_FAILED
 from autoremedy.runtime import ArgumentParser, UsageError, fail
 
 DEFAULT_SOURCES = [
@@ -213,7 +214,7 @@ def headline(result):
     """One line that leads with what a human reads first."""
     est = result["effort"]
     if est["size"] == "none":
-        return f"nothing to look at: no error, no id of the event in the window; effort none"
+        return "nothing to look at: no error, no id of the event in the window; effort none"
     parts = []
     new = [s for s in result["signatures"] if s["errors"] and s["new"]]
     if new:
@@ -483,7 +484,7 @@ def main(argv):
         when = parse_when(args.at)
         window = units.duration(args.window) if args.window else None
     except (UsageError, ValueError) as exc:
-        return fail(str(exc), 2)
+        return fail(str(exc), EXIT_BAD_INPUT)
     try:
         config = Config.load(args.config)
         if args.source:
@@ -491,13 +492,13 @@ def main(argv):
             unknown = [name for name in args.source if name not in known]
             if unknown:
                 return fail(f"collect: no source named {', '.join(map(repr, unknown))} "
-                            f"(collect.sources has: {', '.join(known) or 'none'})", 2)
+                            f"(collect.sources has: {', '.join(known) or 'none'})", EXIT_BAD_INPUT)
         result = collect(config, when, window, args.host, args.check, args.source, args.out,
                          ids=args.id, records_for=None if args.no_records else "config")
     except ConfigError as exc:
-        return fail(str(exc), 3)
+        return fail(str(exc), EXIT_CONFIG)
     except OSError as exc:
-        return fail(f"cannot write the bundle: {exc.strerror}: {exc.filename}", 1)
+        return fail(f"cannot write the bundle: {exc.strerror}: {exc.filename}", EXIT_FAILED)
     if args.json:
         import json
         print(json.dumps(result, sort_keys=True))

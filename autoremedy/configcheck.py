@@ -1,9 +1,10 @@
 """``autoremedy config check``: validate the whole configuration, every class included."""
+from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG
 from autoremedy.runtime import ArgumentParser, UsageError, fail
 
 
 def main(argv):
-    from autoremedy.cli import available, load
+    from autoremedy.registry import available, load
     from autoremedy.config import Config, ConfigError
     from autoremedy.guard import Refused
     parser = ArgumentParser(prog="autoremedy config")
@@ -38,9 +39,9 @@ def main(argv):
         _check_stackstorm(config)
         _check_environment()
     except UsageError as exc:
-        return fail(str(exc), 2)
+        return fail(str(exc), EXIT_BAD_INPUT)
     except ConfigError as exc:
-        return fail(str(exc), 3)
+        return fail(str(exc), EXIT_CONFIG)
     for line in notes:
         print(line)
     print(f"{config.path or 'built-in defaults'}: OK")

@@ -12,8 +12,6 @@ import math
 
 from autoremedy.ranges import _fmt
 
-FORMATS = ("nagios", "zabbix", "json")
-
 
 def perf_label(label):
     """Quote a perfdata label; '=' is not allowed, "'" doubles (guidelines §Perfdata)."""

@@ -6,14 +6,16 @@ objects decide the state and appear in perfdata, so the two can never disagree.
 """
 from enum import IntEnum
 
+from autoremedy import exitcodes
 from autoremedy.ranges import Range
 
 
 class Status(IntEnum):
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
+    """A check's state, which is also its exit code (autoremedy/exitcodes.py)."""
+    OK = exitcodes.OK
+    WARNING = exitcodes.WARNING
+    CRITICAL = exitcodes.CRITICAL
+    UNKNOWN = exitcodes.UNKNOWN
 
     @classmethod
     def coerce(cls, value):

@@ -40,13 +40,13 @@ import fnmatch
 
 from autoremedy import __version__
 from autoremedy.event import printable
+from autoremedy.exitcodes import EXIT_CONFIG, EXIT_ESCALATED, EXIT_OK
 from autoremedy.guard import same_host    # one same-node rule for routing and maintenance
 from autoremedy.runtime import describe
 
 NODE, BACKEND = "node", "backend"
 REMEDIATE, NODE_HOOK, ESCALATE = "remediate", "node-hook", "escalate"
 FALLBACKS = (REMEDIATE, NODE_HOOK, ESCALATE)
-EXIT_OK, EXIT_ESCALATED, EXIT_CONFIG = 0, 1, 3
 RAN = ("remediated", "failed", "partial")     # local outcomes whose steps ran: never run twice
 
 
@@ -95,7 +95,7 @@ def routes(config):
 def check_routes(config):
     """For ``autoremedy config check``: every route that may act names a known
     class and a key of that class's allowlist (ConfigError names the route)."""
-    from autoremedy.cli import available
+    from autoremedy.registry import available
     from autoremedy.config import ConfigError
     try:
         table = routes(config)
@@ -236,7 +236,7 @@ def document(entry_data, event_dict, raw, hostname, replayed=False):
 def dispatch(config, event, path, dry_run=False, cls=None, target=None, audit=None):
     """Spool, forward, fall back. Returns a Decision; never raises for expected
     trouble (network, StackStorm, guards, remediation failures)."""
-    from autoremedy.cli import audit_for
+    from autoremedy.audit import audit_for
     from autoremedy.spool import Spool
     audit = audit if audit is not None else audit_for(config)
     decision = Decision(event)
@@ -425,7 +425,7 @@ def _choose(config, decision, path, audit, base):
 
 
 def _remediate(config, decision, path, dry_run, cls, target, audit, base):
-    from autoremedy.cli import load
+    from autoremedy.registry import load
     from autoremedy.config import ConfigError
     from autoremedy.remediation import Trigger, perform
     from autoremedy.runtime import UsageError

@@ -8,6 +8,7 @@ audit log.
 import os
 import time
 
+from autoremedy.exitcodes import EXIT_CONFIG
 from autoremedy.runtime import ArgumentParser, UsageError, fail
 
 
@@ -73,11 +74,11 @@ def main(argv):
         args = parser.parse_args(argv)
         config = Config.load(args.config)
     except (UsageError, ConfigError) as exc:
-        return fail(str(exc), 3)
+        return fail(str(exc), EXIT_CONFIG)
     try:
         report = sections(config, args.limit)
     except OSError as exc:      # unreadable, or something planted in it (safefs)
-        return fail(f"status: cannot read {config.state_dir}: {exc.strerror or exc}", 3)
+        return fail(f"status: cannot read {config.state_dir}: {exc.strerror or exc}", EXIT_CONFIG)
     if args.json:
         import json
         print(json.dumps(report, sort_keys=True, default=str))

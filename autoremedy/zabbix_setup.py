@@ -47,6 +47,7 @@ StackStorm.
 import os
 import secrets
 
+from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_NOT_WIRED, EXIT_TEST_FAILED
 from autoremedy.runtime import ArgumentParser, UsageError, describe, fail
 
 DEFAULT_SOURCE = "/usr/share/autoremedy/zabbix"
@@ -511,18 +512,18 @@ def main(argv):
             raise UsageError("give --password-file or --token-file (or $AUTOREMEDY_ZABBIX_PASSWORD)")
         path = source_dir(args.source)
     except UsageError as exc:
-        return fail(str(exc), 2)
+        return fail(str(exc), EXIT_BAD_INPUT)
     try:
         definitions = load_definitions(path)      # before any network: bad input fails fast
         api = Api(args.url, args.timeout, not args.no_verify)
         api.login(args.user, password, token)
         setup(api, args, definitions)
     except UsageError as exc:
-        return fail(str(exc), 2)
+        return fail(str(exc), EXIT_BAD_INPUT)
     except NotWired as exc:
-        return fail(f"not wired: {exc}", 4)
+        return fail(f"not wired: {exc}", EXIT_NOT_WIRED)
     except TestFailed as exc:
-        return fail(f"test alert: {exc}", 5)
+        return fail(f"test alert: {exc}", EXIT_TEST_FAILED)
     except (SetupError, OSError, ValueError) as exc:
-        return fail(str(exc) if isinstance(exc, SetupError) else describe(exc), 3)
+        return fail(str(exc) if isinstance(exc, SetupError) else describe(exc), EXIT_CONFIG)
     return 0

@@ -43,17 +43,22 @@ import time
 
 from autoremedy.result import CheckError, Metric, Result, Status
 
-NAME = "batch"
-THRESHOLDS = (None, None)
-TIMEOUT = 20.0
+MANIFEST = {
+    "name": "batch",
+    "summary": "every node check of checks.batch in one process (not a failure class)",
+    "failure_class": False,
+    "check": "autoremedy.checks.batch:check",
+    "remediation": None,
+    "thresholds": (None, None),
+    "timeout": 20.0,
+}
+NAME = MANIFEST["name"]
 AGENT_API = "http://127.0.0.1:3031/events"
 # Sensu Go object names: letters, digits, '_', '.', '-' (the same rule keeps them
 # usable as Zabbix LLD values and JSONPath keys).
 _ENTRY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,63}$")
 # A remediation target: an allowlist key (a name, a mount point, a host).
 _TARGET = re.compile(r"^[^\s\x00-\x1f\x7f]{1,255}$")
-# The options that name a check's one target, per class (the remediation's allowlist key).
-_TARGET_OPTIONS = {"process": ("--watch",), "disk": ("-p", "--path"), "mysql-replication": ("--server",)}
 # The budget one result needs after its check: render and (with --sensu) one POST.
 _RESERVE = 0.3
 
@@ -82,7 +87,7 @@ def settings():
 
 
 def is_check_class(cls):
-    """Whether ``cls`` names a check module here. find_spec, not cli.available():
+    """Whether ``cls`` names a check module here. find_spec, not registry.available():
     listing the package imports pkgutil and inspect, a tenth of the batch's start-up."""
     import importlib.util
     if not isinstance(cls, str) or cls == NAME or not re.match(r"^[a-z][a-z0-9-]{0,62}$", cls):
@@ -108,7 +113,7 @@ def entries(config, section):
         if name in seen:
             raise CheckError(f"{where}.name: {name!r} is used twice")
         if not is_check_class(cls):
-            from autoremedy.cli import available
+            from autoremedy.registry import available
             known = sorted(set(available("checks")) - {NAME})
             raise CheckError(f"{where}.class: {cls!r} is not a check class here (known: {', '.join(known)})")
         if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
@@ -292,13 +297,26 @@ def post_events(url, events, timeout=2.0):
     return failures
 
 
+def target_options(cls):
+    """The options that name a check's one target (the remediation's allowlist key):
+    its MANIFEST's "target_options". The check's module is loaded already when
+    the batch ran it; discovery loads it here."""
+    from autoremedy.registry import load
+    from autoremedy.runtime import UsageError
+    try:
+        manifest = getattr(load("checks", cls), "MANIFEST", None) or {}
+    except UsageError:
+        return ()
+    return tuple(manifest.get("target_options", ()))
+
+
 def target_of(cls, argv, explicit=None):
     """The remediation target of one entry: its ``target``, else the one value the
     class's target option has in its arguments; "" when there is none or several
     (a disk check of every mount): never a guess."""
     if explicit:
         return explicit
-    options = _TARGET_OPTIONS.get(cls, ())
+    options = target_options(cls)
     values = []
     for i, arg in enumerate(argv):
         for option in options:

@@ -17,9 +17,44 @@ reported as a probable partition: the evacuation refuses it.
 """
 from autoremedy.result import CheckError, Metric, Result, Status
 
-NAME = "compute-node"
-THRESHOLDS = (None, "0")     # -c applies to the number of dead hosts
-TIMEOUT = 30.0
+MANIFEST = {
+    "name": "compute-node",
+    "summary": "a failed compute node: fenced evacuation, planned first and approved by a human",
+    "check": "autoremedy.checks.compute_node:check",
+    "remediation": "autoremedy.remediations.compute_node",
+    "scope": "api",
+    "thresholds": (None, "0"),     # -c applies to the number of dead hosts
+    "timeout": 30.0,
+    "order": 90,
+    "sensu": [
+        # Target "dead": the first allowlisted compute host the check confirms dead.
+        {"name": "autoremedy-compute-node", "args": "", "subscriptions": ["autoremedy-central"], "hooks": [],
+         "proxy": "openstack", "target": "dead"},
+    ],
+    "zabbix": {
+        "items": [
+            # Dead computes raise their own problem (template.py compute_rule); the
+            # check's CRITICAL is a problem of its own only when no compute is dead.
+            {"template": "autoremedy compute-node failure", "key": "autoremedy_check[compute-node]",
+             "severity": "DISASTER", "kind": "EXTERNAL",
+             "description": "nova-compute services down and their hosts unreachable",
+             "critical_and": "last(/autoremedy compute-node failure/autoremedy.compute.dead)=0",
+             "critical_name": "autoremedy compute-node is CRITICAL without a dead compute "
+                              "(probable partition) on {HOST.NAME}"},
+        ],
+        "no_target": "the check's own status covers every compute: the dead hosts are problems of the "
+                     "per-host discovery (target: the host); what is left (a probable partition, a "
+                     "compute whose host is alive) has no host to evacuate",
+    },
+    "stackstorm": {
+        "order": 80,
+        "description": "A failed compute node: fenced evacuation, planned first and approved by a human.",
+        "status": 2,
+        "action": {"ref": "autoremedy.evacuate_host",
+                   "parameters": {"host": "{{ trigger.body.event.labels.autoremedy_target }}"}},
+    },
+}
+NAME = MANIFEST["name"]
 
 # The reason the remediation writes when it disables a service: a host disabled
 # with it has been fenced by us (and the check says so instead of "dead").

@@ -18,8 +18,44 @@ from autoremedy.result import CheckError, Metric, Result, Status
 from autoremedy.ranges import Range
 from autoremedy import units
 
-NAME = "disk"
-THRESHOLDS = ("85", "95")
+MANIFEST = {
+    "name": "disk",
+    "summary": "a filling disk: remove configured junk on its node",
+    "check": "autoremedy.checks.disk:check",
+    "remediation": "autoremedy.remediations.disk",
+    "scope": "node",
+    "thresholds": ("85", "95"),
+    "timeout": 10.0,
+    "target_options": ("-p", "--path"),
+    "order": 20,
+    "sensu": [
+        # Every real filesystem, for the record; the remediation pairs are per mount below.
+        {"name": "autoremedy-disk",
+         "args": '-w {{ .annotations.autoremedy_disk_warning | default "85" }} '
+                 '-c {{ .annotations.autoremedy_disk_critical | default "95" }}',
+         "classic_args": "-w :::autoremedy.disk_warning|85::: -c :::autoremedy.disk_critical|95:::",
+         "subscriptions": ["autoremedy"], "hooks": []},
+        {"name": "autoremedy-disk-var", "args": "-p /var", "subscriptions": ["autoremedy"],
+         "hooks": ["warning", "critical"], "target": "/var"},
+    ],
+    "zabbix": {
+        "agent_comment": "Disk space: one mount, thresholds (used %) from the template's macros. Discovery\n"
+                         "lists every mount (tmpfs too, like vfs.fs.discovery); the template's\n"
+                         "{$AR.DISK.FSTYPE.*} / {$AR.DISK.FSNAME.*} filters choose the watched ones.",
+        "userparameters": [
+            ("autoremedy.disk.discovery", "/usr/bin/autoremedy check disk --discover --all"),
+            ("autoremedy.disk[*]",
+             '/usr/bin/autoremedy check disk -p "$1" -w "$2" -c "$3" --format zabbix --timeout 2.5'),
+        ],
+    },
+    "stackstorm": {
+        "order": 20,
+        "description": "A filling disk: remove configured junk on its node, verify, notify or escalate.",
+        "status": [1, 2],
+        "check_args": "-p {{ trigger.body.event.labels.autoremedy_target }}",
+    },
+}
+NAME = MANIFEST["name"]
 
 # Filesystems that hold no user data: kernel interfaces, RAM-backed and images.
 PSEUDO = frozenset("""

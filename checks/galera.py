@@ -31,9 +31,46 @@ import time
 
 from autoremedy.result import Metric, Result, Status
 
-NAME = "galera"
-THRESHOLDS = (None, None)
-TIMEOUT = 10.0
+MANIFEST = {
+    "name": "galera",
+    "summary": "a Galera node out of the Primary component: the guarded cluster-wide bootstrap",
+    "check": "autoremedy.checks.galera:check",
+    "remediation": "autoremedy.remediations.galera",
+    "scope": "api",
+    "thresholds": (None, None),
+    "timeout": 10.0,
+    "order": 50,
+    "sensu": [
+        # Galera from one of its nodes (local socket); the target is the cluster's key
+        # in remediations.galera.targets.
+        {"name": "autoremedy-galera", "args": "--expected-size 3", "subscriptions": ["galera"],
+         "hooks": ["critical"], "target": "openstack-db"},
+    ],
+    "zabbix": {
+        "items": [
+            {"template": "autoremedy Galera",
+             "key": "autoremedy_check[galera,--server,{$AR.GALERA.SERVER},--expected-size,{$AR.GALERA.SIZE}]",
+             "severity": "DISASTER", "kind": "EXTERNAL",
+             "description": "Galera cluster status, local state and size, seen from {$AR.GALERA.SERVER}",
+             "target": "{$AR.GALERA.CLUSTER}"},
+        ],
+    },
+    "stackstorm": {
+        "order": 70,
+        "description": "A Galera node out of the Primary component, or one that cannot be checked (a crashed "
+                       "node's own check is UNKNOWN): the guarded cluster-wide bootstrap or escalation, verify "
+                       "the whole cluster, notify or escalate.",
+        "status": [2, 3],
+        # UNKNOWN is this rule's too: no autoremedy_status criterion (cannot_check.yaml leaves galera out).
+        "takes_unknown": True,
+        "status_comment": "UNKNOWN (3) too: when a node crashes its own check cannot connect, and when the\n"
+                          "whole cluster crashes every check is UNKNOWN. The remediation reads every node\n"
+                          "itself and acts only on a proven crash; otherwise it escalates with the evidence\n"
+                          "and the recovery procedure (docs/mysql.md).",
+        "check_args": "--cluster {{ trigger.body.event.labels.autoremedy_target }}",
+    },
+}
+NAME = MANIFEST["name"]
 
 # wsrep_local_state: 1 Joining, 2 Donor/Desynced, 3 Joined, 4 Synced (0 = Initialized).
 SYNCED, DONOR, JOINING, JOINED, INITIALIZED = 4, 2, 1, 3, 0

@@ -27,9 +27,39 @@ import re
 
 from autoremedy.result import CheckError, Metric, Result, Status
 
-NAME = "mysql-replication"
-THRESHOLDS = ("300", "600")
-TIMEOUT = 10.0
+MANIFEST = {
+    "name": "mysql-replication",
+    "summary": "broken MySQL/MariaDB replication: the guarded repair over SQL",
+    "check": "autoremedy.checks.mysql_replication:check",
+    "remediation": "autoremedy.remediations.mysql_replication",
+    "scope": "api",
+    "thresholds": ("300", "600"),
+    "timeout": 10.0,
+    "target_options": ("--server",),
+    "order": 80,
+    "sensu": [
+        # One check per replica (mysql.servers name = remediations.mysql-replication target).
+        {"name": "autoremedy-mysql-replication", "args": "--server db-replica-1",
+         "subscriptions": ["autoremedy-central"], "hooks": [], "proxy": "db-replica-1", "target": "db-replica-1"},
+    ],
+    "zabbix": {
+        "items": [
+            {"template": "autoremedy MySQL replication",
+             "key": "autoremedy_check[mysql-replication,--server,{$AR.MYSQL.SERVER}]", "severity": "HIGH",
+             "kind": "EXTERNAL",
+             "description": "MySQL/MariaDB replication threads, errors and lag of the replica {$AR.MYSQL.SERVER} "
+                            "(mysql.servers)",
+             "target": "{$AR.MYSQL.SERVER}"},
+        ],
+    },
+    "stackstorm": {
+        "order": 60,
+        "description": "Broken MySQL/MariaDB replication: the guarded repair over SQL, verify, notify or escalate.",
+        "status": [2],
+        "check_args": "",
+    },
+}
+NAME = MANIFEST["name"]
 
 # IO-thread errors that mean "the primary is not there (now)": client errors 2002
 # (socket), 2003 (refused), 2005 (unknown host), 2006 (gone away), 2013 (lost).

@@ -55,9 +55,42 @@ import time
 
 from autoremedy.result import CheckError, Metric, Result, Status
 
-NAME = "openstack-consistency"
-THRESHOLDS = ("0", "0")      # -w on automatable and waiting findings, -c on those to escalate
-TIMEOUT = 60.0
+MANIFEST = {
+    "name": "openstack-consistency",
+    "summary": "Nova's view against libvirt: the safe fixes on the compute node",
+    "check": "autoremedy.checks.openstack_consistency:check",
+    "remediation": "autoremedy.remediations.openstack_consistency",
+    "scope": "node",
+    "thresholds": ("0", "0"),      # -w on automatable and waiting findings, -c on those to escalate
+    "timeout": 60.0,
+    "order": 40,
+    "sensu": [
+        # Node side of the OpenStack drift check; its target is this node's Nova host
+        # name, which the handler's routes supply (hooks get no entity tokens).
+        {"name": "autoremedy-openstack-consistency", "args": "", "subscriptions": ["compute"],
+         "hooks": ["warning", "critical"]},
+    ],
+    "zabbix": {
+        "items": [
+            {"template": "autoremedy OpenStack consistency", "key": "autoremedy.openstack.consistency",
+             "severity": "AVERAGE", "kind": "ZABBIX_PASSIVE",
+             "description": "Nova's view of this host against libvirt, stuck tasks, dead agents"},
+        ],
+        "no_target": "the target is the node's own openstack.consistency.host (else its hostname), "
+                     "from the node's configuration: the template does not guess it",
+        "userparameters": [
+            ("autoremedy.openstack.consistency",
+             "/usr/bin/autoremedy check openstack-consistency --format zabbix --timeout 2.5"),
+        ],
+    },
+    "stackstorm": {
+        "order": 40,
+        "description": "Nova vs libvirt drift: the safe fixes on the compute node, verify, notify or escalate.",
+        "status": [1, 2],
+        "check_args": "",
+    },
+}
+NAME = MANIFEST["name"]
 
 AUTO, WAIT, ESCALATE = "auto", "wait", "escalate"
 RUNNING, SHUTOFF = ("running", "idle", "blocked", "in shutdown"), ("shut off", "crashed", "pmsuspended")

@@ -22,8 +22,47 @@ import re
 
 from autoremedy.result import CheckError, Metric, Result
 
-NAME = "process"
-THRESHOLDS = (None, "1:")
+MANIFEST = {
+    "name": "process",
+    "summary": "a dead process: restart it on its node",
+    "check": "autoremedy.checks.process:check",
+    "remediation": "autoremedy.remediations.process",
+    "scope": "node",
+    "thresholds": (None, "1:"),
+    "timeout": 10.0,
+    # The options that name the one target of a check (`check batch` tags its rows with it).
+    "target_options": ("--watch",),
+    # The order of this class in the generated Sensu checks and Zabbix agent parameters.
+    "order": 10,
+    # packaging/sensu/definitions.py: one Sensu check per watched process; the hook
+    # remediates the target (a key of remediations.process.targets).
+    "sensu": [
+        {"name": "autoremedy-process-nova-compute", "args": "--watch nova-compute", "subscriptions": ["compute"],
+         "hooks": ["critical"], "target": "nova-compute"},
+        {"name": "autoremedy-process-neutron-ovs-agent", "args": "--watch neutron-openvswitch-agent",
+         "subscriptions": ["compute", "network"], "hooks": ["critical"], "target": "neutron-openvswitch-agent"},
+        {"name": "autoremedy-process-libvirtd", "args": "--watch libvirtd", "subscriptions": ["compute"],
+         "hooks": ["critical"], "target": "libvirtd"},
+    ],
+    # packaging/zabbix: the "autoremedy node" template watches each process through its
+    # discovery rule (template.py process_rule); the agent parameters behind it.
+    "zabbix": {
+        "agent_comment": "Dead process: one watched process (an entry of checks.process.watch).",
+        "userparameters": [
+            ("autoremedy.process.discovery", "/usr/bin/autoremedy check process --discover"),
+            ("autoremedy.process[*]",
+             '/usr/bin/autoremedy check process --watch "$1" --format zabbix --timeout 2.5'),
+        ],
+    },
+    # packaging/stackstorm/autoremedy/rules/process.yaml
+    "stackstorm": {
+        "order": 10,
+        "description": "A dead process: restart it on its node, verify, notify or escalate.",
+        "status": [2],
+        "check_args": "--watch {{ trigger.body.event.labels.autoremedy_target }}",
+    },
+}
+NAME = MANIFEST["name"]
 
 
 def add_arguments(parser):

@@ -41,9 +41,40 @@ import time
 
 from autoremedy.result import CheckError, Metric, Result, Status
 
-NAME = "rabbitmq-node"
-THRESHOLDS = ("80", "90")            # percent of file descriptors, sockets, Erlang processes
-TIMEOUT = 20.0
+MANIFEST = {
+    "name": "rabbitmq-node",
+    "summary": "an unhealthy RabbitMQ node or corrupted mnesia: repair on that node",
+    "check": "autoremedy.checks.rabbitmq_node:check",
+    "remediation": "autoremedy.remediations.rabbitmq_node",
+    "scope": "node",
+    "thresholds": ("80", "90"),            # percent of file descriptors, sockets, Erlang processes
+    "timeout": 20.0,
+    "order": 30,
+    "sensu": [
+        {"name": "autoremedy-rabbitmq-node", "args": "", "subscriptions": ["rabbitmq"], "hooks": ["critical"]},
+    ],
+    "zabbix": {
+        "items": [
+            {"template": "autoremedy RabbitMQ", "key": "autoremedy.rabbitmq.node", "severity": "DISASTER",
+             "kind": "ZABBIX_PASSIVE",
+             "description": "RabbitMQ node on this host: running, partitions, alarms, membership, definitions"},
+        ],
+        "no_target": "the target is the node's own rabbitmq.node, from the node's configuration: a Zabbix "
+                     "host name is not that name, and the template does not guess it",
+        "agent_comment": "Node-side views of the API-scoped services, and the spool of undelivered events.",
+        "userparameters": [
+            ("autoremedy.rabbitmq.node",
+             "/usr/bin/autoremedy check rabbitmq-node --format zabbix --timeout 2.5"),
+        ],
+    },
+    "stackstorm": {
+        "order": 30,
+        "description": "An unhealthy RabbitMQ node: mnesia repair on that node, verify, notify or escalate.",
+        "status": [2],
+        "check_args": "",
+    },
+}
+NAME = MANIFEST["name"]
 
 FATAL_MARKERS = ("** FATAL **", "BOOT FAILED", "Cannot read schema")
 WARN_MARKERS = ("crasher:",)

@@ -38,9 +38,41 @@ from autoremedy import units
 from autoremedy.ranges import Range
 from autoremedy.result import CheckError, Metric, Result, Status
 
-NAME = "rabbitmq-queues"
-THRESHOLDS = ("1000", "10000")
-TIMEOUT = 15.0
+MANIFEST = {
+    "name": "rabbitmq-queues",
+    "summary": "an overflowing RabbitMQ queue: the configured policy through the API",
+    "check": "autoremedy.checks.rabbitmq_queues:check",
+    "remediation": "autoremedy.remediations.rabbitmq_queues",
+    "scope": "api",
+    "thresholds": ("1000", "10000"),
+    "timeout": 15.0,
+    "order": 70,
+    "sensu": [
+        # oslo.messaging-aware by default: a lost RPC server is CRITICAL after --rpc-grace,
+        # orphaned fanout/reply queues (x-expires) are reported without an alarm.
+        {"name": "autoremedy-rabbitmq-queues", "args": "--exclude ^amq\\. --rpc-grace 1m",
+         "subscriptions": ["autoremedy-central"], "hooks": [], "proxy": "rabbitmq"},
+    ],
+    "zabbix": {
+        "items": [
+            # The same selection as the docs' UserParameter and the Sensu check above:
+            # RabbitMQ's own amq.* queues left out, an RPC server gone for longer than
+            # a minute CRITICAL.
+            {"template": "autoremedy RabbitMQ", "key": "autoremedy_check[rabbitmq-queues,--exclude,^amq\\.,--rpc-grace,1m]",
+             "severity": "HIGH", "kind": "EXTERNAL",
+             "description": "RabbitMQ queues: depth, consumers, growth (one management API request)"},
+        ],
+        "no_target": "the target is a key of rabbitmq.queue_policies, which only the operator's routes know",
+    },
+    "stackstorm": {
+        "order": 50,
+        "description": "An overflowing RabbitMQ queue: the configured policy through the API, verify, notify or "
+                       "escalate.",
+        "status": [1, 2],
+        "check_args": "",
+    },
+}
+NAME = MANIFEST["name"]
 
 LEVELS = {"off": None, "warning": Status.WARNING, "critical": Status.CRITICAL}
 RANK = {Status.CRITICAL: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.OK: 3}

@@ -18,9 +18,30 @@ state directory is ``$AUTOREMEDY_STATE_DIR`` or the configuration's ``state_dir`
 from autoremedy import units
 from autoremedy.result import CheckError, Metric, Result
 
-NAME = "spool"
-THRESHOLDS = (None, None)        # None: taken from the configuration's spool section
-TIMEOUT = 10.0
+MANIFEST = {
+    "name": "spool",
+    "summary": "events waiting for StackStorm: is it still hearing about them? (no remediation)",
+    "check": "autoremedy.checks.spool:check",
+    "remediation": None,
+    "scope": "node",
+    "thresholds": (None, None),        # None: taken from the configuration's spool section
+    "timeout": 10.0,
+    "order": 60,
+    "sensu": [
+        {"name": "autoremedy-spool", "args": "", "subscriptions": ["autoremedy"], "hooks": []},
+    ],
+    "zabbix": {
+        "items": [
+            {"template": "autoremedy node", "key": "autoremedy.spool", "severity": "HIGH", "kind": "ZABBIX_PASSIVE",
+             "description": "Events waiting in the spool for StackStorm"},
+        ],
+        "no_target": "no remediation: undelivered events are replayed (autoremedy replay), nothing is repaired",
+        "userparameters": [
+            ("autoremedy.spool", "/usr/bin/autoremedy check spool --format zabbix --timeout 2.5"),
+        ],
+    },
+}
+NAME = MANIFEST["name"]
 
 
 def add_arguments(parser):

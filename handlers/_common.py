@@ -6,9 +6,9 @@ Private (leading underscore): not a handler of its own, not an entry point.
 import os
 import sys
 
+from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED
 from autoremedy.runtime import describe, fail
 
-EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED = 2, 3, 1
 READ_CAP = 64 << 20        # never hold more than this in memory, whatever the settings
 
 
@@ -59,7 +59,7 @@ class Setup:
 
 
 def _audit(config):
-    from autoremedy.cli import audit_for
+    from autoremedy.audit import audit_for
     return audit_for(config)
 
 

@@ -130,7 +130,7 @@ def _not_allowlisted(config, cls, target):
     far as a probe."""
     if target is None:
         return None
-    from autoremedy.cli import available, load
+    from autoremedy.registry import available, load
     from autoremedy.runtime import UsageError
     if cls not in available("remediations"):
         try:

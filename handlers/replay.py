@@ -35,9 +35,8 @@ or not configured with events left, 2 bad command line, 3 configuration error.
 import random
 import time
 
+from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_LEFT, EXIT_OK
 from autoremedy.runtime import ArgumentParser, UsageError, fail
-
-EXIT_OK, EXIT_LEFT, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 3
 
 
 def parser():
@@ -312,14 +311,14 @@ def main(argv):
     import json
     from autoremedy import statefile
     from autoremedy.breaker import Breaker
-    from autoremedy.cli import audit_for
+    from autoremedy.audit import audit_for
     from autoremedy.config import Config, ConfigError
     from autoremedy.spool import Spool
     from autoremedy.stackstorm import Client, SettingsError
     try:
         args = parser().parse_args(argv)
     except UsageError as exc:
-        return fail(str(exc), EXIT_USAGE)
+        return fail(str(exc), EXIT_BAD_INPUT)
     try:
         config = Config.load(args.config)
         client = Client.from_config(config)
@@ -343,7 +342,7 @@ def main(argv):
                 return fail(f"replay: StackStorm is not configured (stackstorm.url); "
                             f"{depth} event(s) wait in {spool.dir}", code)
             if args.concurrency < 1:
-                return fail("--concurrency must be at least 1", EXIT_USAGE)
+                return fail("--concurrency must be at least 1", EXIT_BAD_INPUT)
             clients = [client] + [Client.from_config(config) for _ in range(args.concurrency - 1)]
             if args.follow:
                 return follow(spool, clients, config, args, say)
@@ -384,7 +383,7 @@ def follow(spool, clients, config, args, say):
     import threading
     from autoremedy import forwarder
     from autoremedy.breaker import Breaker
-    from autoremedy.cli import audit_for
+    from autoremedy.audit import audit_for
     breaker, audit = Breaker.for_config(config), audit_for(config)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

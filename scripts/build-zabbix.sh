@@ -16,7 +16,7 @@ mkdir -p "$dest"
 "$py" "$here/packaging/zabbix/template.py" > "$dest/autoremedy_template.yaml"
 if ! cmp -s "$dest/autoremedy_template.yaml" "$here/packaging/zabbix/autoremedy_template.yaml"; then
     echo "build-zabbix: packaging/zabbix/autoremedy_template.yaml is stale;" \
-         "run: python3 packaging/zabbix/template.py > packaging/zabbix/autoremedy_template.yaml" >&2
+         "run: make generate" >&2
     exit 1
 fi
 for part in zabbix_agentd.d externalscripts alertscripts mediatypes.yaml st2_webhook.js action.yaml; do

@@ -1,5 +1,6 @@
 """Generate the Sensu Go resources (go/autoremedy.yaml) and their Sensu Classic
-equivalents (classic/autoremedy.json) from the table below.
+equivalents (classic/autoremedy.json) from the classes' manifests (the "sensu"
+entries of checks/<class>.py, read by packaging/tools/class_manifests.py).
 
     $ python3 packaging/sensu/definitions.py          # rewrites both files
 
@@ -20,48 +21,26 @@ import sys
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.append(os.path.join(os.path.dirname(HERE), "tools"))
+import class_manifests  # noqa: E402  (packaging/tools/class_manifests.py)
 ASSET = "autoremedy"
 HANDLER = "autoremedy"
 FILTER = "autoremedy-occurrences"
 INTERVAL = 60
 
-# name, class, check arguments (Sensu Go tokens), Classic tokens (None: same),
-# subscriptions, hook statuses, proxy entity (API-scoped classes), remediation
-# target (a key of remediations.<class>.targets: the hook's --target and the
-# autoremedy_target label the StackStorm rules read).
-CHECKS = [
-    ("autoremedy-process-nova-compute", "process", "--watch nova-compute", None, ["compute"],
-     ["critical"], None, "nova-compute"),
-    ("autoremedy-process-neutron-ovs-agent", "process", "--watch neutron-openvswitch-agent", None,
-     ["compute", "network"], ["critical"], None, "neutron-openvswitch-agent"),
-    ("autoremedy-process-libvirtd", "process", "--watch libvirtd", None, ["compute"], ["critical"], None,
-     "libvirtd"),
-    # Every real filesystem, for the record; the remediation pairs are per mount below.
-    ("autoremedy-disk", "disk",
-     '-w {{ .annotations.autoremedy_disk_warning | default "85" }} '
-     '-c {{ .annotations.autoremedy_disk_critical | default "95" }}',
-     "-w :::autoremedy.disk_warning|85::: -c :::autoremedy.disk_critical|95:::",
-     ["autoremedy"], [], None, None),
-    ("autoremedy-disk-var", "disk", "-p /var", None, ["autoremedy"], ["warning", "critical"], None, "/var"),
-    ("autoremedy-rabbitmq-node", "rabbitmq-node", "", None, ["rabbitmq"], ["critical"], None, None),
-    # Node side of the OpenStack drift check; its target is this node's Nova host
-    # name, which the handler's routes supply (hooks get no entity tokens).
-    ("autoremedy-openstack-consistency", "openstack-consistency", "", None, ["compute"],
-     ["warning", "critical"], None, None),
-    # Galera from one of its nodes (local socket); the target is the cluster's key
-    # in remediations.galera.targets.
-    ("autoremedy-galera", "galera", "--expected-size 3", None, ["galera"], ["critical"], None, "openstack-db"),
-    ("autoremedy-spool", "spool", "", None, ["autoremedy"], [], None, None),
-    # oslo.messaging-aware by default: a lost RPC server is CRITICAL after --rpc-grace,
-    # orphaned fanout/reply queues (x-expires) are reported without an alarm.
-    ("autoremedy-rabbitmq-queues", "rabbitmq-queues", "--exclude ^amq\\. --rpc-grace 1m", None,
-     ["autoremedy-central"], [], "rabbitmq", None),
-    # One check per replica (mysql.servers name = remediations.mysql-replication target).
-    ("autoremedy-mysql-replication", "mysql-replication", "--server db-replica-1", None, ["autoremedy-central"],
-     [], "db-replica-1", "db-replica-1"),
-    # Target "dead": the first allowlisted compute host the check confirms dead.
-    ("autoremedy-compute-node", "compute-node", "", None, ["autoremedy-central"], [], "openstack", "dead"),
-]
+
+def table(manifests):
+    """(name, class, check arguments (Sensu Go tokens), Classic tokens (None: same),
+    subscriptions, hook statuses, proxy entity (API-scoped classes), remediation
+    target) per Sensu check, from the classes' manifests ("sensu" in checks/<class>.py).
+    The target is a key of remediations.<class>.targets: the hook's --target and
+    the autoremedy_target label the StackStorm rules read."""
+    return [(c["name"], m["name"], c["args"], c.get("classic_args"), c["subscriptions"], c["hooks"],
+             c.get("proxy"), c.get("target"))
+            for m in class_manifests.by_order(manifests, "sensu") for c in m["sensu"]]
+
+
+CHECKS = table(class_manifests.manifests())
 
 # First occurrence, then every 60th (an hour at a 60 s interval), and every
 # resolution: the repeated-events filter of the Sensu docs (https://docs.sensu.io/sensu-go/latest/observability-pipeline/observe-filter/filters/).

@@ -1,8 +1,9 @@
-"""Generate the Zabbix 6.0 templates (autoremedy_template.yaml) from the tables below.
+"""Generate the Zabbix 6.0 templates (autoremedy_template.yaml) from the classes'
+manifests (their "zabbix" items, checks/<class>.py) and the tables below.
 
     $ python3 packaging/zabbix/template.py > packaging/zabbix/autoremedy_template.yaml
 
-The tables are the one place where the templates' items, discovery rules and
+The manifests and these tables are the one place where the templates' items, discovery rules and
 triggers are described; the committed YAML is this script's output (a test
 keeps them equal). Why generate: Zabbix wants a UUIDv4 per object (stable across
 exports, so an import updates in place) and a trigger names its item's key in
@@ -44,10 +45,14 @@ watches per object ({$AR.BATCH.CLASS.NOT_MATCHES}, default process, disk and
 spool), so a dead process raises one problem, not two (see docs/handlers.md,
 "One failure, one problem").
 """
+import os
 import sys
 import uuid
 
 import yaml
+
+sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+import class_manifests  # noqa: E402  (packaging/tools/class_manifests.py)
 
 GROUP = "Templates/OpenStack"
 # The namespace of every uuid. Not the one of the all-in-one "autoremedy" template
@@ -67,45 +72,18 @@ COMPUTE = "autoremedy compute-node failure"
 # failure raises one problem (the per-object one: it names its target).
 PER_OBJECT = "^(process|disk|spool)$"
 
-# Classes whose problems carry no autoremedy_target, and why (docs/handlers.md).
-NO_TARGET = {
-    "spool": "no remediation: undelivered events are replayed (autoremedy replay), nothing is repaired",
-    "rabbitmq-node": "the target is the node's own rabbitmq.node, from the node's configuration: a Zabbix "
-                     "host name is not that name, and the template does not guess it",
-    "openstack-consistency": "the target is the node's own openstack.consistency.host (else its hostname), "
-                             "from the node's configuration: the template does not guess it",
-    "rabbitmq-queues": "the target is a key of rabbitmq.queue_policies, which only the operator's routes know",
-    "compute-node": "the check's own status covers every compute: the dead hosts are problems of the "
-                    "per-host discovery (target: the host); what is left (a probable partition, a "
-                    "compute whose host is alive) has no host to evacuate",
-}
-
-# Severities per class for CRITICAL; WARNING is always WARNING, UNKNOWN is INFO
-# ("the check cannot tell": someone should look, nothing is known to be broken).
-# (template, key, class, severity, kind, description, target tag or None)
-CLASS_ITEMS = [
-    (NODE, "autoremedy.spool", "spool", "HIGH", "ZABBIX_PASSIVE",
-     "Events waiting in the spool for StackStorm", None),
-    (RABBITMQ, "autoremedy.rabbitmq.node", "rabbitmq-node", "DISASTER", "ZABBIX_PASSIVE",
-     "RabbitMQ node on this host: running, partitions, alarms, membership, definitions", None),
-    # The same selection as the docs' UserParameter and the Sensu check
-    # (packaging/sensu/definitions.py): RabbitMQ's own amq.* queues left out, an
-    # RPC server gone for longer than a minute CRITICAL.
-    (RABBITMQ, "autoremedy_check[rabbitmq-queues,--exclude,^amq\\.,--rpc-grace,1m]", "rabbitmq-queues", "HIGH",
-     "EXTERNAL", "RabbitMQ queues: depth, consumers, growth (one management API request)", None),
-    (MYSQL, "autoremedy_check[mysql-replication,--server,{$AR.MYSQL.SERVER}]", "mysql-replication", "HIGH",
-     "EXTERNAL", "MySQL/MariaDB replication threads, errors and lag of the replica {$AR.MYSQL.SERVER} "
-     "(mysql.servers)", "{$AR.MYSQL.SERVER}"),
-    (GALERA, "autoremedy_check[galera,--server,{$AR.GALERA.SERVER},--expected-size,{$AR.GALERA.SIZE}]", "galera",
-     "DISASTER", "EXTERNAL", "Galera cluster status, local state and size, seen from {$AR.GALERA.SERVER}",
-     "{$AR.GALERA.CLUSTER}"),
-    (CONSISTENCY, "autoremedy.openstack.consistency", "openstack-consistency", "AVERAGE", "ZABBIX_PASSIVE",
-     "Nova's view of this host against libvirt, stuck tasks, dead agents", None),
-    (COMPUTE, "autoremedy_check[compute-node]", "compute-node", "DISASTER", "EXTERNAL",
-     "nova-compute services down and their hosts unreachable", None),
-]
-QUEUES_KEY = CLASS_ITEMS[2][1]
-COMPUTE_KEY = CLASS_ITEMS[-1][1]
+# The classes' own rows come from their manifests ("zabbix" in checks/<class>.py):
+# their items (template, key, CRITICAL severity, item type, description, target
+# tag) and, for a class whose problems carry no autoremedy_target, why not
+# (docs/handlers.md). WARNING is always WARNING, UNKNOWN is INFO ("the check
+# cannot tell": someone should look, nothing is known to be broken).
+MANIFESTS = class_manifests.by_order(class_manifests.manifests(), "zabbix")
+CLASS_ITEMS = [(item["template"], item["key"], m["name"], item["severity"], item["kind"], item["description"],
+                item.get("target"), {k: item[k] for k in ("critical_and", "critical_name") if k in item})
+               for m in MANIFESTS for item in m["zabbix"].get("items", [])]
+NO_TARGET = {m["name"]: m["zabbix"]["no_target"] for m in MANIFESTS if "no_target" in m["zabbix"]}
+QUEUES_KEY = next(row[1] for row in CLASS_ITEMS if row[2] == "rabbitmq-queues")
+COMPUTE_KEY = next(row[1] for row in CLASS_ITEMS if row[2] == "compute-node")
 
 COMMON_MACROS = [
     {"macro": "{$AR.INTERVAL}", "value": "1m", "description": "how often the checks run"},
@@ -423,14 +401,7 @@ def templates():
     items[NODE].append(master("autoremedy.batch", "autoremedy batch: results", "ZABBIX_PASSIVE", "{$AR.INTERVAL}",
                               "Every node check of checks.batch in one process (autoremedy check batch); the "
                               "master item of the batch discovery's dependent items."))
-    for template, key, cls, severity, kind, text, target in CLASS_ITEMS:
-        opts = {}
-        if cls == "compute-node":
-            # Dead computes raise their own problem (compute_rule); the check's
-            # CRITICAL is a problem of its own only when no compute is dead.
-            opts = {"critical_and": f"last(/{COMPUTE}/autoremedy.compute.dead)=0",
-                    "critical_name": "autoremedy compute-node is CRITICAL without a dead compute "
-                                     "(probable partition) on {HOST.NAME}"}
+    for template, key, cls, severity, kind, text, target, opts in CLASS_ITEMS:
         items[template] += class_items(template, key, cls, severity, kind, text, target, **opts)
     items[COMPUTE].append(dead_count_item())
     rules = {NODE: [batch_rule(), process_rule(), disk_rule()], RABBITMQ: [queue_rule()], COMPUTE: [compute_rule()]}

@@ -10,7 +10,7 @@ from autoremedy.audit import Audit
 from autoremedy.config import Config
 from autoremedy.noharm import Reach
 from autoremedy.remediation import Remediation, Step, Trigger, perform
-from autoremedy.result import Result, Status
+from autoremedy.result import Result
 
 
 class Recorder(Remediation):

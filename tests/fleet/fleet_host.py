@@ -49,12 +49,12 @@ def job(spec):
 
 
 def _dispatch(config, event_id, target):
-    from autoremedy import cli, route
+    from autoremedy import registry, route
     from autoremedy.result import Result, Status
     from autoremedy.sources.hook import from_check
     global _real_load
     if _real_load is None:
-        _real_load, cli.load = cli.load, _load
+        _real_load, registry.load = registry.load, _load
     result = Result("fleettest", f"{target} broken", Status.CRITICAL)
     event = from_check(result, "fleettest", config.hostname, "FLEETTEST CRITICAL",
                        started=1.0, occurrences=3, labels={"autoremedy_class": "fleettest",

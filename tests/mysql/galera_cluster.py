@@ -25,7 +25,6 @@ import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 
 import pymysql

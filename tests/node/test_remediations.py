@@ -139,7 +139,7 @@ def test_free_disk_removes_only_what_policy_names(run_cli, full_disk):
     assert ran.returncode == 0, ran
     assert ran.stdout.splitlines()[0] == f"disk {mount}: remediated: verified OK"
     assert "removed 3 file(s), 7.0MiB in file sizes, freed 7.0MiB of allocated blocks" in ran.stdout
-    assert f"freed 7.0MiB (files removed by rules: 7.0MiB of allocated blocks)" in ran.stdout
+    assert "freed 7.0MiB (files removed by rules: 7.0MiB of allocated blocks)" in ran.stdout
     assert not any(os.path.exists(p) for p in full_disk["old"])
     assert all(os.path.exists(p) for p in full_disk["kept"])
     assert os.path.exists(full_disk["outside"])                     # symlink never followed

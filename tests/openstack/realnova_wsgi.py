@@ -24,7 +24,7 @@ import os
 import socket
 import sys
 from socketserver import ThreadingMixIn
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 
 class FakeAuth:

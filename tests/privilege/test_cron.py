@@ -47,8 +47,8 @@ def cron_command(node, systemd_dir, log):
     command = job()[2]
     wrapper = os.path.join(node.base, "autoremedy-cmd")
     with open(wrapper, "w") as handle:
-        handle.write(f"#!/bin/sh\nexec /usr/bin/python3 -S -c "
-                     f"'import sys; from autoremedy.cli import main; sys.exit(main())' \"$@\"\n")
+        handle.write("#!/bin/sh\nexec /usr/bin/python3 -S -c "
+                     "'import sys; from autoremedy.cli import main; sys.exit(main())' \"$@\"\n")
     os.chmod(wrapper, 0o755)
     for old, new in (("/usr/bin/autoremedy", wrapper), ("/run/systemd/system", systemd_dir),
                      ("/dev/urandom", "/dev/zero"),

@@ -17,7 +17,7 @@ from autoremedy.cli import check_parser
 from autoremedy.config import Config
 from autoremedy.execute import Completed
 from autoremedy.ranges import Range
-from autoremedy.result import Result, Status
+from autoremedy.result import Status
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from st2kit import ask, local, pack_config, remote, script
+from st2kit import ask, local, remote, script
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
