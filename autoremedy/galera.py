@@ -187,8 +187,8 @@ def short_uuid(uuid):
 
 def server_options(defaults_file):
     """The server's options from its option file (mysqld/server/mariadbd/galera groups)."""
-    from autoremedy import mysql
-    return mysql.read_option_file(defaults_file, list(SERVER_GROUPS))
+    from autoremedy import optionfile
+    return optionfile.read(defaults_file, list(SERVER_GROUPS))
 
 
 def datadir_of(options):

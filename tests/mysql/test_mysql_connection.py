@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from autoremedy import mysql
+from autoremedy import mysql, optionfile
 from autoremedy.config import Config, ConfigError
 from autoremedy.result import CheckError
 
@@ -42,7 +42,7 @@ user = override
 def test_option_file_reads_like_the_mariadb_client(tmp_path):
     """Our reader and the real parser (my_print_defaults) agree on a tricky file."""
     path = write(tmp_path / "my.cnf", TRICKY)
-    ours = mysql.read_option_file(path, ["client", "client-server", "client-mariadb"])
+    ours = optionfile.read(path, ["client", "client-server", "client-mariadb"])
     real = subprocess.run(["my_print_defaults", f"--defaults-file={path}", "client", "client-server",
                            "client-mariadb"], capture_output=True, text=True, check=True).stdout.split("\n")
     theirs = {}
@@ -61,7 +61,7 @@ def test_later_groups_override_and_includes_are_followed(tmp_path):
     write(extra / "10-pw.cnf", "[client]\npassword = from-include\n")
     write(extra / "ignored.txt", "[client]\nuser = never\n")
     path = write(tmp_path / "my.cnf", TRICKY + f"!includedir {extra}\n")
-    opts = mysql.read_option_file(path, ["client", "autoremedy"])
+    opts = optionfile.read(path, ["client", "autoremedy"])
     assert opts["user"] == "override"
     assert opts["password"] == "from-include"
     assert "host" not in opts           # [client-mariadb] not asked for
@@ -75,7 +75,7 @@ def test_written_option_file_round_trips_through_the_real_parser(tmp_path):
         real = subprocess.run(["my_print_defaults", f"--defaults-file={path}", "client"],
                               capture_output=True, text=True, check=True).stdout.split("\n")
         assert "--password=p'a\"ss#w\\rd" in real
-        assert mysql.read_option_file(path, ["client"])["password"] == "p'a\"ss#w\\rd"
+        assert optionfile.read(path, ["client"])["password"] == "p'a\"ss#w\\rd"
         assert argv == ["--protocol=TCP", "--host=h", "--port=1"]
         assert not any("p'a" in a for a in argv)
     finally:
@@ -91,7 +91,7 @@ def test_option_file_problems_are_one_line_check_errors(tmp_path, problem, expec
     if problem == "directory":
         path.mkdir()
     with pytest.raises(CheckError, match=expected):
-        mysql.read_option_file(str(path), ["client"])
+        optionfile.read(str(path), ["client"])
 
 
 # --- configuration and precedence --------------------------------------------------------
