@@ -18,17 +18,25 @@ https://etcd.io/docs/v3.4/learning/api/):
   if it is still ours (its ``create_revision``). A release that could not reach
   etcd is retried by the lease thread, so the key does not outlive the outage
   by more than a renewal period.
-- **the ledger** is one key per run under the class's prefix. A reservation
-  reads the prefix (one snapshot at revision R), decides (``decide()``), and
-  writes its run in a transaction that succeeds only if no run key of the class
-  was *created* after R (a compare over the prefix's range): read, decide and
-  record are one atomic step, and a host that lost the race gets the new
-  snapshot in the same answer and decides again. Settling a run rewrites only
-  its own key (its create revision stays), so settles never make a concurrent
-  reservation retry — with one key per class they did, and 23 of 300
-  concurrent reservations gave up as "ledger busy".
+- **the ledger** is one key per run under the class's ``runs/`` prefix, and one
+  key per handled event under ``seen/`` (target key + event: the duplicate
+  check). A reservation reads the runs and the event's key (one read-only
+  transaction: one snapshot at revision R), decides (``decide()``), and writes
+  its run and its event in a transaction that succeeds only if no run key of
+  the class was *created* after R (a compare over the prefix's range) and the
+  event's key does not exist: read, decide and record are one atomic step, and
+  a host that lost the race gets the new snapshot in the same answer and
+  decides again. Settling a run rewrites only its own keys (their create
+  revision stays), so settles never make a concurrent reservation retry — with
+  one key per class they did, and 23 of 300 concurrent reservations gave up as
+  "ledger busy". A run that turned out idle (``noop``, ``refused``: it counts
+  for nothing) leaves ``runs/`` at its settle and stays only as its event's
+  key, so a reservation reads only the runs that count, however many events
+  found nothing to do. Old keys are pruned: ``runs/`` by the reservations,
+  ``seen/`` by one reservation in 32.
 """
 import base64
+import hashlib
 import http.client
 import json
 import random
@@ -36,7 +44,7 @@ import socket
 import threading
 import time
 
-from autoremedy.coordination import Unreachable, decide, entry_for, horizon
+from autoremedy.coordination import IDLE, Unreachable, decide, entry_for, horizon
 
 
 def _b64(text):
@@ -248,31 +256,62 @@ class _EtcdLock:
 
 
 class EtcdLedger:
-    """One key per run under ``/<namespace>/ledger/<class>/``; see the module's text."""
+    """Per class, under ``/<namespace>/ledger/<class>/``: ``runs/<id>``, one key
+    per run that counts (not idle), and ``seen/<target key>/<event digest>``,
+    one key per handled event (its run, with its outcome). See the module's text."""
+
+    SWEEP = 32          # one reservation in this many also prunes old seen/ keys
 
     def __init__(self, backend):
         self.backend = backend
         self.coordinator = backend.coordinator
 
-    def _prefix(self, cls_name):
-        return f"/{self.coordinator.namespace}/ledger/{cls_name}/"
-
-    def _range(self, prefix):
-        return {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
+    def _prefix(self, cls_name, part):
+        return f"/{self.coordinator.namespace}/ledger/{cls_name}/{part}/"
 
     @staticmethod
-    def _snapshot(answer):
-        runs = [(base64.b64decode(kv["key"]).decode(), json.loads(base64.b64decode(kv["value"])))
-                for kv in answer.get("kvs") or []]
-        return runs, int(answer["header"]["revision"])
+    def _range(prefix):
+        return {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
+
+    def _seen(self, cls_name, key, event_id):
+        if not event_id:
+            return None
+        digest = hashlib.sha256(str(event_id).encode()).hexdigest()[:24]
+        return f"{self._prefix(cls_name, 'seen')}{key}/{digest}"
+
+    @staticmethod
+    def _values(ranged):
+        return [(base64.b64decode(kv["key"]).decode(), json.loads(base64.b64decode(kv["value"])))
+                for kv in ranged.get("kvs") or []]
+
+    def _read(self, runs_span, seen):
+        """Busy runs and the event's seen key, at one revision: a read-only transaction."""
+        reads = [{"request_range": runs_span}] + ([{"request_range": {"key": _b64(seen)}}]
+                                                  if seen else [])
+        return self.backend.call("ledger", "/kv/txn", {"success": reads})
+
+    @staticmethod
+    def _snapshot(answer, seen):
+        """(busy runs as (key, run), the seen run or None, revision) of a
+        transaction's answer whose responses are [runs range, seen range]."""
+        ranges = [r.get("response_range") or {} for r in answer.get("responses") or []]
+        runs = EtcdLedger._values(ranges[0]) if ranges else []
+        found = EtcdLedger._values(ranges[1]) if seen and len(ranges) > 1 else []
+        return runs, (found[0][1] if found else None), int(answer["header"]["revision"])
 
     def reserve(self, cls_name, key, member, event_id, target, host, limits, now, dry_run,
                 per_host=False):
-        prefix = self._prefix(cls_name)
-        span = self._range(prefix)
-        runs, revision = self._snapshot(self.backend.call("ledger", "/kv/range", span))
+        runs_prefix = self._prefix(cls_name, "runs")
+        span = self._range(runs_prefix)
+        seen = self._seen(cls_name, key, event_id)
+        if random.randrange(self.SWEEP) == 0:
+            self._sweep(cls_name, now - horizon(limits))
+        runs, found, revision = self._snapshot(self._read(span, seen), seen)
         deadline = time.monotonic() + self.coordinator.timeout * 5
         while True:
+            if found is not None:
+                return "duplicate", (f"event {event_id} already handled (on {found.get('host')}, "
+                                     f"{found.get('outcome')})")
             oldest = now - horizon(limits)
             expired = [k for k, r in runs if r["ts"] < oldest]
             live = [r for _, r in runs if r["ts"] >= oldest]
@@ -281,34 +320,61 @@ class EtcdLedger:
             if verdict is not None or dry_run:
                 return verdict
             entry = entry_for(cls_name, key, member, event_id, target, host, now)
-            txn = {"compare": [{**span, "target": "CREATE", "result": "LESS",
-                                "create_revision": revision + 1}],
-                   "success": [{"request_put": {"key": _b64(prefix + entry["id"]),
-                                                "value": _b64(json.dumps(entry))}}]
-                   + [{"request_delete_range": {"key": _b64(k)}} for k in expired],
-                   "failure": [{"request_range": span}]}
-            answer = self.backend.call("ledger", "/kv/txn", txn)
+            value = _b64(json.dumps(entry))
+            compare = [{**span, "target": "CREATE", "result": "LESS",
+                        "create_revision": revision + 1}]
+            writes = [{"request_put": {"key": _b64(runs_prefix + entry["id"]), "value": value}}]
+            if seen:
+                compare.append({"key": _b64(seen), "target": "CREATE", "result": "EQUAL",
+                                "create_revision": 0})
+                writes.append({"request_put": {"key": _b64(seen), "value": value}})
+            reads = [{"request_range": span}] + ([{"request_range": {"key": _b64(seen)}}]
+                                                 if seen else [])
+            answer = self.backend.call("ledger", "/kv/txn", {
+                "compare": compare,
+                "success": writes + [{"request_delete_range": {"key": _b64(k)}} for k in expired],
+                "failure": reads})
             if answer.get("succeeded"):
                 return entry
-            # Another host recorded a run since our snapshot: decide again on the
-            # snapshot the failed transaction returned.
+            # Another host recorded a run (or this event) since our snapshot:
+            # decide again on the snapshot the failed transaction returned.
             if time.monotonic() > deadline:
                 raise Unreachable(f"coordination backend {self.coordinator.where}: ledger busy "
                                   "(compare-and-swap kept losing)")
-            ranged = answer["responses"][0]["response_range"]
-            runs, revision = self._snapshot({**ranged, "header": answer["header"]})
+            runs, found, revision = self._snapshot(answer, seen)
             time.sleep(random.uniform(0, 0.003))
 
+    def _sweep(self, cls_name, oldest):
+        """Delete seen/ keys older than the horizon (runs/ keys are pruned by
+        the reservations themselves)."""
+        old = [k for k, r in self._values(self.backend.call(
+            "ledger", "/kv/range", self._range(self._prefix(cls_name, "seen")))) if r["ts"] < oldest]
+        if old:
+            self.backend.call("ledger", "/kv/txn", {
+                "success": [{"request_delete_range": {"key": _b64(k)}} for k in old]})
+
     def settle(self, entry, outcome):
+        """One transaction: the seen key takes the outcome; the run key too, or
+        goes when the run turned out idle (it counts for nothing: reservations
+        need not read it)."""
         entry = {**entry, "outcome": outcome}
-        self.backend.call("ledger", "/kv/put",
-                          {"key": _b64(self._prefix(entry["cls"]) + entry["id"]),
-                           "value": _b64(json.dumps(entry))})
+        value = _b64(json.dumps(entry))
+        run_key = _b64(self._prefix(entry["cls"], "runs") + entry["id"])
+        ops = [{"request_delete_range": {"key": run_key}} if outcome in IDLE
+               else {"request_put": {"key": run_key, "value": value}}]
+        seen = self._seen(entry["cls"], entry["key"], entry["event"])
+        if seen:
+            ops.append({"request_put": {"key": _b64(seen), "value": value}})
+        self.backend.call("ledger", "/kv/txn", {"success": ops})
 
     def runs(self, cls_name):
-        runs, _ = self._snapshot(self.backend.call("ledger", "/kv/range",
-                                                   self._range(self._prefix(cls_name))))
-        return sorted((r for _, r in runs), key=lambda r: r["ts"])
+        """Every run still in the ledger: the busy ones and the idle events'."""
+        busy = {r["id"]: r for _, r in self._values(self.backend.call(
+            "ledger", "/kv/range", self._range(self._prefix(cls_name, "runs"))))}
+        for _, run in self._values(self.backend.call(
+                "ledger", "/kv/range", self._range(self._prefix(cls_name, "seen")))):
+            busy.setdefault(run["id"], run)
+        return sorted(busy.values(), key=lambda r: r["ts"])
 
     def close(self):
         pass

@@ -79,6 +79,11 @@ def _dispatch(config, event_id, target):
     decision = route.dispatch(config, event, route.NODE, cls="fleettest", target=target,
                               audit=None)
     outcome = decision.outcome
+    # A node hook is a process of its own: its coordinator (and the backend's
+    # sessions) ends with it, not held by this worker across the next nodes'
+    # jobs (200 nodes' MariaDB sessions would pass the server's max_connections).
+    from autoremedy import coordination
+    coordination.close_all()
     return {"event": event.id, "target": target, "host": config.hostname, "pid": os.getpid(),
             "status": outcome.status if outcome else None,
             "guard": outcome.guard if outcome else None,
