@@ -8,7 +8,8 @@ coordination service the cloud already runs (docs/fleet.md).
       unreachable: refuse          # node-scoped classes when the backend is unreachable:
                                    # refuse (default) | local (this host's lock and caps only)
       timeout: 2s                  # longest wait for one answer of the backend
-      lock_ttl: 30s                # a holder killed with -9 frees its lock after this (Redis, etcd)
+      lock_ttl: 30s                # a holder killed with -9 frees its lock after this (Redis,
+                                   # etcd; MySQL: at once, after this for a host gone silent)
 
 Without the section (``backend_url: local``) everything stays in the host's
 state directory as before and this module imports nothing: tooz (OpenStack's
@@ -34,8 +35,8 @@ outcome) is *not* in tooz, which offers no counters: reading the window,
 deciding (``decide()``, the one rule set) and recording the run are one atomic
 step in the backend itself, so three hosts reserving at once never see the same
 free slot (tests/fleet). tooz is used for Redis only: its MySQL driver connects
-for every lock and its etcd driver (etcd3gw, over ``requests``) costs a lease
-and new HTTP sessions per lock — both missed the +5 ms per event target
+for every lock and its etcd driver (etcd3gw, over ``requests``) grants a
+lease for every lock — both missed the +5 ms per event target
 (docs/fleet.md, "Measured").
 
 Fail-safe: when the backend does not answer within ``timeout`` (or its lock

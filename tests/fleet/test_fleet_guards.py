@@ -182,7 +182,10 @@ def test_cap_never_exceeded_by_300_reservations_at_once(backend, tmp_path, names
     assert len(refused) == 275 and {r["guard"] for r in refused} == {"global_cap"}, \
         collections.Counter((r["guard"], (r["reason"] or "")[:60]) for r in refused)
     assert all("cap 25" in r["reason"] for r in refused)
-    assert len({r["host"] for r in reserved}) >= 2      # the slots went to more than one host
+    # (Which host got the slots is the race's business: on MariaDB, whose class
+    # row serialises reservations, one host may take all 25 before the others
+    # are scheduled; every host asked at once, released by the same barrier.)
+    assert {r["host"] for r in results} == set(HOSTS)
     config = Config.load(os.path.join(str(tmp_path), "host-a", "autoremedy.yaml"), environ={})
     try:
         runs = coordination.for_config(config).ledger().runs("fleettest")
