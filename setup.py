@@ -64,12 +64,14 @@ setup(
         # oslo.messaging + oslo.config: the real RPC traffic of tests/rabbitmq/oslo_traffic.py
         "test": ["pytest>=7,<9", "pytest-xdist>=3.5,<4", "hypothesis>=6.80,<7", "openstacksdk>=1.0,<5", "pyzabbix>=1.3,<2",
                  "sensu-plugin>=0.8,<0.9", "oslo.messaging>=14.0,<19", "oslo.config>=9.0,<11",
-                 "tooz>=6.0,<10", "redis>=4.5,<9", "etcd3gw>=2.1,<3",
+                 "tooz>=6.0,<10", "redis>=4.5,<9",
                  "ruff>=0.8,<1"],     # make lint (ruff.toml)
-        "bench": ["openstacksdk>=1.0,<5", "tooz>=6.0,<10", "redis>=4.5,<9", "etcd3gw>=2.1,<3"],
-        # guards across hosts (autoremedy.coordination): tooz for the locks, the
-        # backends' own clients for the ledger (PyMySQL is already required)
-        "fleet": ["tooz>=6.0,<10", "redis>=4.5,<9", "etcd3gw>=2.1,<3"],
+        "bench": ["openstacksdk>=1.0,<5", "tooz>=6.0,<10", "redis>=4.5,<9"],
+        # guards across hosts (autoremedy.coordination): tooz + redis for a Redis
+        # backend; MySQL/MariaDB through PyMySQL (already required) and etcd
+        # through its JSON gateway over http.client (the standard library) need
+        # nothing more
+        "fleet": ["tooz>=6.0,<10", "redis>=4.5,<9"],
     },
     entry_points={
         "console_scripts": ["autoremedy = autoremedy.cli:main"],

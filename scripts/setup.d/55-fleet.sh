@@ -4,9 +4,9 @@
 # directories: tests/fleet/services.py). mariadbd comes with 30-mysql.sh; redis-server
 # and redis-cli are on the machine already (need_pkgs only checks them); this part
 # adds the etcd server binary (Debian's etcd-server: /usr/bin/etcd).
-# No test needs etcdctl (the ledger talks to etcd's JSON gateway through etcd3gw),
-# so etcd-client is not installed. The Python side (tooz, redis, etcd3gw) is in
-# setup.py's "test" extra.
+# No test needs etcdctl (autoremedy/coordination_etcd.py talks to etcd's JSON
+# gateway itself), so etcd-client is not installed. The Python side (tooz, redis,
+# for the Redis backend) is in setup.py's "test" extra.
 #
 # The package ships an etcd service listening on 127.0.0.1:2379. The tests do not
 # use it, and a system etcd left running is a stray daemon on a well-known port, so:

@@ -2,9 +2,10 @@
 
 Runs each job [config path, event id, target] in a pool of worker processes
 through the real guarded path: ``perform()`` (mode "perform", what every
-handler's local fallback ends in) or the whole handler dispatch (mode
-"dispatch": spool, forward to StackStorm, fall back, escalate). Writes one
-result per job."""
+handler's local fallback ends in), the whole handler dispatch (mode
+"dispatch": spool, forward to StackStorm, fall back, escalate) or the ledger's
+reservation alone (mode "reserve": the atomic step the caps rest on, as fast
+as a worker can ask). Writes one result per job."""
 import json
 import multiprocessing
 import os
@@ -38,6 +39,8 @@ def job(spec):
     config = _config(path)
     if mode == "dispatch":
         return _dispatch(config, event_id, target)
+    if mode == "reserve":
+        return _reserve(config, event_id, target)
     import fleetkit
     from autoremedy.remediation import Trigger, perform
     remediation = fleetkit.FleetTest(config)
@@ -46,6 +49,20 @@ def job(spec):
                                                    host=config.hostname))
     return {"event": event_id, "target": target, "host": config.hostname, "pid": os.getpid(),
             "status": outcome.status, "guard": outcome.guard, "reason": outcome.reason}
+
+
+def _reserve(config, event_id, target):
+    from autoremedy.guard import Guard, Refused, fleet_for
+    guard = Guard(config.state_dir, "fleettest", config.guards("fleettest"),
+                  hostname=config.hostname, scope="api", fleet=fleet_for(config))
+    result = {"event": event_id, "target": target, "host": config.hostname, "pid": os.getpid(),
+              "status": "reserved", "guard": None, "reason": None}
+    try:
+        entry = guard.reserve(target, event_id)
+    except Refused as exc:
+        return {**result, "status": "refused", "guard": exc.guard, "reason": exc.reason}
+    result["id"] = entry["id"]
+    return result
 
 
 def _dispatch(config, event_id, target):
@@ -62,6 +79,11 @@ def _dispatch(config, event_id, target):
     decision = route.dispatch(config, event, route.NODE, cls="fleettest", target=target,
                               audit=None)
     outcome = decision.outcome
+    # A node hook is a process of its own: its coordinator (and the backend's
+    # sessions) ends with it, not held by this worker across the next nodes'
+    # jobs (200 nodes' MariaDB sessions would pass the server's max_connections).
+    from autoremedy import coordination
+    coordination.close_all()
     return {"event": event.id, "target": target, "host": config.hostname, "pid": os.getpid(),
             "status": outcome.status if outcome else None,
             "guard": outcome.guard if outcome else None,
