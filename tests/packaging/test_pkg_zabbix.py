@@ -15,7 +15,7 @@ import yaml
 
 from pkgenv import AUTOREMEDY, PACKAGING, need
 from loopback import st2_double
-from zabbix_kit import (ZABBIX, event_started, fake_daemon, history, host_with_template, reload_config_cache,
+from zabbix_kit import (ADMIN, ZABBIX, event_started, fake_daemon, history, host_with_template, reload_config_cache,
                         setup_cmd, stop, updates_of, wire_alert_script)
 
 sys.path.insert(0, ZABBIX)
@@ -368,14 +368,14 @@ def test_node_hook_commands_match_what_the_hook_and_the_sudo_gate_accept():
 @pytest.mark.integration
 def test_installer_imports_and_updates_in_place(zabbix, st2):
     node = wire_alert_script(zabbix, st2.url)
-    first = setup_cmd(*node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+    first = setup_cmd(*node, env=ADMIN)
     assert first.returncode == 0, first
     api = zabbix.api()
     action = api.action.get(filter={"name": ["autoremedy to StackStorm"]}, output=["actionid"])
     media = api.mediatype.get(filter={"name": ["autoremedy (alert script)", "autoremedy (StackStorm webhook)"]},
                               output=["mediatypeid", "name", "exec_params", "type"])
     assert len(action) == 1 and len(media) == 2
-    second = setup_cmd(*node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+    second = setup_cmd(*node, env=ADMIN)
     assert second.returncode == 0, second
     lines = second.stdout.splitlines()
     names = [t["template"] for t in load_template()["templates"]]
@@ -456,7 +456,7 @@ def monitored_host(zabbix, st2, tmp_path_factory):
     keyfile = tmp_path_factory.mktemp("keys") / "st2.key"
     keyfile.write_text("ci-api-key\n")
     ran = setup_cmd("--via", "webhook", "--st2-url", st2.url, "--st2-api-key-file", str(keyfile),
-                    env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+                    env=ADMIN)
     assert ran.returncode == 0, ran
     api = zabbix.api()
     hostid = host_with_template(api, {"{$AR.INTERVAL}": "5s", "{$AR.LLD.INTERVAL}": "10s"})
@@ -543,7 +543,7 @@ def test_alert_script_media_type_delivers_through_the_handler(zabbix, monitored_
     try:
         wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) == "0", 60,
                  what="the watched process to be seen running")
-        ran = setup_cmd("--via", "script", *node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+        ran = setup_cmd("--via", "script", *node, env=ADMIN)
         assert ran.returncode == 0, ran
         reload_config_cache(zabbix)
         time.sleep(6)                     # CacheUpdateFrequency: the action now uses the script media
@@ -589,7 +589,7 @@ def test_node_hook_remote_command_runs_handle_hook_on_the_agent(zabbix, monitore
         wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) == "0", 60,
                  what="the watched process to be seen running")
         ran = setup_cmd("--via", "webhook", "--node-hook", "--autoremedy-bin", zabbix.bin,
-                        env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+                        env=ADMIN)
         assert ran.returncode == 0, ran
         lines = ran.stdout.splitlines()
         # The node side, then the check that the chosen path is wired (zabbix-setup

@@ -3,6 +3,7 @@ session's real Zabbix 6.0 (zabbix_kit.py) with the StackStorm double, only the
 example names replaced by this machine's (the page says which). The setup block
 ends with `zabbix-setup --test`: one test alert through the alert-script media
 type, as the zabbix user, to StackStorm — and its printed answer."""
+import grp
 import os
 import re
 import socket
@@ -38,7 +39,13 @@ def machine(zabbix, st2, artefacts):
     saved = zabbix.config.read_text()
     # The node's configuration as the package ships it: no StackStorm URL yet, the
     # key file where setup is to write it (here: a directory the test owns).
-    config = dict(base_config(zabbix), stackstorm={"url": "", "api_key_file": str(where / "st2-api-key")})
+    # The state directory as the package makes /var/lib/autoremedy: root:autoremedy 2770.
+    state = where / "state"
+    state.mkdir(exist_ok=True)
+    os.chown(state, 0, grp.getgrnam("autoremedy").gr_gid)
+    os.chmod(state, 0o2770)
+    config = dict(base_config(zabbix), state_dir=str(state),
+                  stackstorm={"url": "", "api_key_file": str(where / "st2-api-key")})
     zabbix.config.write_text(yaml.safe_dump(config))
     names = {"https://zabbix.example.net": API_URL.rsplit("/", 1)[0], "https://st2.example.net": st2.url,
              "/root/zabbix-admin.pw": str(password), "/root/st2-api-key": str(key),

@@ -14,7 +14,7 @@ import yaml
 from pkgenv import AUTOREMEDY, PACKAGING, machine_lock, need
 
 ZABBIX = os.path.join(PACKAGING, "zabbix")
-ADMIN = {"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"}     # the frontend's stock Admin password
+ADMIN = {"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"}     # the frontend's stock Admin password (setup_cmd's env)
 API_KEY = "ci-api-key"
 
 
@@ -67,7 +67,7 @@ def setup_cmd(*extra, env=None):
     """`autoremedy zabbix-setup` against the stack's frontend, the definitions from the checkout."""
     from zabbix_stack import API_URL
     return subprocess.run([AUTOREMEDY, "zabbix-setup", "--url", API_URL, "--source", ZABBIX, *extra],
-                          capture_output=True, text=True, env=dict(os.environ, **(env or ADMIN)))
+                          capture_output=True, text=True, env=dict(os.environ, **(env or {})))
 
 
 def wire_alert_script(zabbix, url):
