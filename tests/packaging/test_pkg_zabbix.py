@@ -15,8 +15,8 @@ import yaml
 
 from pkgenv import AUTOREMEDY, PACKAGING, need
 from loopback import st2_double
-from zabbix_kit import (ADMIN, ZABBIX, event_started, fake_daemon, history, host_with_template, reload_config_cache,
-                        setup_cmd, stop, updates_of, wire_alert_script)
+from zabbix_kit import (ADMIN, ZABBIX, event_started, fake_daemon, history, host_with_template,
+                        reload_config_cache, setup_cmd, stop, updates_of, wire_alert_script)
 
 sys.path.insert(0, ZABBIX)
 import template as template_source  # noqa: E402  (packaging/zabbix/template.py)
