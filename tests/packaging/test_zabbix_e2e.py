@@ -81,8 +81,9 @@ def node_config(e2e, st2_url):
 @pytest.fixture(scope="module")
 def e2e(zabbix, st2, artefacts):
     """Everything the operator sets up, then the host; undone afterwards (the
-    stack's configuration restored, the node-hook action as it was; the action
-    and its user as test_c leaves them until the next zabbix-setup puts them back)."""
+    stack's configuration restored, the node-hook action as it was, the action and
+    its user back on the alert script, the host deleted: the next session starts
+    without this module's items raising "cannot be checked" problems)."""
     where = artefacts / "e2e"
     where.mkdir(mode=0o755)
     state = where / "state"
@@ -138,6 +139,24 @@ def e2e(zabbix, st2, artefacts):
         zabbix.config.write_text(saved)
         for action in hook:
             api.action.update(actionid=action["actionid"], status=int(action["status"]))
+        if "hostid" in e2e:
+            api.host.delete(e2e["hostid"])
+            only_media(api, SCRIPT_MEDIA)
+
+
+def only_media(api, *names):
+    """The action's user holds the media types ``names``; the action sends through
+    that one (one name) or through all of the user's media (mediatypeid 0)."""
+    from autoremedy.zabbix_setup import USER, action_params, load_definitions
+    user = api.user.get(filter={"username": [USER]}, output=["userid"])[0]["userid"]
+    media = {m["name"]: m["mediatypeid"] for m in api.mediatype.get(filter={"name": list(names)}, output=["name"])}
+    api.user.update(userid=user, medias=[{"mediatypeid": media[name], "sendto": "autoremedy", "active": 0,
+                                          "severity": 63, "period": "1-7,00:00-24:00"} for name in names])
+    _, _, definition = load_definitions(ZABBIX)
+    [action] = api.action.get(filter={"name": [definition["name"]]}, output=["actionid"], selectFilter="extend")
+    templateids = [c["value"] for c in action["filter"]["conditions"] if c["conditiontype"] == "13"]
+    api.action.update(actionid=action["actionid"], **action_params(
+        definition, templateids, media[names[0]] if len(names) == 1 else "0", user))
 
 
 def start_daemon(e2e):
@@ -285,17 +304,8 @@ def test_c_a_tmpfs_filled_warning_then_critical_then_cleaned_recovers(e2e):
     """Both media types from here on: the action's user holds both and the action
     sends through all of the user's media (mediatypeid 0), so every event is sent
     by the alert script and by the webhook (test_f compares the bodies)."""
-    from autoremedy.zabbix_setup import USER, action_params, load_definitions
-    st2, api, zabbix = e2e["st2"], e2e["api"], e2e["zabbix"]
-    user = api.user.get(filter={"username": [USER]}, output=["userid"])[0]["userid"]
-    media = {m["name"]: m["mediatypeid"] for m in api.mediatype.get(filter={"name": [SCRIPT_MEDIA, WEBHOOK_MEDIA]},
-                                                                     output=["name"])}
-    api.user.update(userid=user, medias=[{"mediatypeid": media[name], "sendto": "autoremedy", "active": 0,
-                                          "severity": 63, "period": "1-7,00:00-24:00"} for name in media])
-    _, _, definition = load_definitions(ZABBIX)
-    [action] = api.action.get(filter={"name": [definition["name"]]}, output=["actionid"], selectFilter="extend")
-    templateids = [c["value"] for c in action["filter"]["conditions"] if c["conditiontype"] == "13"]
-    api.action.update(actionid=action["actionid"], **action_params(definition, templateids, "0", user))
+    st2, zabbix = e2e["st2"], e2e["zabbix"]
+    only_media(e2e["api"], SCRIPT_MEDIA, WEBHOOK_MEDIA)
     reload_config_cache(zabbix)
     time.sleep(6)                   # CacheUpdateFrequency: the alerter sends through both from now on
     mount = e2e["mount"]
