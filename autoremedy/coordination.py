@@ -218,6 +218,16 @@ def decide(runs, key, member, event_id, limits, now, host=None):
     return None
 
 
+def close_quietly(conn):
+    """Close a backend connection that may already be broken: closing is the way out
+    of an error, so its own failure must not replace the error being handled."""
+    if conn is not None:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
 def horizon(limits):
     fleet = limits.get("fleet_cap") or {"per": 0}
     return max(limits["rate_limit"]["per"], limits["global_cap"]["per"], fleet["per"], 86400.0)

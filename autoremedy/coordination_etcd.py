@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 
-from autoremedy.coordination import IDLE, Unreachable, decide, entry_for, horizon
+from autoremedy.coordination import IDLE, Unreachable, close_quietly, decide, entry_for, horizon
 
 
 def _b64(text):
@@ -111,12 +111,8 @@ class EtcdHTTP:
         return parsed
 
     def close_unlocked(self):
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:
-                pass
-            self.conn = None
+        close_quietly(self.conn)
+        self.conn = None
 
     def close(self):
         with self.mutex:

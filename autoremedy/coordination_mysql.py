@@ -29,7 +29,7 @@ import hashlib
 import threading
 import time
 
-from autoremedy.coordination import decide, entry_for, horizon
+from autoremedy.coordination import close_quietly, decide, entry_for, horizon
 
 
 def _params(coordinator):
@@ -75,10 +75,7 @@ class MySQLBackend:
 
     def _drop(self):
         if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:
-                pass
+            close_quietly(self.conn)
             self.conn = None
             self.held.clear()           # the server frees them with the session
 
@@ -284,10 +281,7 @@ class MySQLLedger:
 
     def _drop(self):
         if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:
-                pass
+            close_quietly(self.conn)
             self.conn = None
             self.classes.clear()
 
