@@ -429,7 +429,11 @@ def main(argv=None):
         return 2
     def terminate(signum, frame):
         raise KeyboardInterrupt          # SIGTERM (a CI timeout) cleans up like Ctrl-C
-    signal.signal(signal.SIGTERM, terminate)
+    # SIGINT too: started from a background job, the demo inherits SIGINT ignored and
+    # Python then installs no KeyboardInterrupt handler (a clean-clone run under `&`
+    # finished the demo with exit 0 after a Ctrl-C).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, terminate)
     base = tempfile.mkdtemp(prefix="autoremedy-demo-")
     demo = Demo(base, mount_allowed=not args.no_mount)
     print(f"autoremedy demo: everything lives under {base}; nothing external is needed.")
