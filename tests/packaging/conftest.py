@@ -96,3 +96,22 @@ def rpm_file(artefacts):
     rpms = sorted(out.glob("autoremedy-*.rpm"))
     assert len(rpms) == 1, rpms
     return rpms[0]
+
+
+@pytest.fixture(scope="session")
+def zabbix(unpacked_asset, artefacts):
+    """The real Zabbix 6.0 of the session (zabbix_kit.running_stack), shared by
+    test_pkg_zabbix.py, test_zabbix_docs.py and test_zabbix_e2e.py: the packaging
+    group runs on one worker, so it is started once."""
+    from zabbix_kit import running_stack
+    with running_stack(unpacked_asset, artefacts) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def st2(zabbix):
+    """A StackStorm double per test module (its own record of what arrived)."""
+    from loopback import st2_double
+    from zabbix_kit import API_KEY
+    with st2_double(API_KEY) as double:
+        yield double

@@ -1,5 +1,6 @@
 """Zabbix: the template and agent parameters, checked on their own and against a
-real Zabbix 6.0 (server + agent + frontend API) started by the test module, with
+real Zabbix 6.0 (server + agent + frontend API, started once per session:
+conftest.py, zabbix_kit.py), with
 the commands run from the unpacked Sensu asset as the zabbix user runs them."""
 import json
 import os
@@ -12,10 +13,11 @@ import uuid
 import pytest
 import yaml
 
-from pkgenv import AUTOREMEDY, PACKAGING, machine_lock, need
+from pkgenv import AUTOREMEDY, PACKAGING, need
 from loopback import st2_double
+from zabbix_kit import (ADMIN, ZABBIX, event_started, fake_daemon, history, host_with_template,
+                        reload_config_cache, setup_cmd, stop, updates_of, wire_alert_script)
 
-ZABBIX = os.path.join(PACKAGING, "zabbix")
 sys.path.insert(0, ZABBIX)
 import template as template_source  # noqa: E402  (packaging/zabbix/template.py)
 
@@ -361,83 +363,19 @@ def test_node_hook_commands_match_what_the_hook_and_the_sudo_gate_accept():
                 assert tag["value"].split()[0] in allowed, tag
 
 
-# --- against a real Zabbix --------------------------------------------------------------
-
-
-
-@pytest.fixture(scope="module")
-def zabbix(unpacked_asset, artefacts):
-    for tool in ("/usr/sbin/zabbix_server", "/usr/sbin/zabbix_agentd", "zabbix_get", "php", "mariadb"):
-        need(tool)
-    from zabbix_stack import Stack
-    base = artefacts / "zabbix"
-    (base / "state").mkdir(parents=True)
-    token = f"ar-ci-daemon-{os.getpid()}"
-    config = base / "autoremedy.yaml"
-    config.write_text(yaml.safe_dump({
-        "state_dir": str(base / "state"),
-        "checks": {"process": {"watch": [{"name": "ar-dead", "cmdline": token}]}},
-        # The node hook's --target must be in the allowlist before any probe runs
-        # (handlers/hook.py), as on an operator's node. dry_run: a hook that could
-        # not forward would only plan the restart.
-        "remediations": {"process": {"enabled": True, "dry_run": True, "targets": {"ar-dead": {
-            "start": [sys.executable, "-c", "import time; time.sleep(600)"],
-            "check": {"cmdline": token}}}}},
-    }))
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-           "AUTOREMEDY_CONFIG": str(config)}
-    stack = Stack(base, str(unpacked_asset / "bin" / "autoremedy"), env)
-    # One Zabbix per machine (fixed ports, the shared database, the frontend's
-    # /etc/zabbix/zabbix.conf.php): another session's stack is waited for.
-    with machine_lock("zabbix"):
-        try:
-            stack.start(PACKAGING)
-        except Exception:
-            stack.stop()
-            raise
-        stack.token = token
-        stack.config = config
-        try:
-            yield stack
-        finally:
-            stack.stop()
-
-
-def setup_cmd(*extra, env=None):
-    from zabbix_stack import API_URL
-    return subprocess.run([AUTOREMEDY, "zabbix-setup", "--url", API_URL, "--source", ZABBIX, *extra],
-                          capture_output=True, text=True, env=dict(os.environ, **(env or {})))
-
-
-def wire_alert_script(zabbix, url):
-    """What an operator's Zabbix server has for `--via script`: the configuration
-    the alert script reads (the stack's AUTOREMEDY_CONFIG) names StackStorm and an
-    API key file the zabbix user can read and nobody else. zabbix-setup verifies it
-    (and fails, exit 4, while an alert would fall back for lack of it)."""
-    import pwd
-    key = zabbix.path("st2.key")
-    with open(key, "w") as handle:
-        handle.write("ci-api-key\n")
-    user = pwd.getpwnam("zabbix")
-    os.chown(key, user.pw_uid, user.pw_gid)
-    os.chmod(key, 0o600)
-    config = yaml.safe_load(zabbix.config.read_text())
-    config["stackstorm"] = {"url": url, "api_key_file": key}
-    zabbix.config.write_text(yaml.safe_dump(config))
-    return ["--node-config", str(zabbix.config)]
-
+# --- against a real Zabbix (the session's stack: conftest.py, zabbix_kit.py) -------------
 
 @pytest.mark.integration
 def test_installer_imports_and_updates_in_place(zabbix, st2):
     node = wire_alert_script(zabbix, st2.url)
-    first = setup_cmd(*node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+    first = setup_cmd(*node, env=ADMIN)
     assert first.returncode == 0, first
     api = zabbix.api()
     action = api.action.get(filter={"name": ["autoremedy to StackStorm"]}, output=["actionid"])
     media = api.mediatype.get(filter={"name": ["autoremedy (alert script)", "autoremedy (StackStorm webhook)"]},
                               output=["mediatypeid", "name", "exec_params", "type"])
     assert len(action) == 1 and len(media) == 2
-    second = setup_cmd(*node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+    second = setup_cmd(*node, env=ADMIN)
     assert second.returncode == 0, second
     lines = second.stdout.splitlines()
     names = [t["template"] for t in load_template()["templates"]]
@@ -513,60 +451,17 @@ def test_every_user_parameter_answers_through_the_agent(zabbix, check_classes):
     assert disks["/"] and disks.get("/proc") == "proc", disks
 
 
-def host_with_template(api, macros, templates=("autoremedy node",)):
-    """The agent's host, linked to the node template only (what an operator links
-    to every node)."""
-    from zabbix_stack import AGENT_PORT, HOSTNAME
-    for old in api.host.get(filter={"host": [HOSTNAME]}, output=["hostid"]):
-        api.host.delete(old["hostid"])
-    group = api.hostgroup.get(filter={"name": ["Linux servers"]}, output=["groupid"])[0]["groupid"]
-    linked = [{"templateid": t["templateid"]}
-              for t in api.template.get(filter={"host": list(templates)}, output=["templateid"])]
-    assert len(linked) == len(templates)
-    host = api.host.create(host=HOSTNAME, groups=[{"groupid": group}], templates=linked,
-                           interfaces=[{"type": 1, "main": 1, "useip": 1, "ip": "127.0.0.1", "dns": "",
-                                        "port": str(AGENT_PORT)}],
-                           macros=[{"macro": k, "value": v} for k, v in macros.items()])
-    return host["hostids"][0]
-
-
-@pytest.fixture(scope="module")
-def st2(zabbix):
-    with st2_double("ci-api-key") as double:
-        yield double
-
-
 @pytest.fixture(scope="module")
 def monitored_host(zabbix, st2, tmp_path_factory):
     keyfile = tmp_path_factory.mktemp("keys") / "st2.key"
     keyfile.write_text("ci-api-key\n")
     ran = setup_cmd("--via", "webhook", "--st2-url", st2.url, "--st2-api-key-file", str(keyfile),
-                    env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+                    env=ADMIN)
     assert ran.returncode == 0, ran
     api = zabbix.api()
     hostid = host_with_template(api, {"{$AR.INTERVAL}": "5s", "{$AR.LLD.INTERVAL}": "10s"})
-    subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R", "config_cache_reload"],
-                   capture_output=True)
+    reload_config_cache(zabbix)
     return hostid
-
-
-def updates_of(st2, eventid):
-    """The bodies at the StackStorm double that are updates of problem ``eventid``."""
-    return [a["body"] for a in st2.accepted() if a["body"]["event"]["action"] == "update"
-            and a["body"]["event"]["extra"].get("incident_id") == f"zabbix-{eventid}"]
-
-
-def event_started(api, eventid):
-    """The problem's start as the handler reads {EVENT.DATE} {EVENT.TIME}: local time."""
-    return int(api.event.get(eventids=eventid, output=["clock"])[0]["clock"])
-
-
-def history(api, hostid, key, kind):
-    items = api.item.get(hostids=hostid, filter={"key_": key}, output=["itemid", "state", "error"])
-    if not items:
-        return None
-    values = api.history.get(itemids=items[0]["itemid"], history=kind, sortfield="clock", sortorder="DESC", limit=1)
-    return values[0]["value"] if values else None
 
 
 @pytest.mark.integration
@@ -624,8 +519,7 @@ def test_problem_reaches_stackstorm_and_is_acknowledged_then_recovers(zabbix, mo
     assert update["event"]["started"] == event_started(api, eventid)
     assert update["autoremedy"]["spooled_at"] is None          # the webhook media type
 
-    daemon = subprocess.Popen([zabbix.token, "-c", "import time; time.sleep(600)"],   # argv[0]: --cmdline is anchored
-                              executable=sys.executable)
+    daemon = fake_daemon(zabbix.token)
     try:
         # This problem's recovery: another trigger on the same item (e.g. "cannot be
         # checked" while a check timed out on a loaded machine) may resolve first.
@@ -633,8 +527,7 @@ def test_problem_reaches_stackstorm_and_is_acknowledged_then_recovers(zabbix, mo
                              120, 1, "the recovery at the StackStorm double")[0]
         assert recovered["action"] == "resolve"
     finally:
-        daemon.kill()
-        daemon.wait()
+        stop(daemon)
 
 
 @pytest.mark.integration
@@ -646,19 +539,16 @@ def test_alert_script_media_type_delivers_through_the_handler(zabbix, monitored_
     api = zabbix.api()
     node = wire_alert_script(zabbix, st2.url)
 
-    daemon = subprocess.Popen([zabbix.token, "-c", "import time; time.sleep(600)"],   # argv[0]: --cmdline is anchored
-                              executable=sys.executable)
+    daemon = fake_daemon(zabbix.token)
     try:
         wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) == "0", 60,
                  what="the watched process to be seen running")
-        ran = setup_cmd("--via", "script", *node, env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+        ran = setup_cmd("--via", "script", *node, env=ADMIN)
         assert ran.returncode == 0, ran
-        subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R",
-                        "config_cache_reload"], capture_output=True)
+        reload_config_cache(zabbix)
         time.sleep(6)                     # CacheUpdateFrequency: the action now uses the script media
     finally:
-        daemon.kill()
-        daemon.wait()
+        stop(daemon)
 
     def via_handler():
         # The handler's body has a spool time; the webhook's (no spool) has none.
@@ -694,13 +584,12 @@ def test_node_hook_remote_command_runs_handle_hook_on_the_agent(zabbix, monitore
     agent (a remote command); the hook re-runs the check there and forwards it."""
     from zabbix_stack import wait_for
     api = zabbix.api()
-    daemon = subprocess.Popen([zabbix.token, "-c", "import time; time.sleep(600)"],   # argv[0]: --cmdline is anchored
-                              executable=sys.executable)
+    daemon = fake_daemon(zabbix.token)
     try:
         wait_for(lambda: history(api, monitored_host, "autoremedy.process.status[ar-dead]", 3) == "0", 60,
                  what="the watched process to be seen running")
         ran = setup_cmd("--via", "webhook", "--node-hook", "--autoremedy-bin", zabbix.bin,
-                        env={"AUTOREMEDY_ZABBIX_PASSWORD": "zabbix"})
+                        env=ADMIN)
         assert ran.returncode == 0, ran
         lines = ran.stdout.splitlines()
         # The node side, then the check that the chosen path is wired (zabbix-setup
@@ -708,12 +597,10 @@ def test_node_hook_remote_command_runs_handle_hook_on_the_agent(zabbix, monitore
         assert lines[-3].startswith("script autoremedy node hook: "), lines
         assert lines[-2].startswith("action autoremedy node hook: "), lines
         assert lines[-1].startswith("global macro {$AR.ST2.URL}: verified ("), lines
-        subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R",
-                        "config_cache_reload"], capture_output=True)
+        reload_config_cache(zabbix)
         time.sleep(6)
     finally:
-        daemon.kill()
-        daemon.wait()
+        stop(daemon)
 
     def from_hook():
         return [a["body"] for a in st2.accepted() if a["body"]["event"]["source"] == "hook"
@@ -784,8 +671,7 @@ def test_macros_include_a_tmpfs_mount_and_the_batch_tags_its_targets(zabbix, mon
                    "{$AR.DISK.FSNAME.MATCHES}": f"^(/|{re.escape(point)})$",
                    "{$AR.BATCH.CLASS.NOT_MATCHES}": "^spool$"})
     api.host.update(hostid=monitored_host, macros=[{"macro": k, "value": v} for k, v in macros.items()])
-    subprocess.run(["/usr/sbin/zabbix_server", "-c", zabbix.path("zabbix_server.conf"), "-R", "config_cache_reload"],
-                   capture_output=True)
+    reload_config_cache(zabbix)
 
     def keys(prefix):
         return {i["key_"] for i in api.item.get(hostids=monitored_host, output=["key_"],
