@@ -28,7 +28,8 @@ import pytest
 import yaml
 
 from pkgenv import PACKAGING
-from zabbix_kit import (ADMIN, API_KEY, ZABBIX, history, host_with_template, reload_config_cache, setup_cmd, updates_of)
+from zabbix_kit import (ADMIN, API_KEY, ZABBIX, forget_host, history, host_with_template, newest_event, problem_id,
+                        reload_config_cache, settle_alerts, setup_cmd, updates_of)
 from zabbix_stack import HOSTNAME, wait_for
 
 INTERVAL = 5                # seconds: {$AR.INTERVAL} on the host
@@ -120,6 +121,12 @@ def e2e(zabbix, st2, artefacts):
         # would act on the same problems: off while this module runs.
         for action in hook:
             api.action.update(actionid=action["actionid"], status=1)
+        # Only this module's problems count: an earlier module's host is gone, the
+        # alerts already queued for it are let run out, and every event the double
+        # is asked about belongs to a problem raised after this point (ours()).
+        forget_host(api)
+        settle_alerts(api)
+        e2e["baseline"] = newest_event(api)
         e2e["hostid"] = host_with_template(api, {
             "{$AR.INTERVAL}": f"{INTERVAL}s", "{$AR.LLD.INTERVAL}": "5s",
             "{$AR.DISK.FSTYPE.MATCHES}": "^tmpfs$", "{$AR.DISK.FSNAME.MATCHES}": f"^{re.escape(mount)}$",
@@ -185,10 +192,16 @@ def record(e2e, record_property, name, seconds):
     print(f"TIME {name} {seconds:.1f}s (check interval {INTERVAL}s)")
 
 
-def events(st2, **where):
-    """The events at the double (accepted) whose labels / action / status match ``where``."""
+def ours(e2e):
+    """What the double accepted for this module's problems (raised after its set-up)."""
+    return [got for got in e2e["st2"].accepted()
+            if (problem_id(got["body"]["event"]) or 0) > e2e["baseline"]]
+
+
+def events(e2e, **where):
+    """This module's events at the double (accepted) whose labels / action / status match ``where``."""
     out = []
-    for got in st2.accepted():
+    for got in ours(e2e):
         event = got["body"]["event"]
         labels = event.get("labels") or {}
         if event.get("source") != "zabbix":
@@ -219,12 +232,12 @@ def audit(e2e, what):
 # --- the tests, in order ----------------------------------------------------------------
 
 def test_a_killed_process_is_one_incident_delivered(e2e, record_property):
-    st2, api = e2e["st2"], e2e["api"]
+    api = e2e["api"]
     [daemon] = running(e2e)
     killed = time.time()
     daemon.kill()
     daemon.wait()
-    [got] = wait_for(lambda: events(st2, autoremedy_target=WATCH, action="problem"), 60, 0.2,
+    [got] = wait_for(lambda: events(e2e, autoremedy_target=WATCH, action="problem"), 60, 0.2,
                      "the problem at the StackStorm double")[:1]
     record(e2e, record_property, "fault-to-delivery", got["ts"] - killed)
     event = got["event"]
@@ -241,7 +254,7 @@ def test_a_killed_process_is_one_incident_delivered(e2e, record_property):
     batch = json.loads(history(api, e2e["hostid"], "autoremedy.batch", 4))
     assert batch["data"]["checks"][WATCH]["status"] == 2, batch
     assert not api.item.get(hostids=e2e["hostid"], search={"key_": "autoremedy.batch.status["}, output=["key_"])
-    incidents = {e["event"]["id"] for e in events(st2, action="problem")}
+    incidents = {e["event"]["id"] for e in events(e2e, action="problem")}
     assert incidents == {event["id"]}, incidents
     problems = api.problem.get(hostids=e2e["hostid"], output=["eventid", "name"])
     assert [p["eventid"] for p in problems] == [e2e["process_event"]], problems
@@ -260,7 +273,7 @@ def test_d_an_acknowledgement_is_an_update_of_the_same_incident(e2e):
     assert update["autoremedy"]["local"] == []                # an update is never remediated
     # The operator starts the daemon again: the recovery closes the same incident.
     start_daemon(e2e)
-    [recovery] = wait_for(lambda: events(st2, autoremedy_target=WATCH, action="resolve"), 60, 0.2,
+    [recovery] = wait_for(lambda: events(e2e, autoremedy_target=WATCH, action="resolve"), 60, 0.2,
                           "the recovery at the StackStorm double")
     assert recovery["event"]["id"].startswith(f"zabbix-{eventid}-r")
     assert recovery["event"]["extra"]["incident_id"] == f"zabbix-{eventid}"
@@ -272,39 +285,41 @@ def test_b_stackstorm_down_the_alert_remediates_through_the_gate_and_keeps_the_e
     wait_for(lambda: history(api, e2e["hostid"], f"autoremedy.process.status[{WATCH}]", 3) == "0", 30, 0.5,
              "the daemon seen running again")
     st2.set_mode("down")
-    e2e["down"] = time.time()
-    [daemon] = running(e2e)
-    killed = time.time()
-    daemon.kill()
-    daemon.wait()
-    # The alert script (as zabbix) could not reach StackStorm: it kept the event and
-    # ran the remediation through `sudo -n <gate> process ar-e2e <event id>` (root).
-    [back] = wait_for(lambda: running(e2e), 60, 0.1, "the daemon restarted by the alert path's fallback")
-    record(e2e, record_property, "fault-to-remediation", back.create_time() - killed)
-    assert back.uids().real == 0 and back.ppid() != os.getpid()           # root's, not the test's
-    [fallback] = wait_for(lambda: audit(e2e, "fallback"), 30, 0.2, "the handler's fallback record")
-    assert fallback["via"] == "sudo-gate" and fallback["gate"] == e2e["gate"], fallback
-    assert fallback["gate_ran"] is True and fallback["outcome"] == "remediated", fallback
-    [remediation] = [r for r in audit(e2e, "remediation") if r["outcome"] == "remediated"]
-    [kept] = [e for e in (read_entry(e2e, name) for name in spool_entries(e2e)) if e["event"]["action"] == "problem"]
-    assert kept["id"] == remediation["event_id"] and kept["event"]["labels"]["autoremedy_target"] == WATCH
-    assert [(m["class"], m["target"], m["outcome"]) for m in kept["local"]] == [("process", WATCH, "remediated")]
-    e2e["kept"] = kept["id"]
-    # Zabbix marked that alert sent: the event is in autoremedy's hands (kept).
-    eventid = kept["event"]["extra"]["event_id"]
-    record(e2e, record_property, "problem-to-remediation", back.create_time() - raised(api, eventid))
-    wait_for(lambda: [a for a in api.alert.get(eventids=eventid, output=["status", "error"]) if a["status"] == "1"],
-             30, 0.5, "the kept alert marked sent")
-    assert not events(st2, autoremedy_target=WATCH, action="problem", id=kept["id"])
-    st2.set_mode("up")
-    e2e["up"] = time.time()
+    try:
+        e2e["down"] = time.time()
+        [daemon] = running(e2e)
+        killed = time.time()
+        daemon.kill()
+        daemon.wait()
+        # The alert script (as zabbix) could not reach StackStorm: it kept the event and
+        # ran the remediation through `sudo -n <gate> process ar-e2e <event id>` (root).
+        [back] = wait_for(lambda: running(e2e), 60, 0.1, "the daemon restarted by the alert path's fallback")
+        record(e2e, record_property, "fault-to-remediation", back.create_time() - killed)
+        assert back.uids().real == 0 and back.ppid() != os.getpid()           # root's, not the test's
+        [fallback] = wait_for(lambda: audit(e2e, "fallback"), 30, 0.2, "the handler's fallback record")
+        assert fallback["via"] == "sudo-gate" and fallback["gate"] == e2e["gate"], fallback
+        assert fallback["gate_ran"] is True and fallback["outcome"] == "remediated", fallback
+        [remediation] = [r for r in audit(e2e, "remediation") if r["outcome"] == "remediated"]
+        [kept] = [e for e in (read_entry(e2e, name) for name in spool_entries(e2e)) if e["event"]["action"] == "problem"]
+        assert kept["id"] == remediation["event_id"] and kept["event"]["labels"]["autoremedy_target"] == WATCH
+        assert [(m["class"], m["target"], m["outcome"]) for m in kept["local"]] == [("process", WATCH, "remediated")]
+        e2e["kept"] = kept["id"]
+        # Zabbix marked that alert sent: the event is in autoremedy's hands (kept).
+        eventid = kept["event"]["extra"]["event_id"]
+        record(e2e, record_property, "problem-to-remediation", back.create_time() - raised(api, eventid))
+        wait_for(lambda: [a for a in api.alert.get(eventids=eventid, output=["status", "error"]) if a["status"] == "1"],
+                 30, 0.5, "the kept alert marked sent")
+        assert not events(e2e, autoremedy_target=WATCH, action="problem", id=kept["id"])
+    finally:      # the later tests need StackStorm back, whatever happened here
+        st2.set_mode("up")
+        e2e["up"] = time.time()
 
 
 def test_c_a_tmpfs_filled_warning_then_critical_then_cleaned_recovers(e2e):
     """Both media types from here on: the action's user holds both and the action
     sends through all of the user's media (mediatypeid 0), so every event is sent
     by the alert script and by the webhook (test_f compares the bodies)."""
-    st2, zabbix = e2e["st2"], e2e["zabbix"]
+    zabbix = e2e["zabbix"]
     only_media(e2e["api"], SCRIPT_MEDIA, WEBHOOK_MEDIA)
     reload_config_cache(zabbix)
     time.sleep(6)                   # CacheUpdateFrequency: the alerter sends through both from now on
@@ -316,7 +331,7 @@ def test_c_a_tmpfs_filled_warning_then_critical_then_cleaned_recovers(e2e):
             handle.write(b"\0" * int(mib * (1 << 20)))
 
     def disk(**where):
-        return events(st2, autoremedy_class="disk", autoremedy_target=mount, **where)
+        return events(e2e, autoremedy_class="disk", autoremedy_target=mount, **where)
     write(2.4)                                                      # 60 % of 4 MiB: WARNING (50)
     warning = wait_for(lambda: disk(action="problem", status=1), 60, 0.2, "the disk WARNING")[0]["event"]
     write(3.6)                                                      # 90 %: CRITICAL (80)
@@ -336,16 +351,15 @@ def test_c_a_tmpfs_filled_warning_then_critical_then_cleaned_recovers(e2e):
 def test_b2_the_spool_drained_when_stackstorm_returned_without_replay(e2e):
     """Later handler runs (the recovery's alert, the disk alerts) reached StackStorm
     and delivered what waited: nothing is left, nothing came twice, no replay ran."""
-    st2 = e2e["st2"]
     wait_for(lambda: not spool_entries(e2e), 30, 0.5, "the spool drained")
-    [problem] = [g for g in st2.accepted() if g["body"]["event"]["id"] == e2e["kept"]]
+    [problem] = [g for g in ours(e2e) if g["body"]["event"]["id"] == e2e["kept"]]
     assert problem["ts"] >= e2e["up"]
     assert problem["body"]["autoremedy"]["spooled_at"] < e2e["up"]        # kept while StackStorm was down
     assert problem["body"]["autoremedy"]["replayed"] is True
     assert [(m["class"], m["target"], m["outcome"]) for m in problem["body"]["autoremedy"]["local"]] == [
         ("process", WATCH, "remediated")]                                  # StackStorm hears what was done
-    ids = [g["body"]["event"]["id"] for g in st2.accepted() if "autoremedy" in g["body"]]
-    script_ids = [g["body"]["event"]["id"] for g in st2.accepted() if g["body"]["autoremedy"].get("attempt")]
+    ids = [g["body"]["event"]["id"] for g in ours(e2e) if "autoremedy" in g["body"]]
+    script_ids = [g["body"]["event"]["id"] for g in ours(e2e) if g["body"]["autoremedy"].get("attempt")]
     assert len(script_ids) == len(set(script_ids)), ids
     # Delivered by the handlers' drain (this module never runs `autoremedy replay`).
     assert [r for r in audit(e2e, "replay") if r.get("event_id") == e2e["kept"]], audit(e2e, "replay")
@@ -354,8 +368,8 @@ def test_b2_the_spool_drained_when_stackstorm_returned_without_replay(e2e):
 def test_e_alert_get_matches_what_stackstorm_received(e2e):
     """Every alert Zabbix recorded for this host's events: sent (status 1) and its
     event at StackStorm (delivered at once, or kept and drained); none failed."""
-    st2, api = e2e["st2"], e2e["api"]
-    eventids = {a["body"]["event"]["extra"].get("event_id") for a in st2.accepted()
+    api = e2e["api"]
+    eventids = {a["body"]["event"]["extra"].get("event_id") for a in ours(e2e)
                 if a["body"]["event"]["source"] == "zabbix"}
 
     def finished():
@@ -372,9 +386,8 @@ def test_e_alert_get_matches_what_stackstorm_received(e2e):
 
 
 def test_f_both_media_types_give_the_same_body(e2e):
-    st2 = e2e["st2"]
     by_id = {}
-    for got in st2.accepted():
+    for got in ours(e2e):
         event = got["body"]["event"]
         if event["extra"].get("event_id") in e2e["disk_events"] or \
                 event["extra"].get("incident_id") in {f"zabbix-{e}" for e in e2e["disk_events"]}:

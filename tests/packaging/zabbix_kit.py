@@ -8,6 +8,7 @@ import os
 import pwd
 import subprocess
 import sys
+import time
 
 import yaml
 
@@ -97,8 +98,7 @@ def host_with_template(api, macros, templates=("autoremedy node",)):
     """The agent's host, linked to the node template only (what an operator links
     to every node)."""
     from zabbix_stack import AGENT_PORT, HOSTNAME
-    for old in api.host.get(filter={"host": [HOSTNAME]}, output=["hostid"]):
-        api.host.delete(old["hostid"])
+    forget_host(api)
     group = api.hostgroup.get(filter={"name": ["Linux servers"]}, output=["groupid"])[0]["groupid"]
     linked = [{"templateid": t["templateid"]}
               for t in api.template.get(filter={"host": list(templates)}, output=["templateid"])]
@@ -108,6 +108,44 @@ def host_with_template(api, macros, templates=("autoremedy node",)):
                                         "port": str(AGENT_PORT)}],
                            macros=[{"macro": k, "value": v} for k, v in macros.items()])
     return host["hostids"][0]
+
+
+def forget_host(api):
+    """The agent's host deleted, if an earlier module left it (every module that
+    links templates uses the same host name, the agent's)."""
+    from zabbix_stack import HOSTNAME
+    for old in api.host.get(filter={"host": [HOSTNAME]}, output=["hostid"]):
+        api.host.delete(old["hostid"])
+
+
+def settle_alerts(api, timeout=60):
+    """Wait (bounded, best effort) until Zabbix holds no alert still to be sent
+    (status 0 "not sent" or 3 "new"): an alert of an earlier module's host that the
+    alerters had already taken would otherwise run against the next module's
+    StackStorm double. Returns what is still pending (empty when settled)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = api.alert.get(filter={"status": [0, 3]}, output=["alertid", "eventid", "status"])
+        if not pending or time.monotonic() > deadline:
+            return pending
+        time.sleep(0.5)
+
+
+def newest_event(api):
+    """The highest event id Zabbix has given so far (0 on a new database): events
+    raised later belong to whatever was set up after this call."""
+    found = api.event.get(output=["eventid"], sortfield=["eventid"], sortorder="DESC", limit=1)
+    return int(found[0]["eventid"]) if found else 0
+
+
+def problem_id(event):
+    """The problem's Zabbix event id that a forwarded event belongs to: its own for
+    a problem, the incident's for a recovery or an update."""
+    extra = event.get("extra") or {}
+    incident = extra.get("incident_id") or ""
+    if incident.startswith("zabbix-"):
+        return int(incident.split("-")[1])
+    return int(extra["event_id"]) if str(extra.get("event_id", "")).isdigit() else None
 
 
 def updates_of(st2, eventid):
