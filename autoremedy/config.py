@@ -377,3 +377,55 @@ def state_dir(environ=None):
     if explicit or os.path.exists(DEFAULT_PATH):
         return Config.load(explicit, environ).state_dir
     return DEFAULT_STATE_DIR
+
+
+class Deferred:
+    """The configuration a command names, read on first use and at most once.
+
+    What ``autoremedy check`` passes to a check's ``probe(config, options)``:
+    most checks never read the YAML (PyYAML alone is ~20 ms of a node check's
+    start-up), the ones that do read it through this object, and `check batch`
+    hands the same one to every check it runs. Attribute access is the loaded
+    Config's; a load that fails raises the same ConfigError on every use."""
+
+    def __init__(self, path=None, environ=None):
+        self._path = path
+        self._environ = os.environ if environ is None else environ
+        self._loaded = None
+        self._error = None
+
+    @property
+    def explicit(self):
+        """Whether a file was named (``--config`` or $AUTOREMEDY_CONFIG), not just
+        the default path: the MySQL checks read the YAML only then or for --server."""
+        return bool(self._path or self._environ.get("AUTOREMEDY_CONFIG"))
+
+    def load(self):
+        if self._loaded is None:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._loaded = Config.load(self._path, self._environ)
+            except ConfigError as exc:
+                self._error = exc
+                raise
+        return self._loaded
+
+    @property
+    def state_dir(self):
+        """state_dir() without reading the YAML when the environment decides it."""
+        if self._loaded is None:
+            environ = self._environ
+            if environ.get("AUTOREMEDY_STATE_DIR"):
+                return environ["AUTOREMEDY_STATE_DIR"]
+            if not self.explicit and not os.path.exists(DEFAULT_PATH):
+                return DEFAULT_STATE_DIR
+        return self.load().state_dir
+
+    def __getattr__(self, name):
+        return getattr(self.load(), name)
+
+
+def loaded(config):
+    """The Config itself, from a Config or a Deferred one (loading it if needed)."""
+    return config.load() if isinstance(config, Deferred) else config

@@ -25,7 +25,7 @@ from autoremedy.result import CheckError, Metric, Result
 MANIFEST = {
     "name": "process",
     "summary": "a dead process: restart it on its node",
-    "check": "autoremedy.checks.process:check",
+    "check": "autoremedy.checks.process:probe",
     "remediation": "autoremedy.remediations.process",
     "scope": "node",
     "thresholds": (None, "1:"),
@@ -366,10 +366,9 @@ def from_unit(unit, runner=None):
     return procs, info
 
 
-def watched(name):
+def watched(config, name):
     """An entry of checks.process.watch: {name, unit|cmdline|pidfile|process}."""
-    from autoremedy.config import Config
-    for entry in (Config.load().get("checks.process.watch") or []):
+    for entry in (config.get("checks.process.watch") or []):
         if isinstance(entry, dict) and entry.get("name") == name:
             return entry
     raise CheckError(f"no checks.process.watch entry named {name!r} in the configuration")
@@ -377,8 +376,9 @@ def watched(name):
 
 # --- evaluate and present ----------------------------------------------------------
 
-def check(args, runner=None):
-    selector = _selector(args)
+def probe(config, args, runner=None):
+    """The seam (autoremedy/checkrun.py): the configuration is read only for --watch."""
+    selector = _selector(config, args)
     kind, value = selector
     if getattr(args, "exe", None) and kind != "pidfile":
         raise CheckError("--exe applies to --pidfile (other selectors name the program already)")
@@ -394,9 +394,9 @@ def check(args, runner=None):
     return judge(procs, kind, value, args, note, unit_info)
 
 
-def _selector(args):
+def _selector(config, args):
     if args.watch:
-        entry = watched(args.watch)
+        entry = watched(config, args.watch)
         # a watch may carry the identity a pid file's process must have
         for key in ("exe", "user"):
             if entry.get(key) and not getattr(args, key, None):
@@ -489,11 +489,10 @@ def judge(procs, kind, value, args, note=None, unit_info=None):
     return Result(NAME, summary, metrics=metrics, details=details, data=data)
 
 
-def discover(args):
+def discover(config, args):
     """Zabbix LLD: one row per configured watch entry."""
-    from autoremedy.config import Config
     rows = []
-    for entry in Config.load().get("checks.process.watch") or []:
+    for entry in config.get("checks.process.watch") or []:
         if isinstance(entry, dict) and entry.get("name"):
             rows.append({"{#PROC.NAME}": entry["name"], "{#PROC.UNIT}": entry.get("unit", "")})
     return rows

@@ -67,7 +67,7 @@ def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE + "\n\n" + (__doc__ or "").split("\n\n", 2)[2])
         return 0 if argv else EXIT_BAD_INPUT
-    from autoremedy.cli import run_check
+    from autoremedy.checkrun import run
     from autoremedy.event import MalformedEvent, from_check
     from autoremedy.render import render
     from autoremedy.result import Status
@@ -83,9 +83,9 @@ def main(argv):
     refusal = _not_allowlisted(setup.config, cls, own.target)
     if refusal:
         return fail(f"hook: {refusal} (nothing was run)", EXIT_BAD_INPUT)
-    if own.config:
+    if own.config:   # part of the incident key, as it always was; the check probes under setup.config
         check_argv = check_argv + ["--config", own.config]
-    result, args = run_check(cls, check_argv)
+    result, args = run(cls, check_argv, setup.config)
     rendered, _ = render(result, "nagios")
     print(rendered)
     if args is None:                 # unknown class or bad check option
