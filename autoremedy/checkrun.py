@@ -100,10 +100,10 @@ def run(cls_name, argv, config=None):
     return call(module, config, parsed, name), parsed
 
 
-def call(module, config, parsed, name=None, timeout=None):
+def call(module, config, parsed, name=None, **extra):
     """The check's probe on parsed options, guarded: UNKNOWN on any failure or
-    after ``timeout`` (default: the options' --timeout)."""
+    after the options' --timeout. ``extra``: keywords the probe takes besides
+    the seam's two (a remediation's ``runner``, settings it validated already)."""
     name = name or getattr(module, "NAME", "check")
     probe = seam(module)
-    return guarded_result(name, lambda: probe(config, thresholds(parsed)),
-                          parsed.timeout if timeout is None else timeout)
+    return guarded_result(name, lambda: probe(config, thresholds(parsed), **extra), parsed.timeout)

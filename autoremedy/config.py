@@ -388,10 +388,10 @@ class Deferred:
     hands the same one to every check it runs. Attribute access is the loaded
     Config's; a load that fails raises the same ConfigError on every use."""
 
-    def __init__(self, path=None, environ=None):
+    def __init__(self, path=None, environ=None, loaded=None):
         self._path = path
         self._environ = os.environ if environ is None else environ
-        self._loaded = None
+        self._loaded = loaded       # a Config the caller read already (the node hook)
         self._error = None
 
     @property

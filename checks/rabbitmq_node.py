@@ -44,7 +44,7 @@ from autoremedy.result import CheckError, Metric, Result, Status
 MANIFEST = {
     "name": "rabbitmq-node",
     "summary": "an unhealthy RabbitMQ node or corrupted mnesia: repair on that node",
-    "check": "autoremedy.checks.rabbitmq_node:check",
+    "check": "autoremedy.checks.rabbitmq_node:probe",
     "remediation": "autoremedy.remediations.rabbitmq_node",
     "scope": "node",
     "thresholds": ("80", "90"),            # percent of file descriptors, sockets, Erlang processes
@@ -594,8 +594,17 @@ def export(api, path, findings, note):
 # --- the check ------------------------------------------------------------------------------
 
 def check(args, settings=None, runner=None):
+    """The check outside the seam (tests): settings given, else $AUTOREMEDY_CONFIG's."""
+    from autoremedy.config import Deferred
+    return probe(Deferred(getattr(args, "config", None)), args, settings=settings, runner=runner)
+
+
+def probe(config, args, settings=None, runner=None):
+    """The seam (autoremedy/checkrun.py). ``settings``: the rabbitmq section
+    validated already (the remediation's), else read from ``config``."""
     from autoremedy import rabbitmq
-    settings = settings or rabbitmq.settings()
+    from autoremedy.config import loaded
+    settings = settings or rabbitmq.settings(loaded(config))
     if args.node:
         settings.data["node"] = args.node
     api = settings.api(args.api_url)
