@@ -83,11 +83,12 @@ def discover(module, config, parsed):
     return module.discover(parsed)
 
 
-def run(cls_name, argv, config=None):
+def run(cls_name, argv, config=None, **extra):
     """Run check ``cls_name`` with ``argv`` in this process under ``config``
     (default: the ``--config`` of argv, read on first use); return (Result,
     options). Every failure (bad class, bad option, exception, timeout) is an
-    UNKNOWN Result; options is None when the command line was bad."""
+    UNKNOWN Result; options is None when the command line was bad. ``extra``:
+    keywords for the probe (see call)."""
     try:
         module = load("checks", cls_name)
         name = getattr(module, "NAME", cls_name)
@@ -97,7 +98,7 @@ def run(cls_name, argv, config=None):
     if config is None:
         from autoremedy.config import Deferred
         config = Deferred(parsed.config)
-    return call(module, config, parsed, name), parsed
+    return call(module, config, parsed, name, **extra), parsed
 
 
 def call(module, config, parsed, name=None, **extra):

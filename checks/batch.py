@@ -157,16 +157,28 @@ def run_all(todo, budget, config, clock=time.monotonic):
     probes under the batch's configuration (autoremedy/checkrun.py)."""
     from autoremedy.checkrun import run
     deadline = clock() + budget
-    results = []
+    results, shared = [], {}
     for name, cls, argv in todo:
         left = deadline - clock() - _RESERVE
         if left <= 0:
             results.append((name, cls, Result.unknown(name, f"not run: the batch's {budget:g}s budget was spent")))
             continue
-        result, _ = run(cls, argv + ["--timeout", f"{_sub_timeout(argv, left):.3f}"], config)
+        result, _ = run(cls, argv + ["--timeout", f"{_sub_timeout(argv, left):.3f}"], config,
+                        **_shared(cls, shared))
         result.name = name
         results.append((name, cls, result))
     return results
+
+
+def _shared(cls, cache):
+    """What the checks of one class share within the batch: the process checks
+    one reading of the process table (checks/process.py ProcTable)."""
+    if cls != "process":
+        return {}
+    if cls not in cache:
+        from autoremedy.checks.process import ProcTable
+        cache[cls] = {"table": ProcTable()}
+    return cache[cls]
 
 
 def _sub_timeout(argv, left):
