@@ -2,7 +2,7 @@
 
 A check module exposes ``probe(config, options) -> Result`` (and names it in its
 MANIFEST: ``"check": "autoremedy.checks.<class>:probe"``). ``config`` is the
-configuration the caller already holds: a ``Config``, or a ``config.Deferred``
+configuration the caller already holds: a ``Config``, or a ``lazyconfig.Deferred``
 that reads the file on first use. ``options`` is the check's parsed command
 line, thresholds already ``Range`` objects. Who calls it:
 
@@ -96,7 +96,7 @@ def run(cls_name, argv, config=None, **extra):
     except UsageError as exc:
         return Result.unknown(cls_name, str(exc)), None
     if config is None:
-        from autoremedy.config import Deferred
+        from autoremedy.lazyconfig import Deferred
         config = Deferred(parsed.config)
     return call(module, config, parsed, name, **extra), parsed
 

@@ -101,7 +101,7 @@ def _peek_format(argv):
 def _discover(cls_name, argv):
     import json
     from autoremedy import checkrun
-    from autoremedy.config import Deferred
+    from autoremedy.lazyconfig import Deferred
     try:
         module = load("checks", cls_name)
         args = checkrun.options(cls_name, argv, module)

@@ -8,7 +8,7 @@ def server_from(config, args):
     was named (``--config``, $AUTOREMEDY_CONFIG): without one, a check on a host
     reads its ~/.my.cnf alone, as it always has."""
     from autoremedy import mysql
-    from autoremedy.config import loaded
+    from autoremedy.lazyconfig import loaded
     name = getattr(args, "server", None)
     named = getattr(config, "explicit", True)
     return mysql.resolve(loaded(config) if (name or named) else None, name, host=args.host, port=args.port,

@@ -77,7 +77,8 @@ def add_arguments(parser):
 def settings(config):
     """(the loaded configuration, its checks.batch section). The batch loads it
     here, once, and every check it runs probes under that same one."""
-    from autoremedy.config import ConfigError, loaded
+    from autoremedy.config import ConfigError
+    from autoremedy.lazyconfig import loaded
     try:
         config = loaded(config)
     except ConfigError as exc:

@@ -291,7 +291,7 @@ def summarise(rows, metrics, details):
 def check(args, **probes):
     """The check outside the seam (tests with fake partitions): the configuration
     is $AUTOREMEDY_CONFIG's, read if needed."""
-    from autoremedy.config import Deferred
+    from autoremedy.lazyconfig import Deferred
     return probe(Deferred(getattr(args, "config", None)), args, **probes)
 
 

@@ -248,7 +248,8 @@ def probe(config, args):
 def cluster_check(config, args):
     """The verdict the galera remediation verifies against, for StackStorm's verify
     step and for an operator: every configured node, one SQL connection each."""
-    from autoremedy.config import ConfigError, loaded
+    from autoremedy.config import ConfigError
+    from autoremedy.lazyconfig import loaded
     from autoremedy.guard import Refused
     from autoremedy.result import CheckError
     from autoremedy.remediations import galera as remediation

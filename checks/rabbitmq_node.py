@@ -595,7 +595,7 @@ def export(api, path, findings, note):
 
 def check(args, settings=None, runner=None):
     """The check outside the seam (tests): settings given, else $AUTOREMEDY_CONFIG's."""
-    from autoremedy.config import Deferred
+    from autoremedy.lazyconfig import Deferred
     return probe(Deferred(getattr(args, "config", None)), args, settings=settings, runner=runner)
 
 
@@ -603,7 +603,7 @@ def probe(config, args, settings=None, runner=None):
     """The seam (autoremedy/checkrun.py). ``settings``: the rabbitmq section
     validated already (the remediation's), else read from ``config``."""
     from autoremedy import rabbitmq
-    from autoremedy.config import loaded
+    from autoremedy.lazyconfig import loaded
     settings = settings or rabbitmq.settings(loaded(config))
     if args.node:
         settings.data["node"] = args.node

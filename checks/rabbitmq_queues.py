@@ -422,7 +422,7 @@ def probe(config, args, settings=None, clock=time.time):
     """The seam (autoremedy/checkrun.py); ``settings``: the rabbitmq section
     validated already, else read from ``config``."""
     from autoremedy import rabbitmq
-    from autoremedy.config import loaded
+    from autoremedy.lazyconfig import loaded
     settings = settings or rabbitmq.settings(loaded(config))
     selection = Selection(args)
     rules = Rules(args)
@@ -557,7 +557,7 @@ def _data_row(judged):
 def discover(config, args):
     """Zabbix LLD: one row per selected queue (same selection options as the check)."""
     from autoremedy import rabbitmq
-    from autoremedy.config import loaded
+    from autoremedy.lazyconfig import loaded
     settings = rabbitmq.settings(loaded(config))
     selection = Selection(args)
     vhost = next(iter(selection.vhosts)) if len(selection.vhosts) == 1 else None

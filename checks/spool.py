@@ -55,7 +55,8 @@ def add_arguments(parser):
 
 def probe(config, args):
     """The seam (autoremedy/checkrun.py). No file: defaults and environment, no YAML import."""
-    from autoremedy.config import ConfigError, loaded
+    from autoremedy.config import ConfigError
+    from autoremedy.lazyconfig import loaded
     from autoremedy.spool import Spool
     try:
         config = loaded(config)

@@ -68,7 +68,7 @@ def main(argv):
         print(USAGE + "\n\n" + (__doc__ or "").split("\n\n", 2)[2])
         return 0 if argv else EXIT_BAD_INPUT
     from autoremedy.checkrun import run
-    from autoremedy.config import Deferred
+    from autoremedy.lazyconfig import Deferred
     from autoremedy.event import MalformedEvent, from_check
     from autoremedy.render import render
     from autoremedy.result import Status
