@@ -13,10 +13,9 @@ import sys
 
 # A usage error exits EXIT_USAGE, UNKNOWN (3) to a monitor: autoremedy/exitcodes.py.
 from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED, EXIT_USAGE
-from autoremedy.registry import available, check_defaults, load
-from autoremedy.runtime import (ArgumentParser, UsageError, describe, fail, fixed_width_help,
-                                guarded_result)
-from autoremedy.result import Result, Status
+from autoremedy.registry import available, load
+from autoremedy.runtime import ArgumentParser, UsageError, describe, fail
+from autoremedy.result import Status
 
 USAGE = """usage: autoremedy <command> [args]
 
@@ -57,47 +56,16 @@ def _asked(argv):
 # --- checks --------------------------------------------------------------------
 
 def check_parser(module, cls_name):
-    parser = ArgumentParser(prog=f"autoremedy check {cls_name}",
-                            description=(module.__doc__ or "").strip().split("\n")[0],
-                            formatter_class=fixed_width_help)
-    warning, critical, timeout = check_defaults(module)
-    parser.add_argument("-w", "--warning", default=warning, metavar="RANGE",
-                        help=f"warning threshold, Nagios range (default: {warning})")
-    parser.add_argument("-c", "--critical", default=critical, metavar="RANGE",
-                        help=f"critical threshold, Nagios range (default: {critical})")
-    parser.add_argument("--format", choices=("nagios", "zabbix", "json"), default="nagios",
-                        help="output for Sensu/Nagios (default), Zabbix or JSON")
-    parser.add_argument("--field", metavar="NAME",
-                        help="with --format zabbix: print one value (status, summary or a metric)")
-    parser.add_argument("--timeout", type=float, default=timeout,
-                        metavar="SECONDS", help="give up with UNKNOWN after this long")
-    parser.add_argument("--config", metavar="FILE", help="configuration file")
-    if hasattr(module, "discover"):
-        parser.add_argument("--discover", action="store_true",
-                            help="print Zabbix low-level discovery JSON and exit")
-    module.add_arguments(parser)
-    return parser
+    """The check's command line (autoremedy/checkrun.py declares the common options)."""
+    from autoremedy.checkrun import parser
+    return parser(module, cls_name)
 
 
-def run_check(cls_name, argv):
-    """Run check ``cls_name`` with ``argv`` in this process; return (Result, args).
-    Every failure (bad class, bad option, exception, timeout) is an UNKNOWN Result."""
-    args = None
-    try:
-        module = load("checks", cls_name)
-        name = getattr(module, "NAME", cls_name)
-        args = check_parser(module, cls_name).parse_args(argv)
-    except UsageError as exc:
-        return Result.unknown(cls_name, str(exc)), args
-    if args.config:
-        os.environ["AUTOREMEDY_CONFIG"] = args.config
-    return guarded_result(name, lambda: _validated(module, args), args.timeout), args
-
-
-def _validated(module, args):
-    from autoremedy.ranges import Range
-    args.warning, args.critical = Range.parse(args.warning), Range.parse(args.critical)
-    return module.check(args)
+def run_check(cls_name, argv, config=None):
+    """Run check ``cls_name`` with ``argv`` in this process; return (Result, args)
+    (autoremedy/checkrun.py: the seam; ``config`` default: argv's ``--config``)."""
+    from autoremedy.checkrun import run
+    return run(cls_name, argv, config)
 
 
 def cmd_check(argv):
@@ -132,14 +100,14 @@ def _peek_format(argv):
 
 def _discover(cls_name, argv):
     import json
+    from autoremedy import checkrun
+    from autoremedy.lazyconfig import Deferred
     try:
         module = load("checks", cls_name)
-        args = check_parser(module, cls_name).parse_args(argv)
+        args = checkrun.options(cls_name, argv, module)
         if not hasattr(module, "discover"):
             raise UsageError(f"check {cls_name} has no discovery")
-        if args.config:
-            os.environ["AUTOREMEDY_CONFIG"] = args.config
-        rows = module.discover(args)
+        rows = checkrun.discover(module, Deferred(args.config), args)
     except Exception as exc:  # Zabbix shows the value; keep it one clear line
         print(f"ZBX_NOTSUPPORTED: {describe(exc)}")
         return 0

@@ -47,7 +47,7 @@ MANIFEST = {
     "name": "batch",
     "summary": "every node check of checks.batch in one process (not a failure class)",
     "failure_class": False,
-    "check": "autoremedy.checks.batch:check",
+    "check": "autoremedy.checks.batch:probe",
     "remediation": None,
     "thresholds": (None, None),
     "timeout": 20.0,
@@ -74,10 +74,13 @@ def add_arguments(parser):
 
 # --- what to run -----------------------------------------------------------------
 
-def settings():
-    from autoremedy.config import Config, ConfigError
+def settings(config):
+    """(the loaded configuration, its checks.batch section). The batch loads it
+    here, once, and every check it runs probes under that same one."""
+    from autoremedy.config import ConfigError
+    from autoremedy.lazyconfig import loaded
     try:
-        config = Config.load()
+        config = loaded(config)
     except ConfigError as exc:
         raise CheckError(str(exc)) from None
     section = config.get("checks.batch") or {}
@@ -150,20 +153,33 @@ def selected(all_entries, only):
 
 # --- run and report ------------------------------------------------------------------
 
-def run_all(todo, budget, clock=time.monotonic):
-    """[(name, class, Result)]; each check gets what is left of the budget."""
-    from autoremedy.cli import run_check
+def run_all(todo, budget, config, clock=time.monotonic):
+    """[(name, class, Result)]; each check gets what is left of the budget and
+    probes under the batch's configuration (autoremedy/checkrun.py)."""
+    from autoremedy.checkrun import run
     deadline = clock() + budget
-    results = []
+    results, shared = [], {}
     for name, cls, argv in todo:
         left = deadline - clock() - _RESERVE
         if left <= 0:
             results.append((name, cls, Result.unknown(name, f"not run: the batch's {budget:g}s budget was spent")))
             continue
-        result, _ = run_check(cls, argv + ["--timeout", f"{_sub_timeout(argv, left):.3f}"])
+        result, _ = run(cls, argv + ["--timeout", f"{_sub_timeout(argv, left):.3f}"], config,
+                        **_shared(cls, shared))
         result.name = name
         results.append((name, cls, result))
     return results
+
+
+def _shared(cls, cache):
+    """What the checks of one class share within the batch: the process checks
+    one reading of the process table (checks/process.py ProcTable)."""
+    if cls != "process":
+        return {}
+    if cls not in cache:
+        from autoremedy.checks.process import ProcTable
+        cache[cls] = {"table": ProcTable()}
+    return cache[cls]
 
 
 def _sub_timeout(argv, left):
@@ -199,10 +215,11 @@ def summarise(results):
     return Result(NAME, summary, status=worst, metrics=metrics, details=details, data=data)
 
 
-def check(args, post=None):
-    config, section = settings()
+def probe(config, args, post=None):
+    """The seam (autoremedy/checkrun.py)."""
+    config, section = settings(config)
     todo = selected(entries(config, section), args.only)
-    results = run_all(todo, args.timeout - (1.0 if args.sensu else 0.2))
+    results = run_all(todo, args.timeout - (1.0 if args.sensu else 0.2), config)
     summary = summarise(results)
     if not args.sensu:
         return summary
@@ -327,11 +344,11 @@ def target_of(cls, argv, explicit=None):
     return values[0] if len(values) == 1 and _TARGET.match(values[0]) else ""
 
 
-def discover(args):
+def discover(config, args):
     """Zabbix LLD: one row per check of the batch ({#AR.CHECK}, {#AR.CLASS} and
     {#AR.TARGET}, "" when the entry names no single target: the template then
     leaves the problem's autoremedy_target tag out)."""
-    config, section = settings()
+    config, section = settings(config)
     todo = selected(entries(config, section), args.only)
     targets = entry_targets(section, todo)
     return [{"{#AR.CHECK}": name, "{#AR.CLASS}": cls, "{#AR.TARGET}": targets[name]} for name, cls, _ in todo]

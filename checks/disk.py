@@ -21,7 +21,7 @@ from autoremedy import units
 MANIFEST = {
     "name": "disk",
     "summary": "a filling disk: remove configured junk on its node",
-    "check": "autoremedy.checks.disk:check",
+    "check": "autoremedy.checks.disk:probe",
     "remediation": "autoremedy.remediations.disk",
     "scope": "node",
     "thresholds": ("85", "95"),
@@ -181,7 +181,9 @@ def time_to_full(state_path, mount, used, free, window, now):
     return free / slope, None
 
 
-def check(args, partitions=None, usage_of=usage, clock=time.time):
+def probe(config, args, partitions=None, usage_of=usage, clock=time.time):
+    """The seam (autoremedy/checkrun.py): the configuration gives the state
+    directory of --ttf-* (read only then, and not at all when the environment names it)."""
     chosen, notes = mounts(args, partitions)
     if not chosen:
         raise CheckError("no filesystem to check (all excluded?)")
@@ -191,8 +193,7 @@ def check(args, partitions=None, usage_of=usage, clock=time.time):
     ttf_on = args.ttf_warning or args.ttf_critical
     state_path = None
     if ttf_on:
-        from autoremedy.config import state_dir
-        state_path = os.path.join(state_dir(), "checks", "disk.json")
+        state_path = os.path.join(config.state_dir, "checks", "disk.json")
     now = clock()
     rows, metrics, details = [], [], list(notes)
     for mount, fstype in chosen:
@@ -287,7 +288,14 @@ def summarise(rows, metrics, details):
     return Result(NAME, summary, status=worst, metrics=metrics, details=details, data=data)
 
 
-def discover(args):
+def check(args, **probes):
+    """The check outside the seam (tests with fake partitions): the configuration
+    is $AUTOREMEDY_CONFIG's, read if needed."""
+    from autoremedy.lazyconfig import Deferred
+    return probe(Deferred(getattr(args, "config", None)), args, **probes)
+
+
+def discover(config, args):
     """Zabbix LLD with the macros of Zabbix's own vfs.fs.discovery."""
     chosen, _ = mounts(args)
     return [{"{#FSNAME}": mount, "{#FSTYPE}": fstype or ""} for mount, fstype in chosen]

@@ -29,12 +29,13 @@ gvwstate.dat's last Primary view): what the galera remediation's per-node
 import os
 import time
 
+from autoremedy.checks._mysql_server import server_from
 from autoremedy.result import Metric, Result, Status
 
 MANIFEST = {
     "name": "galera",
     "summary": "a Galera node out of the Primary component: the guarded cluster-wide bootstrap",
-    "check": "autoremedy.checks.galera:check",
+    "check": "autoremedy.checks.galera:probe",
     "remediation": "autoremedy.remediations.galera",
     "scope": "api",
     "thresholds": (None, None),
@@ -222,11 +223,12 @@ def judge(status, args, fc, fc_note=None):
     return findings, metrics
 
 
-def check(args):
+def probe(config, args):
+    """The seam (autoremedy/checkrun.py)."""
     if getattr(args, "cluster", None):
-        return cluster_check(args)
+        return cluster_check(config, args)
     from autoremedy import mysql
-    server = mysql.server_from_args(args)
+    server = server_from(config, args)
     node_cnf = getattr(args, "node_cnf", None)
     try:
         session = mysql.connect(server, timeout=args.timeout)
@@ -236,23 +238,23 @@ def check(args):
             raise
         return node_result(server, exc, node_cnf, getattr(args, "node_recover", False))
     with session:
-        result = evaluate(args, session)
+        result = evaluate(args, session, config=config)
     if node_cnf:
         from autoremedy import galera
         result.data["node"] = galera.probe(node_cnf, answering=True)
     return result
 
 
-def cluster_check(args):
+def cluster_check(config, args):
     """The verdict the galera remediation verifies against, for StackStorm's verify
     step and for an operator: every configured node, one SQL connection each."""
-    from autoremedy.config import Config, ConfigError
+    from autoremedy.config import ConfigError
+    from autoremedy.lazyconfig import loaded
     from autoremedy.guard import Refused
     from autoremedy.result import CheckError
     from autoremedy.remediations import galera as remediation
     try:
-        config = Config.load(getattr(args, "config", None))
-        cluster = remediation.REMEDIATION(config)
+        cluster = remediation.REMEDIATION(loaded(config))
         target = cluster.resolve(args.cluster)
     except (ConfigError, Refused) as exc:
         raise CheckError(f"--cluster {args.cluster}: {getattr(exc, 'reason', exc)}") from None
@@ -292,17 +294,18 @@ def _view_line(view):
     return f"{view['view']} members {', '.join(short_uuid(m) for m in view['members'])}"
 
 
-def evaluate(args, session, remember=True):
+def evaluate(args, session, remember=True, config=None):
     """The Result for an open session. ``remember=False`` (the remediation's
     verification) leaves the flow-control reading of the monitoring runs alone."""
     return from_status(args, read_wsrep(session), session.server.describe(),
-                       session.server.address if remember else None)
+                       session.server.address if remember else None, config)
 
 
-def from_status(args, status, where, remember_key=None):
+def from_status(args, status, where, remember_key=None, config=None):
     """The Result for one node's ``SHOW GLOBAL STATUS LIKE 'wsrep%'``.
     ``remember_key``: measure flow control since the previous run under this key
-    (None: Galera's own figure since the last FLUSH STATUS)."""
+    (None: Galera's own figure since the last FLUSH STATUS), in the state
+    directory of ``config`` (None: the environment's)."""
     data = {"server": where,
             "wsrep": {k: status.get(k) for k in (
                 "wsrep_cluster_status", "wsrep_cluster_size", "wsrep_local_state", "wsrep_local_state_comment",
@@ -316,7 +319,7 @@ def from_status(args, status, where, remember_key=None):
                       status=_STATE[args.not_galera], data=data)
     if remember_key is not None:
         key = remember_key.replace("/", "_").replace(":", "_")
-        fc, note = flow_control_fraction(status, key)
+        fc, note = flow_control_fraction(status, key, None if config is None else config.state_dir)
     else:
         fc, note = _float(status, "wsrep_flow_control_paused"), "since the last FLUSH STATUS"
     findings, metrics = judge(status, args, fc, note)

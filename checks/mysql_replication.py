@@ -25,12 +25,13 @@ finds older ones. Either way they are named with their GTIDs.
 """
 import re
 
+from autoremedy.checks._mysql_server import server_from
 from autoremedy.result import CheckError, Metric, Result, Status
 
 MANIFEST = {
     "name": "mysql-replication",
     "summary": "broken MySQL/MariaDB replication: the guarded repair over SQL",
-    "check": "autoremedy.checks.mysql_replication:check",
+    "check": "autoremedy.checks.mysql_replication:probe",
     "remediation": "autoremedy.remediations.mysql_replication",
     "scope": "api",
     "thresholds": ("300", "600"),
@@ -444,7 +445,7 @@ def _rank(status):
 
 # --- the check --------------------------------------------------------------------------
 
-def probe(args, session):
+def read(args, session):
     statement, channels = read_status(session, args.spelling)
     wanted = args.connection or None
     if wanted is not None:
@@ -458,25 +459,25 @@ def probe(args, session):
     return statement, channels, state, wanted
 
 
-def check(args):
+def probe(config, args):
+    """The seam (autoremedy/checkrun.py)."""
     from autoremedy import mysql
-    server = mysql.server_from_args(args)
+    server = server_from(config, args)
     with mysql.connect(server, timeout=args.timeout) as session:
         source = None
         if getattr(args, "source", None):
-            source = lambda: mysql.connect(source_server(args, server), timeout=args.timeout)  # noqa: E731
+            source = lambda: mysql.connect(source_server(config, args, server), timeout=args.timeout)  # noqa: E731
         return evaluate(args, session, source)
 
 
-def source_server(args, replica):
+def source_server(config, args, replica):
     """The --source SERVER: a mysql.servers name, or HOST:PORT with the replica's login."""
-    from autoremedy import mysql
     text = args.source
     match = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", text)
     if match is None:
-        return mysql.server_from_args(_with(args, server=text, host=None, port=None, socket=None))
-    source = mysql.server_from_args(_with(args, server=None, host=match.group(1), port=int(match.group(2)),
-                                          socket=None))
+        return server_from(config, _with(args, server=text, host=None, port=None, socket=None))
+    source = server_from(config, _with(args, server=None, host=match.group(1), port=int(match.group(2)),
+                                       socket=None))
     if not args.defaults_file and replica.user:
         source.user, source.password = replica.user, replica.password
     return source
@@ -502,7 +503,7 @@ def evaluate(args, session, source=None):
     """The Result for an open session (the remediation verifies through this too).
     ``source``: a callable opening a session to the replica's source, for the
     errant-transaction comparison."""
-    statement, channels, state, wanted = probe(args, session)
+    statement, channels, state, wanted = read(args, session)
     where = session.server.describe()
     data = {"server": where, "flavour": f"{session.flavour} {session.version_string}",
             "statement": statement, "gtid": {k: v for k, v in state.items() if k.startswith("gtid")},
@@ -531,10 +532,10 @@ def evaluate(args, session, source=None):
                   details=details, data=data)
 
 
-def discover(args):
+def discover(config, args):
     """Zabbix LLD: one row per replication connection / channel."""
     from autoremedy import mysql
-    server = mysql.server_from_args(args)
+    server = server_from(config, args)
     with mysql.connect(server, timeout=args.timeout) as session:
         _, channels = read_status(session, args.spelling)
     return [{"{#MYSQL.CONNECTION}": c.name, "{#MYSQL.PRIMARY}": c.primary} for c in channels]

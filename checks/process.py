@@ -25,7 +25,7 @@ from autoremedy.result import CheckError, Metric, Result
 MANIFEST = {
     "name": "process",
     "summary": "a dead process: restart it on its node",
-    "check": "autoremedy.checks.process:check",
+    "check": "autoremedy.checks.process:probe",
     "remediation": "autoremedy.remediations.process",
     "scope": "node",
     "thresholds": (None, "1:"),
@@ -97,19 +97,20 @@ def _ancestors():
     return pids
 
 
-def scan(match, user=None):
+def scan(match, user=None, table=None):
     """Processes for which ``match(name, argv)`` is true, as psutil.Process objects.
 
     On Linux the scan reads /proc/<pid>/comm and cmdline itself and builds a
     psutil.Process only for the matches: psutil.process_iter() builds one object
     per process and reads each stat file twice, which made the whole check ~1.5x
     slower on a node with a hundred processes (bench/bench_node.py). Elsewhere,
-    psutil does the scan."""
+    psutil does the scan. ``table``: a ProcTable read already (check batch
+    shares one among its process checks)."""
     import psutil
     skip = _ancestors()
     uid = _uid(user) if user else None
     if os.path.isdir("/proc/self"):
-        pids = _proc_scan(match, uid, skip)
+        pids = _proc_scan(match, uid, skip, table)
     else:
         pids = _psutil_scan(match, user, skip)
     found = []
@@ -137,21 +138,66 @@ def _read(path):
         return None
 
 
-def _proc_scan(match, uid, skip):
+class ProcTable:
+    """One reading of /proc: each process's name, its owner and (on demand, then
+    kept) its argv. `check batch` gives one to all its process checks, so N
+    watched processes cost one pass over /proc, not N (bench/bench_packaging.py);
+    the states, memory and CPU of the matches are still read live."""
+
+    def __init__(self):
+        self._rows = None
+        self._argv = {}
+
+    def rows(self):
+        """[(pid, DirEntry, name)] of every process whose name could be read."""
+        if self._rows is None:
+            rows = []
+            with os.scandir("/proc") as entries:
+                for entry in entries:
+                    if not entry.name.isdigit():
+                        continue
+                    pid = int(entry.name)
+                    comm = _read(f"/proc/{pid}/comm")
+                    if comm is not None:
+                        rows.append((pid, entry, comm.rstrip(b"\n").decode("utf-8", "replace")))
+            self._rows = rows
+        return self._rows
+
+    def argv(self, pid):
+        if pid not in self._argv:
+            self._argv[pid] = _argv(pid)
+        return self._argv[pid]
+
+
+def _proc_scan(match, uid, skip, table=None):
+    if table is None:
+        return _proc_scan_once(match, uid, skip)
+    pids = []
+    for pid, entry, name in table.rows():
+        if pid in skip or (uid is not None and not _owned(entry, uid)):
+            continue
+        if match(name, lambda pid=pid: table.argv(pid)):
+            pids.append(pid)
+    return pids
+
+
+def _owned(entry, uid):
+    try:
+        return entry.stat().st_uid == uid     # DirEntry keeps the stat it made
+    except OSError:
+        return False
+
+
+def _proc_scan_once(match, uid, skip):
+    """One check's own pass: skips a process before reading anything of it when it can."""
     pids = []
     with os.scandir("/proc") as entries:
         for entry in entries:
             if not entry.name.isdigit():
                 continue
             pid = int(entry.name)
-            if pid in skip:
+            if pid in skip or (uid is not None and not _owned(entry, uid)):
                 continue
-            if uid is not None:
-                try:
-                    if entry.stat().st_uid != uid:
-                        continue
-                except OSError:
-                    continue
             comm = _read(f"/proc/{pid}/comm")
             if comm is None:
                 continue
@@ -366,10 +412,9 @@ def from_unit(unit, runner=None):
     return procs, info
 
 
-def watched(name):
+def watched(config, name):
     """An entry of checks.process.watch: {name, unit|cmdline|pidfile|process}."""
-    from autoremedy.config import Config
-    for entry in (Config.load().get("checks.process.watch") or []):
+    for entry in (config.get("checks.process.watch") or []):
         if isinstance(entry, dict) and entry.get("name") == name:
             return entry
     raise CheckError(f"no checks.process.watch entry named {name!r} in the configuration")
@@ -377,16 +422,18 @@ def watched(name):
 
 # --- evaluate and present ----------------------------------------------------------
 
-def check(args, runner=None):
-    selector = _selector(args)
+def probe(config, args, runner=None, table=None):
+    """The seam (autoremedy/checkrun.py): the configuration is read only for
+    --watch. ``table``: a ProcTable shared with other checks (check batch)."""
+    selector = _selector(config, args)
     kind, value = selector
     if getattr(args, "exe", None) and kind != "pidfile":
         raise CheckError("--exe applies to --pidfile (other selectors name the program already)")
     note, unit_info = None, None
     if kind == "name":
-        procs = scan(by_name(value), args.user)
+        procs = scan(by_name(value), args.user, table)
     elif kind == "cmdline":
-        procs = scan(by_cmdline(value), args.user)
+        procs = scan(by_cmdline(value), args.user, table)
     elif kind == "pidfile":
         procs, note = from_pidfile(value, getattr(args, "exe", None), args.user)
     else:
@@ -394,9 +441,9 @@ def check(args, runner=None):
     return judge(procs, kind, value, args, note, unit_info)
 
 
-def _selector(args):
+def _selector(config, args):
     if args.watch:
-        entry = watched(args.watch)
+        entry = watched(config, args.watch)
         # a watch may carry the identity a pid file's process must have
         for key in ("exe", "user"):
             if entry.get(key) and not getattr(args, key, None):
@@ -489,11 +536,10 @@ def judge(procs, kind, value, args, note=None, unit_info=None):
     return Result(NAME, summary, metrics=metrics, details=details, data=data)
 
 
-def discover(args):
+def discover(config, args):
     """Zabbix LLD: one row per configured watch entry."""
-    from autoremedy.config import Config
     rows = []
-    for entry in Config.load().get("checks.process.watch") or []:
+    for entry in config.get("checks.process.watch") or []:
         if isinstance(entry, dict) and entry.get("name"):
             rows.append({"{#PROC.NAME}": entry["name"], "{#PROC.UNIT}": entry.get("unit", "")})
     return rows

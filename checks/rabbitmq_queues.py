@@ -41,7 +41,7 @@ from autoremedy.result import CheckError, Metric, Result, Status
 MANIFEST = {
     "name": "rabbitmq-queues",
     "summary": "an overflowing RabbitMQ queue: the configured policy through the API",
-    "check": "autoremedy.checks.rabbitmq_queues:check",
+    "check": "autoremedy.checks.rabbitmq_queues:probe",
     "remediation": "autoremedy.remediations.rabbitmq_queues",
     "scope": "api",
     "thresholds": ("1000", "10000"),
@@ -418,9 +418,12 @@ def queue_id(row):
 
 # --- the check -----------------------------------------------------------------------
 
-def check(args, settings=None, clock=time.time):
+def probe(config, args, settings=None, clock=time.time):
+    """The seam (autoremedy/checkrun.py); ``settings``: the rabbitmq section
+    validated already, else read from ``config``."""
     from autoremedy import rabbitmq
-    settings = settings or rabbitmq.settings()
+    from autoremedy.lazyconfig import loaded
+    settings = settings or rabbitmq.settings(loaded(config))
     selection = Selection(args)
     rules = Rules(args)
     via, note = "api", None
@@ -551,10 +554,11 @@ def _data_row(judged):
     return out
 
 
-def discover(args):
+def discover(config, args):
     """Zabbix LLD: one row per selected queue (same selection options as the check)."""
     from autoremedy import rabbitmq
-    settings = rabbitmq.settings()
+    from autoremedy.lazyconfig import loaded
+    settings = rabbitmq.settings(loaded(config))
     selection = Selection(args)
     vhost = next(iter(selection.vhosts)) if len(selection.vhosts) == 1 else None
     rows = settings.api(args.api_url).queues(vhost, ["name", "vhost"], totals_only=True)

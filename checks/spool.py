@@ -21,7 +21,7 @@ from autoremedy.result import CheckError, Metric, Result
 MANIFEST = {
     "name": "spool",
     "summary": "events waiting for StackStorm: is it still hearing about them? (no remediation)",
-    "check": "autoremedy.checks.spool:check",
+    "check": "autoremedy.checks.spool:probe",
     "remediation": None,
     "scope": "node",
     "thresholds": (None, None),        # None: taken from the configuration's spool section
@@ -53,11 +53,13 @@ def add_arguments(parser):
                         help="WARNING when more than N inputs were dead-lettered (default 0)")
 
 
-def check(args):
-    from autoremedy.config import Config, ConfigError
+def probe(config, args):
+    """The seam (autoremedy/checkrun.py). No file: defaults and environment, no YAML import."""
+    from autoremedy.config import ConfigError
+    from autoremedy.lazyconfig import loaded
     from autoremedy.spool import Spool
     try:
-        config = Config.load()        # no file: defaults and environment, no YAML import
+        config = loaded(config)
     except ConfigError as exc:
         raise CheckError(str(exc)) from None
     spool = config.get("spool")

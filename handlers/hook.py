@@ -67,7 +67,8 @@ def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE + "\n\n" + (__doc__ or "").split("\n\n", 2)[2])
         return 0 if argv else EXIT_BAD_INPUT
-    from autoremedy.cli import run_check
+    from autoremedy.checkrun import run
+    from autoremedy.lazyconfig import Deferred
     from autoremedy.event import MalformedEvent, from_check
     from autoremedy.render import render
     from autoremedy.result import Status
@@ -83,9 +84,11 @@ def main(argv):
     refusal = _not_allowlisted(setup.config, cls, own.target)
     if refusal:
         return fail(f"hook: {refusal} (nothing was run)", EXIT_BAD_INPUT)
-    if own.config:
+    if own.config:   # part of the incident key, as it always was
         check_argv = check_argv + ["--config", own.config]
-    result, args = run_check(cls, check_argv)
+    # The check probes under the configuration loaded above; Deferred keeps what
+    # "a file was named" means to the checks that ask (checks/_mysql_server.py).
+    result, args = run(cls, check_argv, Deferred(own.config, loaded=setup.config))
     rendered, _ = render(result, "nagios")
     print(rendered)
     if args is None:                 # unknown class or bad check option

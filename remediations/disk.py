@@ -119,10 +119,11 @@ class FreeDisk(Remediation):
         return target
 
     def probe(self, target):
-        from autoremedy.cli import run_check
+        """The disk check on this mount with its thresholds, under this configuration."""
+        from autoremedy import checkrun
         entry = self.allowlist()[target]
         argv = ["-p", target, "-w", str(entry.get("warning", 85)), "-c", str(entry.get("critical", 95))]
-        result, _ = run_check("disk", argv)
+        result, _ = checkrun.run("disk", argv, self.config)
         return result
 
     def stop_at(self, target):

@@ -592,11 +592,12 @@ def cluster_verdict(nodes):
     """The whole cluster as the check would judge it: every node answers, is
     Primary, Synced and ready, and they form one component of the configured
     size. ``data["primary"]`` lists the nodes that are Primary."""
-    import argparse
+    from autoremedy import checkrun
     expected = len(nodes)
-    args = argparse.Namespace(warning=None, critical=None, expected_size=expected, donor="warning",
-                              fc_warning=None, fc_critical=None, recv_queue_warning=None,
-                              recv_queue_critical=None, not_galera="critical")
+    # The check's own options table and defaults (autoremedy/checkrun.py), for the size wanted.
+    args = checkrun.thresholds(checkrun.options(check.NAME, [f"--expected-size={expected}"], check))
+    # Flow control since the last FLUSH STATUS says nothing of a repair: not judged here.
+    args.fc_warning = args.fc_critical = None
     worst, findings = Status.OK, []
     for node in nodes.values():
         if not node.reachable:

@@ -541,14 +541,13 @@ class ReplicationRepair(NoHarmDeclarations, DuplicateKeyRepairs, Remediation):
     def check(self, target):
         """The replication check on this target's replica and connections; errant
         transactions are judged against the configured source."""
-        import argparse
-        from autoremedy.ranges import Range
+        from autoremedy import checkrun
         entry = self.entry(target)
-        args = argparse.Namespace(spelling="auto", lag_null="warning", not_replica="critical",
-                                  relay_log_space_warning=None, relay_log_space_critical=None,
-                                  require_read_only=False, connection=entry.get("connections") or [],
-                                  warning=Range.parse(str(entry["warning"])),
-                                  critical=Range.parse(str(entry["critical"])), errant="critical")
+        # The check's own options table and defaults (autoremedy/checkrun.py), with
+        # this target's thresholds and connections.
+        argv = [f"--warning={entry['warning']}", f"--critical={entry['critical']}"]
+        argv += [f"--connection={name}" for name in entry.get("connections") or []]
+        args = checkrun.thresholds(checkrun.options(check.NAME, argv, check))
         try:
             with self.session(target) as session:
                 return check.evaluate(args, session, lambda: mysql.connect(self.server(target, "primary")))

@@ -125,8 +125,9 @@ class RestartProcess(Remediation):
         return argv
 
     def probe(self, target):
-        from autoremedy.cli import run_check
-        result, _ = run_check("process", self.selector(target) + ["--timeout", "10"])
+        """The process check on this target's selector, under this configuration."""
+        from autoremedy import checkrun
+        result, _ = checkrun.run("process", self.selector(target) + ["--timeout", "10"], self.config)
         return result
 
     def plan(self, target):

@@ -111,15 +111,11 @@ class ResetNode(Remediation):
 
     # -- the check, in process, with this configuration --------------------------------
     def probe(self, extra=()):
+        from autoremedy import checkrun
         from autoremedy.checks import rabbitmq_node as check
-        from autoremedy.cli import check_parser
-        from autoremedy.ranges import Range
-        from autoremedy.runtime import guarded_result
-        args = check_parser(check, NAME).parse_args(["--node", self.rmq.node_name, *extra])
-        args.warning, args.critical = Range.parse(args.warning), Range.parse(args.critical)
+        options = checkrun.options(NAME, ["--node", self.rmq.node_name, *extra], check)
         settings = rabbitmq.settings(self.config)
-        return guarded_result(NAME, lambda: check.check(args, settings=settings, runner=self.runner),
-                              args.timeout)
+        return checkrun.call(check, self.config, options, NAME, settings=settings, runner=self.runner)
 
     def ctl(self, tool, *args, node=None, timeout=60.0, input=None):
         return rabbitmq.run_ctl(self.rmq, tool, *args, node=node, runner=self.runner,
