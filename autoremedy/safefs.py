@@ -326,27 +326,67 @@ def _check_name(name):
         raise ValueError(f"not a plain file name: {name!r}")
 
 
-class _Kept(Dir):
-    """A directory held open by ``kept``: its users' ``close`` leaves it open."""
+class _Held:
+    """A directory ``kept`` open. Each ``open_dir`` of it gets its own handle on
+    the one fd; the fd is closed when the block has ended and the last handle
+    is closed — a thread still using it then (the forwarder's heartbeat) never
+    finds its fd closed, or reused for another file, under its feet."""
+
+    def __init__(self, directory):
+        import threading
+        self.dir = directory
+        self.users = 0
+        self.ended = False
+        self.lock = threading.Lock()
+
+    def lend(self):
+        with self.lock:
+            if self.ended:
+                return None
+            self.users += 1
+        return _Lent(self)
+
+    def give_back(self):
+        with self.lock:
+            self.users -= 1
+            last = self.ended and not self.users
+        if last:
+            self.dir.close()
+
+    def end(self):
+        with self.lock:
+            self.ended = True
+            last = not self.users
+        if last:
+            self.dir.close()
+
+
+class _Lent(Dir):
+    """A handle on a held directory: closing it gives it back."""
+
+    def __init__(self, held):
+        super().__init__(held.dir.fd, held.dir.path, held.dir.stat)
+        self._held = held
 
     def close(self):
-        pass
+        if self.fd is not None:
+            self.fd = None
+            self._held.give_back()
 
 
-_kept = {}          # normalized path -> _Kept, while a ``kept`` block runs
+_kept = {}          # normalized path -> _Held, while a ``kept`` block runs
 
 
 @contextlib.contextmanager
 def kept(*paths):
     """Hold the verified directories ``paths`` open for a block (a replay run):
-    ``open_dir`` of one of them returns the one fd verified on entry instead of
-    walking from ``/`` again — for 2000 events that walk was a fifth of replay's
-    time. Nothing is trusted that was not before: the fd is the directory that
-    passed the walk, so a link or directory planted at its name later is never
-    followed (we keep working in the verified one), and every file in it is
-    still checked when opened. Directories that do not exist are not held.
-    Only the thread that enters the block registers; any thread may use it until
-    the block ends, so helper threads must be joined inside it."""
+    ``open_dir`` of one of them returns a handle on the fd verified on entry
+    instead of walking from ``/`` again — for 2000 events that walk was a fifth
+    of replay's time. Nothing is trusted that was not before: the fd is the
+    directory that passed the walk, so a link or directory planted at its name
+    later is never followed (we keep working in the verified one), and every
+    file in it is still checked when opened. Directories that do not exist are
+    not held. Any thread's ``open_dir`` uses them while the block runs."""
     held = []
     try:
         for path in paths:
@@ -354,15 +394,14 @@ def kept(*paths):
             if path in _kept:
                 continue
             try:
-                directory = open_dir(path)
+                _kept[path] = _Held(open_dir(path))
             except FileNotFoundError:
                 continue
-            _kept[path] = _Kept(directory.fd, directory.path, directory.stat)
             held.append(path)
         yield
     finally:
         for path in held:
-            os.close(_kept.pop(path).fd)
+            _kept.pop(path).end()
 
 
 def open_dir(path, create=False, private=False):
@@ -371,8 +410,11 @@ def open_dir(path, create=False, private=False):
     makes (or insists on) the last one ours alone, 0700. Inside a ``kept`` block
     a held directory is returned as it was verified (never a private one)."""
     path = os.path.normpath(os.path.abspath(path))
-    if not private and path in _kept:
-        return _kept[path]
+    held = None if private else _kept.get(path)
+    if held is not None:
+        lent = held.lend()
+        if lent is not None:
+            return lent
     fd = os.open("/", _DIR_FLAGS)
     current = Dir(fd, "/", os.fstat(fd))
     parts = [part for part in path.split("/") if part]
