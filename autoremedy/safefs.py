@@ -174,20 +174,24 @@ class Dir:
         mode = self.file_mode(mode)
         path = self.join(name)
         if flags & os.O_CREAT and not flags & os.O_EXCL:
-            # Try a new file first: O_EXCL with O_NOFOLLOW refuses any planted name.
-            try:
-                return self._created(os.open(name, flags | os.O_EXCL | _FILE_FLAGS, mode,
-                                             dir_fd=self.fd), mode, flags)
-            except FileExistsError:
-                pass
-            try:
-                return self.open(name, flags & ~os.O_CREAT, mode)
-            except Refused as exc:
-                # Create-or-open (a lock, the audit log): what was planted at the
-                # name is removed — a link, never its target — and ours made.
-                self._remove_planted(name, exc.why)
-                return self._created(os.open(name, flags | os.O_EXCL | _FILE_FLAGS, mode,
-                                             dir_fd=self.fd), mode, flags)
+            # Create-or-open (a lock, the audit log: usually there already). What
+            # is there is opened with every check below; a missing one is made
+            # with O_EXCL and O_NOFOLLOW, which refuse any name planted meanwhile.
+            for _ in range(3):
+                try:
+                    return self.open(name, flags & ~os.O_CREAT, mode)
+                except FileNotFoundError:
+                    pass
+                except Refused as exc:
+                    # What was planted at the name is removed — a link, never its
+                    # target — and ours made.
+                    self._remove_planted(name, exc.why)
+                try:
+                    return self._created(os.open(name, flags | os.O_EXCL | _FILE_FLAGS, mode,
+                                                 dir_fd=self.fd), mode, flags)
+                except FileExistsError:
+                    continue            # made (or planted) meanwhile: look again
+            raise Refused(path, "replaced again and again while being opened")
         if flags & os.O_CREAT:
             return self._created(os.open(name, flags | _FILE_FLAGS, mode, dir_fd=self.fd),
                                  mode, flags)
