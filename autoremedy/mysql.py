@@ -301,15 +301,13 @@ def _tls_kwargs(server):
         return {"ssl_disabled": True}
     if mode == "preferred":
         return {}
-    import ssl
+    from autoremedy.tls import client_context
     tls = server.tls
     if mode in ("verify-ca", "verify-identity"):
-        ctx = ssl.create_default_context(cafile=tls.get("ca"), capath=tls.get("capath"))
-        ctx.check_hostname = mode == "verify-identity"
+        ctx = client_context(tls.get("ca") or True, capath=tls.get("capath"),
+                             check_hostname=mode == "verify-identity")
     else:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        ctx = client_context(False)          # "required": encrypted, not verified
     if tls.get("cert"):
         ctx.load_cert_chain(tls["cert"], keyfile=tls.get("key"))
     if tls.get("cipher"):

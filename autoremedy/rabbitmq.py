@@ -472,14 +472,9 @@ def amqp_connection(settings_, vhost, timeout=None):
         socket_timeout=timeout, blocked_connection_timeout=timeout,
         stack_timeout=timeout, connection_attempts=1, heartbeat=0)
     if (settings_.amqp or {}).get("tls"):
-        import ssl
-        context = ssl.create_default_context()
-        if isinstance(settings_.verify, str):
-            context.load_verify_locations(settings_.verify)
-        elif settings_.verify is False:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        params.ssl_options = pika.SSLOptions(context, host)
+        from autoremedy.tls import client_context
+        # A CA bundle is trusted alone, as the management API client does with it.
+        params.ssl_options = pika.SSLOptions(client_context(settings_.verify), host)
     return pika.BlockingConnection(params)
 
 

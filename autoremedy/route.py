@@ -235,236 +235,335 @@ def document(entry_data, event_dict, raw, hostname, replayed=False):
 
 def dispatch(config, event, path, dry_run=False, cls=None, target=None, audit=None):
     """Spool, forward, fall back. Returns a Decision; never raises for expected
-    trouble (network, StackStorm, guards, remediation failures)."""
-    from autoremedy.audit import audit_for
-    from autoremedy.spool import Spool
-    audit = audit if audit is not None else audit_for(config)
-    decision = Decision(event)
-    spool = Spool(config.state_dir)
-    hostname = config.hostname
-    # 'host' in an audit record is the machine that wrote it; the event's is event_host.
-    base = {"event_id": event.id, "source": event.source, "event_host": event.host,
-            "check": event.check, "status": event.status.name, "path": path}
+    trouble (network, StackStorm, guards, remediation failures). ``cls`` and
+    ``target``, when given, are the caller's (the node hook's) instead of a route."""
+    return Dispatch(config, event, path, dry_run, cls, target, audit).run()
 
-    if _hand_over(config, spool, event):
-        # The continuous forwarder delivers it (keep-alive, bounded concurrency):
-        # this handler's time does not grow with StackStorm's latency or the rate.
+
+class Dispatch:
+    """One event on its way: spool, forward, fall back. What every step needs is
+    held here once — the configuration, the Decision being built, the path (node
+    hook or backend handler), dry-run, a class and target the caller forced, the
+    audit trail and the audit fields that name the event — instead of being
+    passed down each call."""
+
+    def __init__(self, config, event, path, dry_run=False, cls=None, target=None, audit=None):
+        from autoremedy.audit import audit_for
+        from autoremedy.spool import Spool
+        self.config, self.event, self.path, self.dry_run = config, event, path, dry_run
+        self.cls, self.target = cls, target
+        self.audit = audit if audit is not None else audit_for(config)
+        self.decision = Decision(event)
+        self.spool = Spool(config.state_dir)
+        # 'host' in an audit record is the machine that wrote it; the event's is event_host.
+        self.base = {"event_id": event.id, "source": event.source, "event_host": event.host,
+                     "check": event.check, "status": event.status.name, "path": path}
+
+    def record(self, what, result, **fields):
+        """An audit record about this event (never raises: safe_audit)."""
+        safe_audit(self.audit, what, result, **fields, **self.base)
+
+    def run(self):
+        event, decision, spool = self.event, self.decision, self.spool
+        if self._hand_over():
+            # The continuous forwarder delivers it (keep-alive, bounded concurrency):
+            # this handler's time does not grow with StackStorm's latency or the rate.
+            try:
+                decision.entry = spool.put(event, claim=False)
+            except OSError as exc:
+                decision.spool_error = f"cannot spool the event in {spool.dir}: {exc.strerror or exc}"
+            else:
+                decision.say(f"{event.describe()}: spooled for the forwarder ({decision.entry.name})")
+                self.record("forward", "ok", outcome="handed-over")
+                return decision
         try:
-            decision.entry = spool.put(event, claim=False)
+            decision.entry = spool.put(event)
+            # What an earlier run (a retry of this alert by the monitor) already did
+            # here: it is not done twice, and the retry reports the same outcome.
+            # Only runs that changed something (or tried to) are final; a skip
+            # (min_occurrences, silenced) or a refusal is judged again now.
+            decision.earlier = [m for m in decision.entry.local if m.get("outcome") in RAN]
         except OSError as exc:
             decision.spool_error = f"cannot spool the event in {spool.dir}: {exc.strerror or exc}"
-        else:
-            decision.say(f"{event.describe()}: spooled for the forwarder ({decision.entry.name})")
-            safe_audit(audit, "forward", "ok", outcome="handed-over", **base)
-            return decision
-    try:
-        decision.entry = spool.put(event)
-        # What an earlier run (a retry of this alert by the monitor) already did
-        # here: it is not done twice, and the retry reports the same outcome.
-        # Only runs that changed something (or tried to) are final; a skip
-        # (min_occurrences, silenced) or a refusal is judged again now.
-        decision.earlier = [m for m in decision.entry.local if m.get("outcome") in RAN]
-    except OSError as exc:
-        decision.spool_error = f"cannot spool the event in {spool.dir}: {exc.strerror or exc}"
-        decision.warn(decision.spool_error + " (delivering without a safety net)")
-        safe_audit(audit, "spool", "error", reason=decision.spool_error, **base)
+            decision.warn(decision.spool_error + " (delivering without a safety net)")
+            self.record("spool", "error", reason=decision.spool_error)
 
-    decision.delivery = _forward(config, decision, hostname)
-    delivery = decision.delivery
-    safe_audit(audit, "forward", "ok" if delivery.ok else "error", outcome=delivery.outcome,
-               code=delivery.code, request_id=delivery.request_id, reason=delivery.reason,
-               duration_ms=round(delivery.elapsed * 1000), **base)
-    if delivery.ok:
+        decision.delivery = self._forward()
+        delivery = decision.delivery
+        self.record("forward", "ok" if delivery.ok else "error", outcome=delivery.outcome,
+                    code=delivery.code, request_id=delivery.request_id, reason=delivery.reason,
+                    duration_ms=round(delivery.elapsed * 1000))
+        if delivery.ok:
+            if decision.entry is not None:
+                spool.remove(decision.entry)
+            decision.say(f"{event.describe()}: delivered to StackStorm ({delivery.line()})")
+            self._drain()
+            return decision
+
+        if delivery.outcome == "config":
+            decision.config_error = delivery.reason
+            decision.warn(f"StackStorm configuration error for {event.describe()}: {delivery.reason}")
+        else:
+            decision.say(f"{event.describe()}: StackStorm not reached: {delivery.reason}")
+
+        self._fall_back()
+
+        if decision.entry is None and not decision.escalation:
+            # Neither StackStorm nor the spool has it: only a retry by the monitor
+            # (non-zero exit) can still bring it to StackStorm.
+            self._escalate("StackStorm did not take the event and it could not be spooled")
         if decision.entry is not None:
-            spool.remove(decision.entry)
-        decision.say(f"{event.describe()}: delivered to StackStorm ({delivery.line()})")
-        _drain(config, spool, audit, decision)
+            try:
+                spool.save(decision.entry)
+                decision.kept = True
+                decision.say(f"event kept in the spool for replay ({decision.entry.name})")
+            except OSError as exc:
+                decision.warn(f"cannot update the spool entry: {exc.strerror or exc}")
         return decision
 
-    if delivery.outcome == "config":
-        decision.config_error = delivery.reason
-        decision.warn(f"StackStorm configuration error for {event.describe()}: {delivery.reason}")
-    else:
-        decision.say(f"{event.describe()}: StackStorm not reached: {delivery.reason}")
-
-    _fall_back(config, decision, path, dry_run, cls, target, audit, base)
-
-    if decision.entry is None and not decision.escalation:
-        # Neither StackStorm nor the spool has it: only a retry by the monitor
-        # (non-zero exit) can still bring it to StackStorm.
-        _escalate(config, decision, "StackStorm did not take the event and it could not be "
-                  "spooled", audit, base)
-    if decision.entry is not None:
+    def _hand_over(self):
+        """Leave delivery to the forwarder (``replay --follow``)? Only when the
+        configuration asks for it (``stackstorm.delivery: forwarder``), a forwarder
+        is alive for this spool, and the breaker is closed: while StackStorm is
+        known unreachable the event takes the direct path, whose local fallback is
+        decided here, now, within the handler's budget."""
+        if self.config.get("stackstorm.delivery", "direct") != "forwarder":
+            return False
+        from autoremedy import forwarder
+        from autoremedy.breaker import CLOSED, Breaker
+        if not forwarder.alive(self.spool):
+            return False
         try:
-            spool.save(decision.entry)
-            decision.kept = True
-            decision.say(f"event kept in the spool for replay ({decision.entry.name})")
-        except OSError as exc:
-            decision.warn(f"cannot update the spool entry: {exc.strerror or exc}")
-    return decision
+            return Breaker.for_config(self.config).state().get("state", CLOSED) == CLOSED
+        except OSError:
+            return False
 
+    def _forward(self):
+        from autoremedy.breaker import Breaker
+        from autoremedy.stackstorm import UNREACHABLE, CONFIG, Client, Delivery, SettingsError
+        from autoremedy.config import ConfigError
+        try:
+            client = Client.from_config(self.config)
+        except (SettingsError, ConfigError) as exc:
+            return Delivery(CONFIG, None, str(exc))
+        if client is None:
+            return Delivery(UNREACHABLE, None, "StackStorm is not configured (stackstorm.url / "
+                            "AUTOREMEDY_ST2_URL): falling back")
+        breaker = Breaker.for_config(self.config)
+        try:
+            allowed = breaker.allow()
+        except OSError:
+            allowed = True          # no breaker state (read-only disk): just try
+        if not allowed:
+            return Delivery(UNREACHABLE, None, "circuit breaker open (StackStorm recently "
+                            "unreachable): not trying until the cool-down ends")
+        entry = self.decision.entry
+        entry_data = entry.data if entry is not None else {}
+        event = self.event
+        document_ = document(entry_data, event.to_dict(), event.raw, self.config.hostname)
+        try:
+            delivery = client.post(document_, event.id)
+        finally:
+            client.close()
+        try:
+            if delivery.ok:
+                breaker.success()
+            elif delivery.outcome == UNREACHABLE:
+                breaker.failure(delivery.reason)
+        except OSError:
+            pass
+        if entry is not None and not delivery.ok:
+            entry.attempted(delivery.reason)
+        return delivery
 
-def _hand_over(config, spool, event):
-    """Leave delivery to the forwarder (``replay --follow``)? Only when the
-    configuration asks for it (``stackstorm.delivery: forwarder``), a forwarder
-    is alive for this spool, and the breaker is closed: while StackStorm is
-    known unreachable the event takes the direct path, whose local fallback is
-    decided here, now, within the handler's budget."""
-    if config.get("stackstorm.delivery", "direct") != "forwarder":
-        return False
-    from autoremedy import forwarder
-    from autoremedy.breaker import CLOSED, Breaker
-    if not forwarder.alive(spool):
-        return False
-    try:
-        return Breaker.for_config(config).state().get("state", CLOSED) == CLOSED
-    except OSError:
-        return False
-
-
-def _forward(config, decision, hostname):
-    from autoremedy.breaker import Breaker
-    from autoremedy.stackstorm import UNREACHABLE, CONFIG, Client, Delivery, SettingsError
-    from autoremedy.config import ConfigError
-    try:
-        client = Client.from_config(config)
-    except (SettingsError, ConfigError) as exc:
-        return Delivery(CONFIG, None, str(exc))
-    if client is None:
-        return Delivery(UNREACHABLE, None, "StackStorm is not configured (stackstorm.url / "
-                        "AUTOREMEDY_ST2_URL): falling back")
-    breaker = Breaker.for_config(config)
-    try:
-        allowed = breaker.allow()
-    except OSError:
-        allowed = True          # no breaker state (read-only disk): just try
-    if not allowed:
-        return Delivery(UNREACHABLE, None, "circuit breaker open (StackStorm recently "
-                        "unreachable): not trying until the cool-down ends")
-    entry = decision.entry
-    entry_data = entry.data if entry is not None else {}
-    event = decision.event
-    document_ = document(entry_data, event.to_dict(), event.raw, hostname)
-    try:
-        delivery = client.post(document_, event.id)
-    finally:
-        client.close()
-    try:
-        if delivery.ok:
-            breaker.success()
-        elif delivery.outcome == UNREACHABLE:
-            breaker.failure(delivery.reason)
-    except OSError:
-        pass
-    if entry is not None and not delivery.ok:
-        entry.attempted(delivery.reason)
-    return delivery
-
-
-def _fall_back(config, decision, path, dry_run, cls, target, audit, base):
-    event = decision.event
-    if not event.is_problem:
-        article = "an" if event.action[:1] in "aeiou" else "a"
-        decision.say(f"nothing to remediate for {article} {event.action} event "
-                     f"({event.status.name}); StackStorm hears of it on replay")
-        return
-    if decision.earlier and not dry_run:
-        _restate(config, decision, audit, base)
-        return
-    if cls is None:
-        choice = _choose(config, decision, path, audit, base)
-        if choice is None:
-            return                      # escalated or deferred: nothing runs here
-        cls, target = choice
-    _remediate(config, decision, path, dry_run, cls, target, audit, base)
-
-
-def _restate(config, decision, audit, base):
-    """A retry of an event whose local remediation already ran (the monitor did
-    not hear the first answer, or its alert failed): the remediation is not run
-    again, and the answer is the first one — the same exit status on every retry."""
-    decision.say(f"{decision.outcome_line()}; not run again for this event")
-    safe_audit(audit, "fallback", "ok", outcome="restated", earlier=decision.earlier[-1].get("outcome"),
-               **base)
-    escalation = (decision.entry.data.get("escalation") or {}) if decision.entry is not None else {}
-    if escalation.get("reason"):
-        decision.escalation = escalation["reason"]
-        decision.warn(f"ESCALATION {decision.event.describe()}: {escalation['reason']} (as before)")
-
-
-def _choose(config, decision, path, audit, base):
-    """(class, target) for this event: the first matching route, else the event's
-    autoremedy_class / autoremedy_target labels. None when nothing may run here
-    (the reason is escalated, or the node hook is left to act)."""
-    event = decision.event
-    try:
-        route = match(config, event)
-    except RouteError as exc:
-        _escalate(config, decision, f"routing table: {exc}", audit, base, config_error=True)
-        return None
-    if route is None:
-        cls, target = from_labels(event)
+    def _fall_back(self):
+        event, decision = self.event, self.decision
+        if not event.is_problem:
+            article = "an" if event.action[:1] in "aeiou" else "a"
+            decision.say(f"nothing to remediate for {article} {event.action} event "
+                         f"({event.status.name}); StackStorm hears of it on replay")
+            return
+        if decision.earlier and not self.dry_run:
+            self._restate()
+            return
+        cls, target = self.cls, self.target
         if cls is None:
-            _escalate(config, decision, f"no route matches this event and it names no "
-                      f"{CLASS_LABEL}: no local remediation while StackStorm is unreachable",
-                      audit, base)
+            choice = self._choose()
+            if choice is None:
+                return                      # escalated or deferred: nothing runs here
+            cls, target = choice
+        self._remediate(cls, target)
+
+    def _restate(self):
+        """A retry of an event whose local remediation already ran (the monitor did
+        not hear the first answer, or its alert failed): the remediation is not run
+        again, and the answer is the first one — the same exit status on every retry."""
+        decision = self.decision
+        decision.say(f"{decision.outcome_line()}; not run again for this event")
+        self.record("fallback", "ok", outcome="restated",
+                    earlier=decision.earlier[-1].get("outcome"))
+        escalation = (decision.entry.data.get("escalation") or {}) if decision.entry is not None else {}
+        if escalation.get("reason"):
+            decision.escalation = escalation["reason"]
+            decision.warn(f"ESCALATION {self.event.describe()}: {escalation['reason']} (as before)")
+
+    def _choose(self):
+        """(class, target) for this event: the first matching route, else the event's
+        autoremedy_class / autoremedy_target labels. None when nothing may run here
+        (the reason is escalated, or the node hook is left to act)."""
+        event = self.event
+        try:
+            route = match(self.config, event)
+        except RouteError as exc:
+            self._escalate(f"routing table: {exc}", config_error=True)
             return None
-        return cls, target
-    if not route.enabled:
-        _escalate(config, decision, f"{route} matches but is disabled", audit, base)
-        return None
-    if route.fallback == ESCALATE:
-        _escalate(config, decision, f"{route} says escalate, never remediate here", audit, base)
-        return None
-    if route.fallback == NODE_HOOK and path == BACKEND:
-        decision.say(f"{route}: the node hook on {printable(event.host)} remediates; "
-                     "nothing to do on the backend")
-        safe_audit(audit, "fallback", "ok", outcome="deferred-to-node", route=route.index, **base)
-        return None
-    return route.cls, route.target
+        if route is None:
+            cls, target = from_labels(event)
+            if cls is None:
+                self._escalate(f"no route matches this event and it names no {CLASS_LABEL}: "
+                               "no local remediation while StackStorm is unreachable")
+                return None
+            return cls, target
+        if not route.enabled:
+            self._escalate(f"{route} matches but is disabled")
+            return None
+        if route.fallback == ESCALATE:
+            self._escalate(f"{route} says escalate, never remediate here")
+            return None
+        if route.fallback == NODE_HOOK and self.path == BACKEND:
+            self.decision.say(f"{route}: the node hook on {printable(event.host)} remediates; "
+                              "nothing to do on the backend")
+            self.record("fallback", "ok", outcome="deferred-to-node", route=route.index)
+            return None
+        return route.cls, route.target
 
+    def _remediate(self, cls, target):
+        from autoremedy.registry import load
+        from autoremedy.config import ConfigError
+        from autoremedy.remediation import Trigger, perform
+        from autoremedy.runtime import UsageError
+        config, event, decision = self.config, self.event, self.decision
+        try:
+            module = load("remediations", cls)
+            remediation = module.REMEDIATION(config, audit=self.audit)
+        except (UsageError, ConfigError) as exc:
+            self._escalate(f"remediation {cls}: {exc}", config_error=True)
+            return
+        scope = remediation.settings.get("scope") or remediation.scope
+        if scope == "node" and not same_host(event.host, config.hostname):
+            self._not_here(cls)
+            return
+        trigger = Trigger(source=event.source, event_id=event.id, status=event.status,
+                          host=event.host, occurrences=event.occurrences,
+                          silenced=event.silenced, history=event.history)
+        gate = gate_for(config)
+        if gate is None:
+            outcome = perform(remediation, target, trigger, dry_run=self.dry_run or None)
+        else:
+            # Not root: the remediation runs as root through the packaged sudo gate,
+            # with the class and target decided above (configuration, never event text).
+            admitted = _admit_event(config, remediation, target, trigger)
+            outcome = admitted or through_gate(gate, cls, target, event.id, self.dry_run)
+            self.record("fallback", "ok" if not outcome.escalate else outcome.status,
+                        via="sudo-gate", gate=gate, gate_ran=admitted is None, cls=cls,
+                        target=str(target), outcome=outcome.status, reason=outcome.reason,
+                        guard=outcome.guard)
+        decision.outcome = outcome
+        if decision.entry is not None:
+            decision.entry.mark_local(outcome, config.hostname)
+        line = f"local {outcome.line()}"
+        if outcome.verify:
+            line += f" [verify: {outcome.verify['status']}: {outcome.verify['summary']}]"
+        decision.say(line)
+        if outcome.escalate:
+            self._escalate(f"{cls} {target}: {outcome.status}: {outcome.reason}")
 
-def _remediate(config, decision, path, dry_run, cls, target, audit, base):
-    from autoremedy.registry import load
-    from autoremedy.config import ConfigError
-    from autoremedy.remediation import Trigger, perform
-    from autoremedy.runtime import UsageError
-    event = decision.event
-    try:
-        module = load("remediations", cls)
-        remediation = module.REMEDIATION(config, audit=audit)
-    except (UsageError, ConfigError) as exc:
-        _escalate(config, decision, f"remediation {cls}: {exc}", audit, base, config_error=True)
-        return
-    scope = remediation.settings.get("scope") or remediation.scope
-    if scope == "node" and not same_host(event.host, config.hostname):
-        _not_here(config, decision, path, cls, audit, base)
-        return
-    trigger = Trigger(source=event.source, event_id=event.id, status=event.status, host=event.host,
-                      occurrences=event.occurrences, silenced=event.silenced,
-                      history=event.history)
-    gate = gate_for(config)
-    if gate is None:
-        outcome = perform(remediation, target, trigger, dry_run=dry_run or None)
-    else:
-        # Not root: the remediation runs as root through the packaged sudo gate,
-        # with the class and target decided above (configuration, never event text).
-        admitted = _admit_event(config, remediation, target, trigger)
-        outcome = admitted or through_gate(gate, cls, target, event.id, dry_run)
-        safe_audit(audit, "fallback", "ok" if not outcome.escalate else outcome.status,
-                   via="sudo-gate", gate=gate, gate_ran=admitted is None, cls=cls,
-                   target=str(target), outcome=outcome.status, reason=outcome.reason,
-                   guard=outcome.guard, **base)
-    decision.outcome = outcome
-    if decision.entry is not None:
-        decision.entry.mark_local(outcome, config.hostname)
-    line = f"local {outcome.line()}"
-    if outcome.verify:
-        line += f" [verify: {outcome.verify['status']}: {outcome.verify['summary']}]"
-    decision.say(line)
-    if outcome.escalate:
-        _escalate(config, decision, f"{cls} {target}: {outcome.status}: {outcome.reason}",
-                  audit, base)
+    def _drain(self):
+        """A handler run that reached StackStorm delivers what waits in the spool, so
+        a node without the replay timer (no systemd, no cron) is not left with it.
+        Bounded (``spool.drain_max_events`` / ``drain_max_time``: an alert never becomes
+        slow; one request may add up to stackstorm.read_timeout), oldest first, and
+        through replay's own Replayer under its lock: a running replay or forwarder
+        keeps the spool (never the same entry twice at once), entries a running
+        handler holds are left to it, and the first failure stops the drain so one
+        incident's events keep their order."""
+        config, spool, decision = self.config, self.spool, self.decision
+        limit = int(config.get("spool.drain_max_events", 10) or 0)
+        budget = float(config.get("spool.drain_max_time", 2.0) or 0)
+        if limit <= 0 or budget <= 0:
+            return
+        try:
+            if not spool.names():
+                return                       # the usual case costs one directory listing
+        except OSError:
+            return
+        from autoremedy import statefile
+        from autoremedy.breaker import Breaker
+        from autoremedy.handlers.replay import Replayer
+        from autoremedy.stackstorm import Client, SettingsError
+        from autoremedy.config import ConfigError
+        try:
+            client = Client.from_config(config)
+        except (SettingsError, ConfigError):
+            return
+        if client is None:
+            return
+        try:
+            with statefile.locked(spool.replay_lock_path, timeout=0):
+                replayer = Replayer(spool, client, Breaker.for_config(config), self.audit,
+                                    config.hostname, max_time=budget, limit=limit,
+                                    backoff_max=budget).run()
+        except TimeoutError:
+            return                           # a replay (or the forwarder) is at it
+        except OSError as exc:
+            decision.warn(f"spool not drained: {exc.strerror or exc}")
+            return
+        finally:
+            client.close()
+        if replayer.delivered or replayer.stopped in ("unreachable", "config"):
+            left = spool.stats()["depth"]
+            text = f"drained {replayer.delivered} earlier event(s) from the spool, {left} left"
+            if replayer.stopped in ("unreachable", "config"):
+                text += f" (stopped: {replayer.last_error})"
+            decision.say(text)
+
+    def _not_here(self, cls):
+        """A node-scoped class for another node: only that node may act. A Sensu Go
+        event carries the results of the check hooks the agent ran on the node
+        (``check.hooks``), so the backend can tell whether the node hook handled it."""
+        event = self.event
+        ours = [h for h in event.extra.get("hooks") or [] if "autoremedy handle hook" in h["command"]]
+        if ours:
+            hook = ours[-1]
+            said = next((line for line in hook["output"].splitlines() if "autoremedy: local " in line),
+                        hook["output"].strip().splitlines()[-1] if hook["output"].strip() else "")
+            if hook["status"] == 0:
+                self.decision.say(f"the node hook on {printable(event.host)} handled it: "
+                                  f"{printable(said)}")
+                self.record("fallback", "ok", outcome="handled-by-node-hook", hook=hook["name"])
+                return
+            self._escalate(f"the node hook on {printable(event.host)} exited "
+                           f"{hook['status']}: {printable(said)}")
+            return
+        where = "the node hook" if self.path == BACKEND else "that node"
+        self._escalate(f"{cls} is node-scoped: it runs only on {printable(event.host)} "
+                       f"(this is {self.config.hostname}); use {where}")
+
+    def _escalate(self, reason, config_error=False):
+        """Escalation: non-zero exit, an audit record, the spool entry marked (so the
+        StackStorm workflow pages a human on replay), and the hook point for the
+        incident bundle."""
+        decision = self.decision
+        bundle = incident_bundle(self.config, self.event, reason)
+        decision.escalation = reason
+        if config_error:
+            decision.config_error = decision.config_error or reason
+        if decision.entry is not None:
+            decision.entry.mark_escalated(reason, bundle)
+        elif decision.spool_error and "could not be spooled" not in reason:
+            reason = f"{reason}; and the event could not be spooled"
+        self.record("escalation", "escalated", reason=reason, bundle=bundle)
+        decision.warn(f"ESCALATION {self.event.describe()}: {reason}")
 
 
 # --- the sudo gate ------------------------------------------------------------------------
@@ -581,96 +680,6 @@ def through_gate(gate, cls, target, event_id=None, dry_run=False, run=None):
     if said.startswith(("sudo:", "Sorry, user")) or "password" in said:
         return refused(f"sudo refused the gate (sudo -n {gate}): {said}")
     return refused(f"the sudo gate exited {ran.returncode}: {said}")
-
-
-# --- draining the spool -----------------------------------------------------------------
-
-def _drain(config, spool, audit, decision):
-    """A handler run that reached StackStorm delivers what waits in the spool, so
-    a node without the replay timer (no systemd, no cron) is not left with it.
-    Bounded (``spool.drain_max_events`` / ``drain_max_time``: an alert never becomes
-    slow; one request may add up to stackstorm.read_timeout), oldest first, and
-    through replay's own Replayer under its lock: a running replay or forwarder
-    keeps the spool (never the same entry twice at once), entries a running
-    handler holds are left to it, and the first failure stops the drain so one
-    incident's events keep their order."""
-    limit = int(config.get("spool.drain_max_events", 10) or 0)
-    budget = float(config.get("spool.drain_max_time", 2.0) or 0)
-    if limit <= 0 or budget <= 0:
-        return
-    try:
-        if not spool.names():
-            return                       # the usual case costs one directory listing
-    except OSError:
-        return
-    from autoremedy import statefile
-    from autoremedy.breaker import Breaker
-    from autoremedy.handlers.replay import Replayer
-    from autoremedy.stackstorm import Client, SettingsError
-    from autoremedy.config import ConfigError
-    try:
-        client = Client.from_config(config)
-    except (SettingsError, ConfigError):
-        return
-    if client is None:
-        return
-    try:
-        with statefile.locked(spool.replay_lock_path, timeout=0):
-            replayer = Replayer(spool, client, Breaker.for_config(config), audit,
-                                config.hostname, max_time=budget, limit=limit,
-                                backoff_max=budget).run()
-    except TimeoutError:
-        return                           # a replay (or the forwarder) is at it
-    except OSError as exc:
-        decision.warn(f"spool not drained: {exc.strerror or exc}")
-        return
-    finally:
-        client.close()
-    if replayer.delivered or replayer.stopped in ("unreachable", "config"):
-        left = spool.stats()["depth"]
-        text = f"drained {replayer.delivered} earlier event(s) from the spool, {left} left"
-        if replayer.stopped in ("unreachable", "config"):
-            text += f" (stopped: {replayer.last_error})"
-        decision.say(text)
-
-
-def _not_here(config, decision, path, cls, audit, base):
-    """A node-scoped class for another node: only that node may act. A Sensu Go
-    event carries the results of the check hooks the agent ran on the node
-    (``check.hooks``), so the backend can tell whether the node hook handled it."""
-    event = decision.event
-    ours = [h for h in event.extra.get("hooks") or [] if "autoremedy handle hook" in h["command"]]
-    if ours:
-        hook = ours[-1]
-        said = next((line for line in hook["output"].splitlines() if "autoremedy: local " in line),
-                    hook["output"].strip().splitlines()[-1] if hook["output"].strip() else "")
-        if hook["status"] == 0:
-            decision.say(f"the node hook on {printable(event.host)} handled it: {printable(said)}")
-            safe_audit(audit, "fallback", "ok", outcome="handled-by-node-hook", hook=hook["name"],
-                       **base)
-            return
-        _escalate(config, decision, f"the node hook on {printable(event.host)} exited "
-                  f"{hook['status']}: {printable(said)}", audit, base)
-        return
-    where = "the node hook" if path == BACKEND else "that node"
-    _escalate(config, decision, f"{cls} is node-scoped: it runs only on "
-              f"{printable(event.host)} (this is {config.hostname}); use {where}", audit, base)
-
-
-def _escalate(config, decision, reason, audit, base, config_error=False):
-    """Escalation: non-zero exit, an audit record, the spool entry marked (so the
-    StackStorm workflow pages a human on replay), and the hook point for the
-    incident bundle."""
-    bundle = incident_bundle(config, decision.event, reason)
-    decision.escalation = reason
-    if config_error:
-        decision.config_error = decision.config_error or reason
-    if decision.entry is not None:
-        decision.entry.mark_escalated(reason, bundle)
-    elif decision.spool_error and "could not be spooled" not in reason:
-        reason = f"{reason}; and the event could not be spooled"
-    safe_audit(audit, "escalation", "escalated", reason=reason, bundle=bundle, **base)
-    decision.warn(f"ESCALATION {decision.event.describe()}: {reason}")
 
 
 def incident_bundle(config, event, reason):

@@ -28,6 +28,7 @@ A refusal is ``Refused`` (an OSError: every caller that already copes with a
 full or read-only disk copes with it) whose text names the path and why —
 never anything read from the file.
 """
+import contextlib
 import errno
 import os
 import stat
@@ -173,20 +174,24 @@ class Dir:
         mode = self.file_mode(mode)
         path = self.join(name)
         if flags & os.O_CREAT and not flags & os.O_EXCL:
-            # Try a new file first: O_EXCL with O_NOFOLLOW refuses any planted name.
-            try:
-                return self._created(os.open(name, flags | os.O_EXCL | _FILE_FLAGS, mode,
-                                             dir_fd=self.fd), mode, flags)
-            except FileExistsError:
-                pass
-            try:
-                return self.open(name, flags & ~os.O_CREAT, mode)
-            except Refused as exc:
-                # Create-or-open (a lock, the audit log): what was planted at the
-                # name is removed — a link, never its target — and ours made.
-                self._remove_planted(name, exc.why)
-                return self._created(os.open(name, flags | os.O_EXCL | _FILE_FLAGS, mode,
-                                             dir_fd=self.fd), mode, flags)
+            # Create-or-open (a lock, the audit log: usually there already). What
+            # is there is opened with every check below; a missing one is made
+            # with O_EXCL and O_NOFOLLOW, which refuse any name planted meanwhile.
+            for _ in range(3):
+                try:
+                    return self.open(name, flags & ~os.O_CREAT, mode)
+                except FileNotFoundError:
+                    pass
+                except Refused as exc:
+                    # What was planted at the name is removed — a link, never its
+                    # target — and ours made.
+                    self._remove_planted(name, exc.why)
+                try:
+                    return self._created(os.open(name, flags | os.O_EXCL | _FILE_FLAGS, mode,
+                                                 dir_fd=self.fd), mode, flags)
+                except FileExistsError:
+                    continue            # made (or planted) meanwhile: look again
+            raise Refused(path, "replaced again and again while being opened")
         if flags & os.O_CREAT:
             return self._created(os.open(name, flags | _FILE_FLAGS, mode, dir_fd=self.fd),
                                  mode, flags)
@@ -325,11 +330,95 @@ def _check_name(name):
         raise ValueError(f"not a plain file name: {name!r}")
 
 
+class _Held:
+    """A directory ``kept`` open. Each ``open_dir`` of it gets its own handle on
+    the one fd; the fd is closed when the block has ended and the last handle
+    is closed — a thread still using it then (the forwarder's heartbeat) never
+    finds its fd closed, or reused for another file, under its feet."""
+
+    def __init__(self, directory):
+        import threading
+        self.dir = directory
+        self.users = 0
+        self.ended = False
+        self.lock = threading.Lock()
+
+    def lend(self):
+        with self.lock:
+            if self.ended:
+                return None
+            self.users += 1
+        return _Lent(self)
+
+    def give_back(self):
+        with self.lock:
+            self.users -= 1
+            last = self.ended and not self.users
+        if last:
+            self.dir.close()
+
+    def end(self):
+        with self.lock:
+            self.ended = True
+            last = not self.users
+        if last:
+            self.dir.close()
+
+
+class _Lent(Dir):
+    """A handle on a held directory: closing it gives it back."""
+
+    def __init__(self, held):
+        super().__init__(held.dir.fd, held.dir.path, held.dir.stat)
+        self._held = held
+
+    def close(self):
+        if self.fd is not None:
+            self.fd = None
+            self._held.give_back()
+
+
+_kept = {}          # normalized path -> _Held, while a ``kept`` block runs
+
+
+@contextlib.contextmanager
+def kept(*paths):
+    """Hold the verified directories ``paths`` open for a block (a replay run):
+    ``open_dir`` of one of them returns a handle on the fd verified on entry
+    instead of walking from ``/`` again — for 2000 events that walk was a fifth
+    of replay's time. Nothing is trusted that was not before: the fd is the
+    directory that passed the walk, so a link or directory planted at its name
+    later is never followed (we keep working in the verified one), and every
+    file in it is still checked when opened. Directories that do not exist are
+    not held. Any thread's ``open_dir`` uses them while the block runs."""
+    held = []
+    try:
+        for path in paths:
+            path = os.path.normpath(os.path.abspath(path))
+            if path in _kept:
+                continue
+            try:
+                _kept[path] = _Held(open_dir(path))
+            except FileNotFoundError:
+                continue
+            held.append(path)
+        yield
+    finally:
+        for path in held:
+            _kept.pop(path).end()
+
+
 def open_dir(path, create=False, private=False):
     """The directory ``path``, walked from ``/`` component by component (see the
     module text); missing components are created when ``create``; ``private``
-    makes (or insists on) the last one ours alone, 0700."""
+    makes (or insists on) the last one ours alone, 0700. Inside a ``kept`` block
+    a held directory is returned as it was verified (never a private one)."""
     path = os.path.normpath(os.path.abspath(path))
+    held = None if private else _kept.get(path)
+    if held is not None:
+        lent = held.lend()
+        if lent is not None:
+            return lent
     fd = os.open("/", _DIR_FLAGS)
     current = Dir(fd, "/", os.fstat(fd))
     parts = [part for part in path.split("/") if part]

@@ -144,16 +144,10 @@ class Client:
         return conn
 
     def _tls_context(self):
-        import ssl
-        if self.verify is False:
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            return context
-        cafile = self.verify if isinstance(self.verify, str) else None
-        if cafile and not os.path.isfile(cafile):
-            raise SettingsError(f"stackstorm.verify: CA bundle {cafile} does not exist")
-        return ssl.create_default_context(cafile=cafile)
+        from autoremedy.tls import client_context
+        if isinstance(self.verify, str) and not os.path.isfile(self.verify):
+            raise SettingsError(f"stackstorm.verify: CA bundle {self.verify} does not exist")
+        return client_context(self.verify)
 
     def close(self):
         if self._conn is not None:

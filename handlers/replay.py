@@ -84,11 +84,19 @@ class Replayer:
         self._remove = spool.remove       # run() overlaps removals on a helper thread
 
     def run(self):
-        remover = _Remover(self.spool)
-        try:
-            self._run(remover)
-        finally:
-            remover.close()
+        import os
+        from autoremedy import safefs
+        # The spool and the audit log's directory are walked from / once for
+        # the run, not once per event (safefs.kept: the fds verified here).
+        held = [self.spool.dir]
+        if getattr(self.audit, "path", None):
+            held.append(os.path.dirname(os.path.abspath(self.audit.path)))
+        with safefs.kept(*held):
+            remover = _Remover(self.spool)
+            try:
+                self._run(remover)
+            finally:
+                remover.close()
         return self
 
     def _entries(self, seen):

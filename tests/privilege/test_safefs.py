@@ -90,3 +90,52 @@ def test_pruning_removes_links_never_what_they_point_to(node, shared):
     zabbix_owned(node, incidents)
     _prune(incidents, keep=0)
     assert sorted(os.listdir(node.outside)) == ["secret", "victim"]
+
+
+def test_a_kept_directory_is_walked_once_and_a_later_plant_is_never_followed(node, shared):
+    """safefs.kept (replay's run): open_dir of a held directory is the fd verified
+    on entry — no new walk — and a link planted at its name meanwhile is never
+    followed; files in it are still checked; the fd is closed once the block has
+    ended and the last handle on it is closed, never under a user's feet."""
+    spool = os.path.join(shared, "spool")
+    safefs.makedirs(spool)
+    walks = []
+    real_open = os.open
+
+    def counting_open(path, *args, **kwargs):
+        walks.append(path)
+        return real_open(path, *args, **kwargs)
+    with safefs.kept(spool, os.path.join(shared, "absent")):
+        first = safefs.open_dir(spool)
+        os.open = counting_open
+        try:
+            with safefs.open_dir(spool) as again:
+                assert again.fd == first.fd
+        finally:
+            os.open = real_open
+        assert walks == []                                # no walk from / for a held directory
+        assert os.fstat(first.fd)                         # closing a handle left the fd open
+        # A group member swaps the spool for a link to root's secrets: the run
+        # keeps working in the directory it verified, never through the link.
+        os.rename(spool, os.path.join(shared, "moved"))
+        os.symlink(node.outside, spool)
+        zabbix_owned(node, spool)
+        with safefs.open_dir(spool) as directory:
+            statefile.write_in(directory, "entry.json", b"{}")
+        assert os.listdir(os.path.join(shared, "moved")) == ["entry.json"]
+        assert os.listdir(node.outside) == ["secret"]
+        # Files in the held directory are checked as ever: a planted link is refused.
+        os.symlink(os.path.join(node.outside, "secret"), os.path.join(shared, "moved", "x.json"))
+        with safefs.open_dir(spool) as directory, \
+                pytest.raises(safefs.Refused, match="symbolic link"):
+            directory.read("x.json")
+        # A private directory is never served from the held ones: walked, link refused.
+        with pytest.raises(safefs.Refused):
+            safefs.open_dir(spool, private=True)
+        fd = first.fd
+    assert sorted(os.listdir(fd)) == ["entry.json", "x.json"]  # lent to `first`: still open
+    with pytest.raises(safefs.Refused):                   # the walk is back: the link refused
+        safefs.open_dir(spool)
+    first.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)                                      # the last handle closed it
