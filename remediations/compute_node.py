@@ -131,6 +131,7 @@ class EvacuateHost(Remediation):
         self._reports = []
         self._planned = []          # the servers the plan moves, with their intent
         self._intents = {}          # id -> state at the start of the incident
+        self._landings = []         # seconds from an evacuate call to the reading that saw it land
         self._run_id = uuid.uuid4().hex[:12]
         self._view = _View(self)
         self.osconf()     # validate the openstack: section now (`autoremedy config check`)
@@ -586,14 +587,16 @@ class EvacuateHost(Remediation):
         compute = self.conn().compute
         deadline = time.monotonic() + float(self.opt("evacuate_timeout", 300.0))
         interval = float(self.opt("poll_interval", 2.0))
+        started = time.monotonic()
         # No reading right after the evacuate call: Nova has only just accepted it
         # (the conductor, the scheduler and the destination's rebuild are ahead), and
         # with several in flight every wasted GET is CPU nova-api takes from them.
-        time.sleep(interval)
+        time.sleep(self._first_look(interval))
         while True:
             server = compute.get_server(server_id)
             if server.task_state is None:
                 if server.compute_host != host and server.vm_state in ("active", "stopped"):
+                    self._landings.append(time.monotonic() - started)
                     return server
                 if server.compute_host == host and server.vm_state == "error":
                     fault = (getattr(server, "fault", None) or {}).get("message")
@@ -603,6 +606,19 @@ class EvacuateHost(Remediation):
                 raise EvacuationFailed(f"still {server.vm_state}/{server.task_state} on "
                                        f"{server.compute_host} after {self.opt('evacuate_timeout', 300.0):g}s")
             time.sleep(interval)
+
+    def _first_look(self, interval):
+        """When to read an instance first after its evacuate call: once this run's
+        earlier evacuations tell how long one takes, at three quarters of their median
+        (never sooner than ``poll_interval``, never later than 30 s), then every
+        ``poll_interval``. On a real Nova 34 (2 cores, 3 in flight) each evacuation
+        took 2-5 s: reading every 0.3 s from the start was ~10 GETs a second, and
+        nova-api's CPU for them (17.8 of 46.5 CPU-s for 30 evacuations, bench_openstack)
+        was taken from the conductor and the computes doing the evacuations."""
+        landings = sorted(self._landings)
+        if not landings:
+            return interval
+        return min(30.0, max(interval, 0.75 * landings[len(landings) // 2]))
 
     def _give_back(self, server, original):
         """Put the landed instance in the state it had at the start of the incident
