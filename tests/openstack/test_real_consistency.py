@@ -484,7 +484,7 @@ class StrangerCase(Case):
 
 
 def test_a_domain_nova_does_not_know_is_reported_and_left_alone(nova, hv, node_config, run_cli):
-    path = node_config("host-a")
+    path = node_config("host-a", verify_timeout=2)     # it cannot pass: no need to wait for it
     case = StrangerCase(nova, hv, path)
     nova.request("GET", f"/servers/{case.stranger}", ok=(404,))      # Nova has no such server (else raises)
     rc, out = check(run_cli, path)
@@ -498,8 +498,10 @@ def test_a_domain_nova_does_not_know_is_reported_and_left_alone(nova, hv, node_c
     dry = reconcile(path, "host-a", dry_run=True)
     assert [s.description for s in dry.plan] == ["keep evidence of 1 finding(s) a human must resolve"], \
         dry.to_dict()
-    run = expect_no_harm(case)
-    assert run.outcome["outcome"] == "failed" and run.outcome["escalate"], run.outcome
+    # "failed": the check still finds the stranger after the run (a human's to resolve), and
+    # nothing else changed (no harm, every invariant holds).
+    run = expect_no_harm(case, outcomes=("failed",))
+    assert "verification failed: CRITICAL: domain instance-0000beef" in run.outcome["reason"], run.outcome
     assert [s["step"] for s in run.outcome["plan"]] == ["keep evidence of 1 finding(s) a human must resolve"]
     assert run.after == run.before                        # the stranger still runs, Nova unchanged
     assert virsh_domains(hv, "host-a")[case.stranger] == "running"
