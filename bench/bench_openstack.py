@@ -177,6 +177,30 @@ def _mixed_30(nova):
     return {i: s["status"] for i, s in nova.servers().items() if i in ids}
 
 
+def _nova_cpu(nova):
+    """CPU seconds (user + system) each harness service has used so far, with its children."""
+    from realnova import _children
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, proc in nova.procs.items():
+        total = 0
+        for pid in [proc.pid] + _children(proc.pid):
+            try:
+                with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, ValueError, IndexError):
+                pass
+        out[name] = total
+    return out
+
+
+def _machine_idle():
+    with open("/proc/stat", encoding="ascii") as handle:
+        ticks = [int(x) for x in handle.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)         # idle + iowait, all
+
+
 def real_nova(runs=1):
     import statistics
     from fakebin import FakeBin
@@ -205,8 +229,17 @@ def real_nova(runs=1):
                 while run_once([AUTOREMEDY, "check", "compute-node", "--config", path], env)[3] != 2:
                     time.sleep(1)
                 detected = time.monotonic()
+                cpu0, idle0 = _nova_cpu(nova), _machine_idle()
                 wall, _, rss, rc = run_once([AUTOREMEDY, "remediate", "compute-node", "--config", path,
                                              "host-a"], env)
+                cpu1, idle1 = _nova_cpu(nova), _machine_idle()
+                # Where the time goes: Nova's CPU per service during the run, and how busy
+                # the machine's cores were (near 100%: CPU-bound, more workers cannot help).
+                used = {k: cpu1[k] - cpu0.get(k, 0) for k in cpu1 if cpu1[k] - cpu0.get(k, 0) >= 0.05}
+                busy = 1 - (idle1[0] - idle0[0]) / max(1, idle1[1] - idle0[1])
+                print(f"evacuate 30, concurrency {conc}: {wall:.1f}s; Nova CPU {sum(used.values()):.1f}s ("
+                      + ", ".join(f"{k} {v:.1f}" for k, v in sorted(used.items(), key=lambda kv: -kv[1]))
+                      + f"); machine cores {busy:.0%} busy, load {os.getloadavg()[0]:.1f}", flush=True)
                 now = nova.servers()
                 wrong = [i for i in before if now[i]["host"] == "host-a" or now[i]["status"] != before[i]]
                 if rc != 0 or wrong:

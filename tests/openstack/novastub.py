@@ -12,18 +12,86 @@ Run by tests/openstack/realnova.py as a process of its own::
 - **Image v2**: one image, the only one the tests boot (Nova reads
   ``GET /v2/images/<id>`` and ``/v2/schemas/image`` at boot and rebuild).
 - **Network v2.0**: empty lists (servers are booted with ``networks: none``;
-  Nova still asks for ports, networks and extensions during an evacuation).
+  Nova still asks for ports, networks and extensions during an evacuation),
+  except ``GET /v2.0/agents``: a **stub of Neutron's agents API** (there is no
+  real Neutron here) for openstack-consistency's dead-agent finding. The agents
+  are read from ``AGENTS.json`` at every request, so the harness changes them by
+  rewriting that file (``RealNova.agents``); the fields and the ``alive``
+  rule follow Neutron's API reference and server: ``alive`` is computed by the
+  server, true while the agent's last ``heartbeat_timestamp`` is less than
+  ``agent_down_time`` (Neutron's default 75 s) old. A ``running`` agent reports
+  at every request (its heartbeat is "now"); a stopped one keeps its last.
+  Filters: any field given as a query parameter (``?host=host-a``), as Neutron.
+- **Stub-only control** (no OpenStack API): ``POST /_stub/agents/restart?host=H&binary=B``
+  marks that agent running again, as a ``systemctl restart`` of it would
+  (tests/openstack/fakebin.py's ``restart_hook`` POSTs there).
 
-STATE.json: {"token": ..., "catalog": [...], "image_id": ...}.
+STATE.json: {"token": ..., "catalog": [...], "image_id": ..., "agents_file": ...}.
+AGENTS.json: {"agent_down_time": 75, "agents": [{"id", "host", "binary", "agent_type",
+"admin_state_up", "running", "heartbeat": epoch seconds}]}.
 """
 import json
+import os
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from realnova_wsgi import listening
 
 STATE = {}
+AGENTS_LOCK = threading.Lock()
+
+
+def _stamp(epoch):
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
+
+
+def _read_agents():
+    path = STATE.get("agents_file")
+    if not path or not os.path.exists(path):
+        return {"agents": []}
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _write_agents(data):
+    path = STATE["agents_file"]
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+    os.replace(path + ".tmp", path)
+
+
+def agents(query):
+    """Neutron's ``GET /v2.0/agents`` body for these query filters."""
+    now = time.time()
+    with AGENTS_LOCK:
+        data = _read_agents()
+    down_time = data.get("agent_down_time", 75)
+    out = []
+    for a in data["agents"]:
+        beat = now if a.get("running", True) else a["heartbeat"]
+        row = {"id": a["id"], "agent_type": a["agent_type"], "binary": a["binary"], "host": a["host"],
+               "topic": "N/A", "admin_state_up": a.get("admin_state_up", True),
+               "alive": now - beat < down_time, "availability_zone": None, "configurations": {},
+               "created_at": _stamp(a.get("created", now - 3600)),
+               "started_at": _stamp(a.get("started", now - 3600)),
+               "heartbeat_timestamp": _stamp(beat), "description": None, "resources_synced": None}
+        if all(str(row.get(key)).lower() == value.lower() for key, value in query.items()
+               if key in row):
+            out.append(row)
+    return {"agents": out}
+
+
+def restart_agent(query):
+    with AGENTS_LOCK:
+        data = _read_agents()
+        hit = [a for a in data["agents"] if a["host"] == query.get("host") and a["binary"] == query.get("binary")]
+        for a in hit:
+            a.update(running=True, heartbeat=time.time(), started=time.time())
+        _write_agents(data)
+    return {"restarted": [a["id"] for a in hit], "resumed": []}
 
 
 def image():
@@ -55,6 +123,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
+        url = urlsplit(self.path)
+        if url.path.rstrip("/") == "/_stub/agents/restart":
+            return self.send(200, restart_agent(dict(parse_qsl(url.query))))
         if urlsplit(self.path).path.rstrip("/") == "/identity/v3/auth/tokens":
             token = {"expires_at": "2099-01-01T00:00:00.000000Z",
                      "issued_at": "2026-01-01T00:00:00.000000Z",
@@ -87,6 +158,8 @@ class Handler(BaseHTTPRequestHandler):
         if path.startswith("/network"):
             rest = path[len("/network"):]
             name = rest.rsplit("/", 1)[-1]
+            if rest == "/v2.0/agents":
+                return self.send(200, agents(dict(parse_qsl(urlsplit(self.path).query))))
             if rest in ("", "/v2.0"):
                 return self.send(200, {"resources": []})
             return self.send(200, {name.replace("-", "_"): []})

@@ -285,3 +285,29 @@ def test_the_dead_keyword_takes_the_first_allowlisted_dead_host(cloud, computes,
     assert cloud.servers[five]["host"] != "cmp5" and cloud.servers[two]["host"] == "cmp2"
     again = evacuate(path, "dead", event_id="next")
     assert again.status == "refused" and "dead but not allowlisted: cmp2" in again.reason
+
+
+def test_the_first_reading_waits_for_three_quarters_of_the_median_honest_landing(cloud, computes, os_config):
+    computes(3, dead=["cmp1"])
+    remediation = EvacuateHost(Config.load(os_config()))
+    assert remediation._first_look(0.3) == 0.3                 # nothing learned yet: poll_interval
+    remediation._landings = [4.0, 1.0, 2.0]
+    assert remediation._first_look(0.3) == 1.5                 # 3/4 of the median
+    remediation._landings = [0.1]
+    assert remediation._first_look(0.3) == 0.3                 # never sooner than poll_interval
+    remediation._landings = [100.0]
+    assert remediation._first_look(0.3) == 30.0                # never later than 30 s
+
+
+def test_landings_are_learned_from_instances_seen_before_and_after_they_landed(cloud, computes, os_config):
+    computes(3, dead=["cmp1"])
+    cloud.evacuate_seconds = 0.4          # several readings (poll_interval 0.05) before each lands
+    ids = [cloud.add_server("cmp1", name=f"vm{i}") for i in range(4)]
+    remediation = EvacuateHost(Config.load(os_config({"remediations": {"compute-node": {"concurrency": 1}}})))
+    outcome = perform(remediation, "cmp1", Trigger(source="test"))
+    assert outcome.status == "remediated", outcome.to_dict()
+    assert all(cloud.servers[i]["host"] != "cmp1" for i in ids)
+    # Midpoints between a reading that saw it still rebuilding and the one that saw it
+    # landed: near the double's 0.4 s, never the self-feeding growth of counting the wait.
+    assert remediation._landings and all(0 < t < 0.4 + 2.0 for t in remediation._landings), \
+        remediation._landings

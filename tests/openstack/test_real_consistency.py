@@ -42,9 +42,10 @@ class Hypervisors:
     def uri(self, host):
         return f"test://{os.path.join(self.folder, host + '.xml')}"
 
-    def write(self, host, override=None):
+    def write(self, host, override=None, strangers=()):
         """Every instance Nova places on ``host`` as a domain, running when ACTIVE, shut
-        off when SHUTOFF; ``override`` {id: state} makes reality differ."""
+        off when SHUTOFF; ``override`` {id: state} makes reality differ; ``strangers``
+        [(name, uuid, state)] are domains Nova does not know."""
         rows = self.nova.get("/servers/detail?all_tenants=1", version="2.73")["servers"]
         domains = []
         for s in rows:
@@ -54,6 +55,12 @@ class Hypervisors:
             domains.append(
                 "  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\n"
                 f"    <name>{s['OS-EXT-SRV-ATTR:instance_name']}</name><uuid>{s['id']}</uuid>\n"
+                "    <memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os>\n"
+                f"    <test:runstate>{RUNSTATE[state]}</test:runstate>\n  </domain>\n")
+        for name, uuid, state in strangers:
+            domains.append(
+                "  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>\n"
+                f"    <name>{name}</name><uuid>{uuid}</uuid>\n"
                 "    <memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os>\n"
                 f"    <test:runstate>{RUNSTATE[state]}</test:runstate>\n  </domain>\n")
         path = os.path.join(self.folder, host + ".xml")
@@ -113,16 +120,23 @@ def events(nova, sid, action):
 
 
 def settled_events(nova, sid, action, timeout=60):
-    """events() once every event has a result. A compute that starts with an instance in
-    'rebooting' retries the reboot itself (nova/compute/manager.py, _init_instance) and the
-    queued cast then runs too: two events, the first may still be running when the task
-    state is already cleared."""
+    """events() once every event that can finish has a result. A compute that starts with
+    an instance in 'rebooting' retries the reboot itself (nova/compute/manager.py,
+    _init_instance) and the queued cast then runs too: two events of the same name on the
+    same action, the first may still be running when the task state is already cleared.
+    Nova records a finish on the *first* row of that name (nova/db/main/api.py,
+    action_event_finish: ``filter_by(event=...).first()``), so of N rows of one name at
+    most one ever gets a result: waiting for the others waited out the whole timeout
+    (60 s, every run). Settled: each name has a finished row, and every unfinished row
+    is such a duplicate."""
     deadline = time.monotonic() + timeout
     while True:
         found = events(nova, sid, action)
-        if all(result is not None for _, result in found) or time.monotonic() > deadline:
+        names = {event for event, _ in found}
+        finished = {event for event, result in found if result is not None}
+        if (found and finished == names) or time.monotonic() > deadline:
             return found
-        time.sleep(1)
+        time.sleep(0.5)
 
 
 def age(nova, sid, minutes, task_state=None):
@@ -431,3 +445,106 @@ def test_restart_compute_refuses_while_in_flight_then_resumes_only_the_stuck_del
     finally:
         restarter.close()
 
+
+
+# --- 5. a domain Nova does not know: reported, evidence kept, never "fixed" --------------------------
+
+def virsh_domains(hv, host):
+    """{uuid: state} as libvirt's test driver lists the node (independent of autoremedy)."""
+    import subprocess
+    out = subprocess.run([VIRSH, "-r", "-c", hv.uri(host), "list", "--all", "--uuid"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    uuids = [line.strip() for line in out.splitlines() if line.strip()]
+    return {u: subprocess.run([VIRSH, "-r", "-c", hv.uri(host), "domstate", u], capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip() for u in uuids}
+
+
+class StrangerCase(Case):
+    """host-a's libvirt runs a domain whose UUID no Nova instance has, next to two of
+    Nova's own; host-b carries a bystander."""
+
+    cls_name = "openstack-consistency"
+
+    def __init__(self, nova, hv, path):
+        import uuid
+        self.nova, self.hv, self.path = nova, hv, path
+        self.mine = nova.boot("host-a", 2)
+        (self.bystander,) = nova.boot("host-b", 1, prefix="by")
+        self.stranger = str(uuid.uuid4())
+        hv.write("host-a", strangers=[("instance-0000beef", self.stranger, "running")])
+        hv.write("host-b")
+
+    def snapshot(self):
+        out = {f"instance {k}": v for k, v in snapshot(self.nova).items()}
+        out.update({f"domain {u}": st for u, st in virsh_domains(self.hv, "host-a").items()})
+        return out
+
+    def remediate(self):
+        return reconcile(self.path, "host-a").to_dict()
+
+
+def test_a_domain_nova_does_not_know_is_reported_and_left_alone(nova, hv, node_config, run_cli):
+    path = node_config("host-a", verify_timeout=2)     # it cannot pass: no need to wait for it
+    case = StrangerCase(nova, hv, path)
+    nova.request("GET", f"/servers/{case.stranger}", ok=(404,))      # Nova has no such server (else raises)
+    rc, out = check(run_cli, path)
+    assert rc == 2, out
+    found = {f["subject"]: f for f in out["data"]["findings"]}
+    assert set(found) == {case.stranger}, found          # Nova's own two agree with libvirt
+    assert found[case.stranger]["kind"] == "orphan-domain"
+    assert found[case.stranger]["severity"] == "escalate" and not found[case.stranger].get("action")
+    assert f"domain instance-0000beef ({case.stranger}, running) is unknown to Nova" in out["summary"]
+    # the dry-run and the run: evidence for a human, nothing sent to Nova or libvirt
+    dry = reconcile(path, "host-a", dry_run=True)
+    assert [s.description for s in dry.plan] == ["keep evidence of 1 finding(s) a human must resolve"], \
+        dry.to_dict()
+    # "failed": the check still finds the stranger after the run (a human's to resolve), and
+    # nothing else changed (no harm, every invariant holds).
+    run = expect_no_harm(case, outcomes=("failed",))
+    assert "verification failed: CRITICAL: domain instance-0000beef" in run.outcome["reason"], run.outcome
+    assert [s["step"] for s in run.outcome["plan"]] == ["keep evidence of 1 finding(s) a human must resolve"]
+    assert run.after == run.before                        # the stranger still runs, Nova unchanged
+    assert virsh_domains(hv, "host-a")[case.stranger] == "running"
+    evidence = [n for n in run.outcome["notes"] if "evidence in " in n]
+    with open(evidence[0].split("evidence in ")[1], encoding="utf-8") as handle:
+        record = json.load(handle)
+    assert record["findings"][0]["evidence"]["libvirt"] == {"name": "instance-0000beef", "state": "running"}
+
+
+# --- 6. a dead Neutron agent (the harness's agents-API stub: no real Neutron here) ------------------
+
+def test_a_dead_agent_is_reported_restarted_through_its_unit_and_verified(nova, hv, node_config, run_cli,
+                                                                         fakebin):
+    ovs, dhcp = "neutron-openvswitch-agent", "neutron-dhcp-agent"
+    now = time.time()
+    nova.agents([
+        {"id": "ag-ovs-a", "host": "host-a", "binary": ovs, "agent_type": "Open vSwitch agent",
+         "running": False, "heartbeat": now - 300},                      # dead 5 min
+        {"id": "ag-dhcp-a", "host": "host-a", "binary": dhcp, "agent_type": "DHCP agent",
+         "running": True},
+        {"id": "ag-ovs-b", "host": "host-b", "binary": ovs, "agent_type": "Open vSwitch agent",
+         "running": False, "heartbeat": now - 300},                      # another host's: not ours
+        {"id": "ag-l3-a", "host": "host-a", "binary": "neutron-l3-agent", "agent_type": "L3 agent",
+         "running": False, "heartbeat": now - 300, "admin_state_up": False}])   # disabled on purpose
+    fakebin.restart_hook(ovs, nova.agent_restart_url("host-a", ovs))
+    (vm,) = nova.boot("host-a", 1)
+    hv.write("host-a")
+    path = node_config("host-a", consistency={"network": True, "agent_units": {ovs: ovs, dhcp: dhcp}})
+    rc, out = check(run_cli, path)
+    assert rc == 1, out
+    found = {f["subject"]: f for f in out["data"]["findings"]}
+    assert set(found) == {"ag-ovs-a"}, found
+    assert found["ag-ovs-a"]["kind"] == "dead-agent" and found["ag-ovs-a"]["action"] == "restart-agent"
+    assert f"{ovs} (Open vSwitch agent) on host-a is not alive" in out["summary"], out
+    before = snapshot(nova)
+    dry = reconcile(path, "host-a", dry_run=True)
+    assert [s.description for s in dry.plan] == [f"restart dead agent {ovs}"], dry.to_dict()
+    assert fakebin.calls("systemctl") == []                # a dry-run restarts nothing
+    outcome = reconcile(path, "host-a")
+    assert outcome.status == "remediated", json.dumps(outcome.to_dict(), indent=1)
+    assert fakebin.calls("systemctl") == [["systemctl", "restart", ovs]]   # only the dead one's unit
+    listed = {a["id"]: a["alive"] for a in nova.network_agents()}
+    assert listed == {"ag-ovs-a": True, "ag-dhcp-a": True, "ag-ovs-b": False, "ag-l3-a": False}
+    assert snapshot(nova) == before                       # no instance touched
+    rc, out = check(run_cli, path)
+    assert rc == 0 and vm and out["summary"] == "host-a: Nova and libvirt agree on 1 instance(s)", out
