@@ -20,7 +20,7 @@ from autoremedy.result import CheckError, Metric, Result, Status
 MANIFEST = {
     "name": "compute-node",
     "summary": "a failed compute node: fenced evacuation, planned first and approved by a human",
-    "check": "autoremedy.checks.compute_node:check",
+    "check": "autoremedy.checks.compute_node:probe",
     "remediation": "autoremedy.remediations.compute_node",
     "scope": "api",
     "thresholds": (None, "0"),     # -c applies to the number of dead hosts
@@ -296,11 +296,14 @@ def survey(conn, osconf, hosts=None, runner=None, probe=True, connect=None):
 
 # --- the check ------------------------------------------------------------------------
 
-def check(args, runner=None, conn=None):
+def probe(config, args, runner=None, conn=None):
+    """The check on the seam (autoremedy/checkrun.py): ``config`` is the caller's
+    (a Config, or a Deferred one read here on first use)."""
     from autoremedy.cloud import CloudError, connect, settings
-    from autoremedy.config import Config, ConfigError
+    from autoremedy.config import ConfigError
+    from autoremedy.lazyconfig import loaded
     try:
-        config = Config.load(args.config)
+        config = loaded(config)
         osconf = settings(config)
         conn = conn or connect(config)
         states, total = survey(conn, osconf, args.host, runner, probe=not args.no_probe)
@@ -310,6 +313,13 @@ def check(args, runner=None, conn=None):
         raise CheckError("Nova lists no nova-compute service" + (f" for {', '.join(args.host)}" if args.host else ""))
     limit = args.max_down_share if args.max_down_share is not None else osconf["compute"]["max_down_share"]
     return judge(states, total, limit, args)
+
+
+def check(args, runner=None, conn=None):
+    """The check outside the seam (tests, benches): the configuration is
+    ``--config``'s or $AUTOREMEDY_CONFIG's."""
+    from autoremedy.lazyconfig import Deferred
+    return probe(Deferred(getattr(args, "config", None)), args, runner, conn)
 
 
 def judge(states, total, max_down_share, args):
@@ -372,10 +382,10 @@ def _why(st):
     return words
 
 
-def discover(args):
+def discover(config, args):
     """Zabbix LLD: one row per nova-compute service."""
     from autoremedy.cloud import connect
-    from autoremedy.config import Config
-    conn = connect(Config.load(args.config))
+    from autoremedy.lazyconfig import loaded
+    conn = connect(loaded(config))
     return [{"{#OS.COMPUTE}": s.host, "{#OS.ZONE}": s.availability_zone or ""}
             for s in compute_services(conn)]

@@ -58,7 +58,7 @@ from autoremedy.result import CheckError, Metric, Result, Status
 MANIFEST = {
     "name": "openstack-consistency",
     "summary": "Nova's view against libvirt: the safe fixes on the compute node",
-    "check": "autoremedy.checks.openstack_consistency:check",
+    "check": "autoremedy.checks.openstack_consistency:probe",
     "remediation": "autoremedy.remediations.openstack_consistency",
     "scope": "node",
     "thresholds": ("0", "0"),      # -w on automatable and waiting findings, -c on those to escalate
@@ -468,13 +468,16 @@ def _network(conn, host, servers):
 
 # --- the check -------------------------------------------------------------------------------
 
-def check(args, runner=None, conn=None):
+def probe(config, args, runner=None, conn=None):
+    """The check on the seam (autoremedy/checkrun.py): ``config`` is the caller's
+    (a Config, or a Deferred one read here on first use)."""
     from autoremedy import execute
     from autoremedy import units
     from autoremedy.cloud import CloudError, connect
-    from autoremedy.config import Config, ConfigError
+    from autoremedy.config import ConfigError
+    from autoremedy.lazyconfig import loaded
     try:
-        config = Config.load(args.config)
+        config = loaded(config)
         conf = settings(config)
         if args.host and args.host != conf["host"]:
             if conf["host_configured"]:
@@ -489,6 +492,13 @@ def check(args, runner=None, conn=None):
     except (ConfigError, CloudError, ValueError) as exc:
         raise CheckError(str(exc)) from None
     return judge(seen, conf["host"], args)
+
+
+def check(args, runner=None, conn=None):
+    """The check outside the seam (tests, benches): the configuration is
+    ``--config``'s or $AUTOREMEDY_CONFIG's."""
+    from autoremedy.lazyconfig import Deferred
+    return probe(Deferred(getattr(args, "config", None)), args, runner, conn)
 
 
 def judge(seen, host, args):

@@ -287,15 +287,15 @@ class Reconcile(Remediation):
         """The check again, until it passes and every repaired instance is in its planned
         state, or ``verify_timeout`` (Nova's record of a stop lands asynchronously).
         Every repair landed but other findings remain: partial."""
+        from autoremedy import checkrun
         from autoremedy.checks.openstack_consistency import judge
-        from autoremedy.ranges import Range
-
-        class Args:
-            warning = critical = Range.parse("0")
+        # The check's own options (autoremedy/checkrun.py), every finding counted:
+        # verified means nothing left at all, not "under the operator's thresholds".
+        args = checkrun.thresholds(checkrun.options("openstack-consistency", ["-w", "0", "-c", "0"]))
         deadline = time.monotonic() + float(self.settings.get("verify_timeout") or 30.0)
         while True:
             seen = self.findings(host)
-            result = judge(seen, host, Args)
+            result = judge(seen, host, args)
             missed = self._missed(seen)
             if (result.status is Status.OK and not missed) or time.monotonic() >= deadline:
                 break
