@@ -36,7 +36,7 @@ class Audit:
         """Append one record. ``what`` names the decision ('guard', 'run', 'verify',
         'forward', 'deadletter' ...); ``result`` is its outcome word. The line
         goes to syslog even when the file cannot take it; then OSError is
-        raised for the caller to say so (route.safe_audit: one line on stderr)."""
+        raised for the caller to say so (safe_audit below: one line on stderr)."""
         entry = {"ts": round(time.time(), 3), "host": self.hostname, "pid": os.getpid(),
                  "what": what, "result": result}
         entry.update({k: v for k, v in fields.items() if v is not None})
@@ -104,3 +104,17 @@ def tail(path, limit=20, predicate=None):
             if len(out) >= limit:
                 break
     return list(reversed(out))
+
+
+def safe_audit(audit, what, result, **fields):
+    """An audit write must never cost an event: a full or read-only disk (or a
+    link planted at audit.log) is reported on stderr, not raised."""
+    if audit is None:
+        return None
+    try:
+        return audit.record(what, result, **fields)
+    except OSError as exc:
+        lost = getattr(audit, "lost", None)
+        if lost is not None:
+            lost(exc)               # one line on stderr: never dropped silently
+        return None

@@ -38,7 +38,7 @@ spool whenever it was not delivered.
 """
 import fnmatch
 
-from autoremedy import __version__
+from autoremedy.audit import safe_audit
 from autoremedy.event import printable
 from autoremedy.exitcodes import EXIT_CONFIG, EXIT_ESCALATED, EXIT_OK
 from autoremedy.guard import same_host    # one same-node rule for routing and maintenance
@@ -204,33 +204,6 @@ class Decision:
             (out if stream == "out" else err).write(f"autoremedy: {redact.text(text)}\n")
 
 
-def safe_audit(audit, what, result, **fields):
-    """An audit write must never cost an event: a full or read-only disk (or a
-    link planted at audit.log) is reported on stderr, not raised."""
-    if audit is None:
-        return None
-    try:
-        return audit.record(what, result, **fields)
-    except OSError as exc:
-        lost = getattr(audit, "lost", None)
-        if lost is not None:
-            lost(exc)               # one line on stderr: never dropped silently
-        return None
-
-
-def document(entry_data, event_dict, raw, hostname, replayed=False):
-    """The body StackStorm's rules see as ``trigger.body`` (docs/handlers.md)."""
-    from autoremedy.stackstorm import body
-    local = entry_data.get("local") or []
-    escalation = entry_data.get("escalation")
-    marks = {"version": __version__, "handler_host": hostname,
-             "spooled_at": entry_data.get("spooled_at"),
-             "attempt": int(entry_data.get("attempts", 0)) + 1, "replayed": replayed,
-             "remediated_locally": any(item.get("outcome") == "remediated" for item in local),
-             "local": local, "escalated": bool(escalation), "escalation": escalation}
-    return body(event_dict, raw, marks)
-
-
 # --- the dispatch -----------------------------------------------------------------------
 
 def dispatch(config, event, path, dry_run=False, cls=None, target=None, audit=None):
@@ -340,7 +313,7 @@ class Dispatch:
 
     def _forward(self):
         from autoremedy.breaker import Breaker
-        from autoremedy.stackstorm import UNREACHABLE, CONFIG, Client, Delivery, SettingsError
+        from autoremedy.stackstorm import UNREACHABLE, CONFIG, Client, Delivery, SettingsError, document
         from autoremedy.config import ConfigError
         try:
             client = Client.from_config(self.config)

@@ -294,3 +294,15 @@ def _faultstring(text):
     if isinstance(value, dict) and isinstance(value.get("faultstring"), str):
         return " ".join(value["faultstring"].split())[:300]
     return ""
+
+
+def document(entry_data, event_dict, raw, hostname, replayed=False):
+    """The body StackStorm's rules see as ``trigger.body`` (docs/handlers.md)."""
+    local = entry_data.get("local") or []
+    escalation = entry_data.get("escalation")
+    marks = {"version": __version__, "handler_host": hostname,
+             "spooled_at": entry_data.get("spooled_at"),
+             "attempt": int(entry_data.get("attempts", 0)) + 1, "replayed": replayed,
+             "remediated_locally": any(item.get("outcome") == "remediated" for item in local),
+             "local": local, "escalated": bool(escalation), "escalation": escalation}
+    return body(event_dict, raw, marks)

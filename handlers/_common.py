@@ -67,7 +67,7 @@ def reject(setup, raw, reason, source, total=None, argv=None):
     """Malformed input or a bad command line: keep the raw bytes as a dead letter
     (capped: autoremedy.deadletter), audit, one line, exit 2."""
     from autoremedy.deadletter import Limits
-    from autoremedy.route import safe_audit
+    from autoremedy.audit import safe_audit
     from autoremedy.spool import Spool
     size = len(raw) if total is None else total
     note = ""

@@ -198,7 +198,7 @@ class Replayer:
 
     def deliver(self, entry, client=None):
         """True when delivered; False when the run must stop (sets ``stopped``)."""
-        from autoremedy.route import document
+        from autoremedy.stackstorm import document
         from autoremedy.stackstorm import CONFIG
         client = client or self.client
         event = dict(entry.data["event"])
@@ -260,7 +260,7 @@ class Replayer:
             self._breaker_closed = True
 
     def _audit(self, what, result, **fields):
-        from autoremedy.route import safe_audit
+        from autoremedy.audit import safe_audit
         with self._mutex:
             safe_audit(self.audit, what, result, **fields)
 

@@ -207,7 +207,7 @@ def test_an_update_of_a_problem_matches_only_the_update_rule():
     on either media type; update.yaml tells the channel."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "handlers"))
     from test_zabbix_same_body import values
-    from autoremedy.route import document
+    from autoremedy.stackstorm import document
     from autoremedy.sources.zabbix import from_zabbix
     bodies = {}
     for kind in ("problem", "update", "recovery"):
