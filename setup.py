@@ -38,7 +38,8 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=["autoremedy", "autoremedy.sources", "autoremedy.checks", "autoremedy.handlers",
+    packages=["autoremedy", "autoremedy.contract", "autoremedy.pipeline", "autoremedy.clients", "autoremedy.collection",
+              "autoremedy.pipeline.sources", "autoremedy.checks", "autoremedy.handlers",
               "autoremedy.remediations"],
     package_dir={
         "autoremedy": "autoremedy",
@@ -67,7 +68,7 @@ setup(
                  "tooz>=6.0,<10", "redis>=4.5,<9",
                  "ruff>=0.8,<1"],     # make lint (ruff.toml)
         "bench": ["openstacksdk>=1.0,<5", "tooz>=6.0,<10", "redis>=4.5,<9"],
-        # guards across hosts (autoremedy.coordination): tooz + redis for a Redis
+        # guards across hosts (autoremedy.clients.coordination): tooz + redis for a Redis
         # backend; MySQL/MariaDB through PyMySQL (already required) and etcd
         # through its JSON gateway over http.client (the standard library) need
         # nothing more

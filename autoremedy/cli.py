@@ -5,17 +5,17 @@
     autoremedy handle sensu|zabbix|hook ...     handlers/<kind>.py
     autoremedy replay | status | collect | config
 
-Which classes exist, and how a name becomes a module, is autoremedy/registry.py
+Which classes exist, and how a name becomes a module, is autoremedy/contract/registry.py
 (the names are checked before anything is imported).
 """
 import os
 import sys
 
-# A usage error exits EXIT_USAGE, UNKNOWN (3) to a monitor: autoremedy/exitcodes.py.
-from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED, EXIT_USAGE
-from autoremedy.registry import available, load
-from autoremedy.runtime import ArgumentParser, UsageError, describe, fail
-from autoremedy.result import Status
+# A usage error exits EXIT_USAGE, UNKNOWN (3) to a monitor: autoremedy/contract/exitcodes.py.
+from autoremedy.contract.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED, EXIT_USAGE
+from autoremedy.contract.registry import available, load
+from autoremedy.contract.runtime import ArgumentParser, UsageError, describe, fail
+from autoremedy.contract.result import Status
 
 USAGE = """usage: autoremedy <command> [args]
 
@@ -43,7 +43,7 @@ def _usage(text, asked):
 
 def classes_help():
     """The failure classes, one line each, from their manifests (parsed, not imported)."""
-    from autoremedy.registry import manifests
+    from autoremedy.contract.registry import manifests
     rows = [(name, m.get("summary", "")) for name, m in manifests().items() if m.get("failure_class", True)]
     width = max((len(name) for name, _ in rows), default=0)
     return "\nfailure classes:\n" + "".join(f"  {name:<{width}}  {summary}\n" for name, summary in rows)
@@ -56,15 +56,15 @@ def _asked(argv):
 # --- checks --------------------------------------------------------------------
 
 def check_parser(module, cls_name):
-    """The check's command line (autoremedy/checkrun.py declares the common options)."""
-    from autoremedy.checkrun import parser
+    """The check's command line (autoremedy/contract/checkrun.py declares the common options)."""
+    from autoremedy.contract.checkrun import parser
     return parser(module, cls_name)
 
 
 def run_check(cls_name, argv, config=None):
     """Run check ``cls_name`` with ``argv`` in this process; return (Result, args)
-    (autoremedy/checkrun.py: the seam; ``config`` default: argv's ``--config``)."""
-    from autoremedy.checkrun import run
+    (autoremedy/contract/checkrun.py: the seam; ``config`` default: argv's ``--config``)."""
+    from autoremedy.contract.checkrun import run
     return run(cls_name, argv, config)
 
 
@@ -79,7 +79,7 @@ def cmd_check(argv):
     if "--discover" in rest:
         return _discover(cls_name, rest)
     result, args = run_check(cls_name, rest)
-    from autoremedy.render import render
+    from autoremedy.contract.render import render
     fmt = getattr(args, "format", "nagios") if args else _peek_format(rest)
     field = getattr(args, "field", None) if args else None
     text, code = render(result, fmt, field)
@@ -100,7 +100,7 @@ def _peek_format(argv):
 
 def _discover(cls_name, argv):
     import json
-    from autoremedy import checkrun
+    from autoremedy.contract import checkrun
     from autoremedy.lazyconfig import Deferred
     try:
         module = load("checks", cls_name)
@@ -122,7 +122,7 @@ def cmd_remediate(argv):
         return _usage("usage: autoremedy remediate <class> [--dry-run] [--config FILE] TARGET\n"
                       "classes: " + ", ".join(available("remediations")), _asked(argv))
     from autoremedy.config import Config, ConfigError
-    from autoremedy.remediation import Trigger, perform
+    from autoremedy.contract.remediation import Trigger, perform
     cls_name = argv[0]
     try:
         module = load("remediations", cls_name)
@@ -202,7 +202,7 @@ COMMANDS = {
     "handle": cmd_handle,
     "replay": cmd_module("autoremedy.handlers.replay"),
     "status": cmd_module("autoremedy.status"),
-    "collect": cmd_module("autoremedy.collect"),
+    "collect": cmd_module("autoremedy.collection.collect"),
     "config": cmd_module("autoremedy.configcheck"),
     "zabbix-setup": cmd_module("autoremedy.zabbix_setup"),
 }

@@ -14,7 +14,7 @@ module never has to import the remediations.
 import copy
 import os
 
-from autoremedy import units
+from autoremedy.contract import units
 
 DEFAULT_PATH = "/etc/autoremedy/autoremedy.yaml"
 DEFAULT_STATE_DIR = "/var/lib/autoremedy"
@@ -77,7 +77,7 @@ SCHEMA = {
     "spool": {"warning_depth": int, "critical_depth": int,
               "warning_age": Duration, "critical_age": Duration,
               "max_event_size": Size,   # larger inputs are dead-lettered
-              # dead letters (autoremedy.deadletter): bytes kept of one input, and
+              # dead letters (autoremedy.pipeline.deadletter): bytes kept of one input, and
               # the folder's caps (the oldest letters are pruned, audited)
               "deadletter_max_file": Size, "deadletter_max_total": Size,
               "deadletter_max_count": int,
@@ -88,7 +88,7 @@ SCHEMA = {
     # gate auto | always | never, and the sudo gate it runs (an absolute path).
     "fallback": {"gate": str, "gate_command": str},
     "guards": GUARDS,
-    # Guards across hosts (autoremedy.coordination, docs/fleet.md); default: local.
+    # Guards across hosts (autoremedy.clients.coordination, docs/fleet.md); default: local.
     "coordination": {"backend_url": str, "unreachable": str, "timeout": Duration,
                      "lock_ttl": Duration, "namespace": str},
     # Event -> (failure class, allowlisted target); see docs/handlers.md "Routing".
@@ -298,7 +298,7 @@ class Config:
             if self.data["spool"][key] < 0:
                 raise ConfigError(f"{where}: spool.{key}: must not be negative")
         if "coordination" in checked:
-            from autoremedy.coordination import check
+            from autoremedy.clients.coordination import check
             problem = check(self)
             if problem:
                 raise ConfigError(f"{where}: {problem}")

@@ -1,12 +1,12 @@
 """``autoremedy config check``: validate the whole configuration, every class included."""
-from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG
-from autoremedy.runtime import ArgumentParser, UsageError, fail
+from autoremedy.contract.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG
+from autoremedy.contract.runtime import ArgumentParser, UsageError, fail
 
 
 def main(argv):
-    from autoremedy.registry import available, load
+    from autoremedy.contract.registry import available, load
     from autoremedy.config import Config, ConfigError
-    from autoremedy.guard import Refused
+    from autoremedy.contract.guard import Refused
     parser = ArgumentParser(prog="autoremedy config")
     parser.add_argument("action", choices=("check",))
     parser.add_argument("--config", metavar="FILE")
@@ -34,7 +34,7 @@ def main(argv):
                 # which nodes this host can prove down).
                 for line in getattr(remediation, "config_notes", lambda t: [])(target):
                     notes.append(f"note: remediations.{cls_name}.targets.{target}: {line}")
-        from autoremedy.route import check_routes
+        from autoremedy.pipeline.route import check_routes
         check_routes(config)
         _check_stackstorm(config)
         _check_environment()
@@ -67,7 +67,7 @@ def _check_stackstorm(config):
     check them (a URL without a scheme, e.g. ``st2.example.com``, is refused
     there: it must be refused here too)."""
     from autoremedy.config import ConfigError
-    from autoremedy.stackstorm import Client, SettingsError
+    from autoremedy.pipeline.stackstorm import Client, SettingsError
     try:
         Client.from_config(config)
     except SettingsError as exc:

@@ -1,7 +1,7 @@
 """The configuration a command names, read on first use and at most once.
 
 What ``autoremedy check`` passes to a check's ``probe(config, options)``
-(autoremedy/checkrun.py): most checks never read the YAML (PyYAML alone is
+(autoremedy/contract/checkrun.py): most checks never read the YAML (PyYAML alone is
 ~20 ms of a node check's start-up), the ones that do read it through this
 object, and `check batch` hands the same one to every check it runs. Its own
 module so that a check that never reads its configuration does not import

@@ -8,8 +8,8 @@ audit log.
 import os
 import time
 
-from autoremedy.exitcodes import EXIT_CONFIG
-from autoremedy.runtime import ArgumentParser, UsageError, fail
+from autoremedy.contract.exitcodes import EXIT_CONFIG
+from autoremedy.contract.runtime import ArgumentParser, UsageError, fail
 
 
 def sections(config, limit):
@@ -30,13 +30,13 @@ EVENT_RECORDS = ("forward", "replay", "escalation", "deadletter", "spool")
 
 
 def _spool(config):
-    from autoremedy.spool import Spool
+    from autoremedy.pipeline.spool import Spool
     return Spool(config.state_dir).stats()
 
 
 def _waiting(config, limit=5):
     """The oldest spooled events and what happened to them so far."""
-    from autoremedy.spool import CorruptEntry, Spool
+    from autoremedy.pipeline.spool import CorruptEntry, Spool
     spool, out = Spool(config.state_dir), []
     for name in spool.names()[:limit]:
         try:
@@ -57,7 +57,7 @@ def _waiting(config, limit=5):
 
 
 def _breaker(config):
-    from autoremedy.breaker import Breaker
+    from autoremedy.pipeline.breaker import Breaker
     return Breaker.for_config(config).describe()
 
 

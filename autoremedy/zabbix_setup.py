@@ -47,8 +47,8 @@ StackStorm.
 import os
 import secrets
 
-from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_NOT_WIRED, EXIT_TEST_FAILED
-from autoremedy.runtime import ArgumentParser, UsageError, describe, fail
+from autoremedy.contract.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_NOT_WIRED, EXIT_TEST_FAILED
+from autoremedy.contract.runtime import ArgumentParser, UsageError, describe, fail
 
 DEFAULT_SOURCE = "/usr/share/autoremedy/zabbix"
 USER = "autoremedy-st2"

@@ -10,7 +10,7 @@ import tempfile
 
 
 def servers(cnf, source_port, replica_port):
-    from autoremedy import mysql
+    from autoremedy.clients import mysql
     return (mysql.resolve(None, host="127.0.0.1", port=int(source_port), option_file=cnf),
             mysql.resolve(None, host="127.0.0.1", port=int(replica_port), option_file=cnf))
 
@@ -24,7 +24,7 @@ def main(argv):
         print(result.summary(), f"({result.seconds:.2f}s inside)")
         return 0 if result.ok else 1
     if mode == "checksum":
-        from autoremedy import mysql
+        from autoremedy.clients import mysql
         sums = []
         for server in (source, replica):
             with mysql.connect(server) as session:
@@ -38,10 +38,10 @@ def main(argv):
 def evidence(cnf, source_port, replica_port):
     """Read what perform() reads before a run of a thread-restart plan."""
     import yaml
-    from autoremedy import mysql
+    from autoremedy.clients import mysql
     from autoremedy.checks import mysql_replication as check
     from autoremedy.config import Config
-    from autoremedy.noharm import Evidence
+    from autoremedy.contract.noharm import Evidence
     from autoremedy.remediations import mysql_replication as rem
     from autoremedy.remediations._replication_plan import Scope
     state = tempfile.mkdtemp(prefix="bench-evidence-")

@@ -41,7 +41,7 @@ STORM_HANDLERS = int(os.environ.get("BENCH_STORM_HANDLERS", "4"))
 
 def _guard(config_path, scope="api"):
     from autoremedy.config import Config
-    from autoremedy.guard import Guard, fleet_for
+    from autoremedy.contract.guard import Guard, fleet_for
     config = Config.load(config_path, environ={})
     guard = Guard(config.state_dir, "fleettest", config.guards("fleettest"),
                   hostname=config.hostname, scope=scope)
@@ -61,7 +61,7 @@ def _guard_pair(local_path, fleet_path, events):
     """The guard's path for one event, alternately through the local guard and
     the coordinated one (the same load on this shared machine weighs on both):
     (median coordinated, median local, the first coordinated event: its start)."""
-    from autoremedy import coordination
+    from autoremedy.clients import coordination
     local, fleet = _guard(local_path), _guard(fleet_path)
     first = _one_event(fleet, 0)
     _one_event(local, 0)

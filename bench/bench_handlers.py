@@ -38,8 +38,8 @@ CONNECT, READ = 2.0, 5.0
 
 SPOOLER = """\
 import json, sys
-from autoremedy.event import from_sensu
-from autoremedy.spool import Spool
+from autoremedy.pipeline.event import from_sensu
+from autoremedy.pipeline.spool import Spool
 base = json.load(open(sys.argv[2]))
 spool = Spool(sys.argv[1])
 for n in range(int(sys.argv[3])):

@@ -35,7 +35,7 @@ def run():
 EVIDENCE = """
 import sys
 from autoremedy.config import Config
-from autoremedy.noharm import Evidence
+from autoremedy.contract.noharm import Evidence
 from autoremedy.remediations import galera
 rem = galera.REMEDIATION(Config.load(sys.argv[1]))
 rem._planned["test"] = {"leader": "g1", "seqno": 0, "uuid": None, "recover": []}

@@ -118,7 +118,7 @@ def startup():
     base = "autoremedy.cli, autoremedy.checks.process, autoremedy.remediations.process"
     modules = ("autoremedy.checks.compute_node, autoremedy.checks.openstack_consistency, "
                "autoremedy.remediations.compute_node, autoremedy.remediations.openstack_consistency, "
-               "autoremedy.cloud, autoremedy.collect")
+               "autoremedy.clients.cloud, autoremedy.collection.collect")
     imports = compare([PYTHON, "-c", f"import {base}, {modules}"], [PYTHON, "-c", f"import {base}"],
                       runs=15)
     rows.append(row("import of every OpenStack module (no SDK)", "+ openstack modules",
@@ -283,7 +283,7 @@ t1 = time.perf_counter()
 import openstack
 t2 = time.perf_counter()
 from autoremedy.config import Config
-from autoremedy.cloud import connect, settings
+from autoremedy.clients.cloud import connect, settings
 from autoremedy.remediations.compute_node import EvacuateHost
 config = Config.load(sys.argv[1])
 conn = connect(config)

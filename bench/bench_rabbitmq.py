@@ -104,10 +104,10 @@ def check_argv(vhost, *extra, url=API):
 
 BREAKDOWN = """
 import argparse, json, statistics, sys, time
-from autoremedy import rabbitmq
+from autoremedy.clients import rabbitmq
 from autoremedy.checks import rabbitmq_queues as rq
-from autoremedy.ranges import Range
-from autoremedy.render import render
+from autoremedy.contract.ranges import Range
+from autoremedy.contract.render import render
 args = argparse.Namespace(warning=Range.parse("1000"), critical=Range.parse("10000"),
     ready_warning=None, ready_critical=None, unacked_warning=None, unacked_critical=None,
     no_consumers="warning", no_consumers_min=1, stuck_consumers="off", growth_warning=None,
@@ -151,7 +151,7 @@ ENV = None
 # What the rabbitmq-node remediation reads for its reach and invariants (they share
 # one cluster_status and one queue listing), as a whole process.
 NODE_EVIDENCE = """
-from autoremedy import rabbitmq
+from autoremedy.clients import rabbitmq
 from autoremedy.remediations import _rabbitmq_cluster as cluster
 s = rabbitmq.settings()
 membership, _ = cluster.learn(lambda *a, **k: rabbitmq.run_ctl(s, *a, **k), "none@nowhere", ["rabbit@localhost"])

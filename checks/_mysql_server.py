@@ -7,7 +7,7 @@ def server_from(config, args):
     < options). The configuration counts only when ``--server`` needs it or a file
     was named (``--config``, $AUTOREMEDY_CONFIG): without one, a check on a host
     reads its ~/.my.cnf alone, as it always has."""
-    from autoremedy import mysql
+    from autoremedy.clients import mysql
     from autoremedy.lazyconfig import loaded
     name = getattr(args, "server", None)
     named = getattr(config, "explicit", True)

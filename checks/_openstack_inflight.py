@@ -19,7 +19,7 @@ read now:
 The queue is read only when a finding needs the proof: a node with nothing to
 repair needs no RabbitMQ access.
 """
-from autoremedy.result import CheckError
+from autoremedy.contract.result import CheckError
 
 # Migration statuses after which nothing is in progress (nova/objects/migration.py and
 # the compute manager's status strings; "finished" is a resize waiting to be confirmed).
@@ -92,7 +92,7 @@ def read_queue(compute, rpc):
     """Add the RPC queue's evidence to an "up" Compute (in place) and return it."""
     if compute.state != "up":
         return compute
-    from autoremedy import rabbitmq
+    from autoremedy.clients import rabbitmq
     queue = rpc["queue"].format(host=compute.host)
     if not rpc.get("api_url"):
         compute.state = "unproven"
@@ -130,7 +130,7 @@ def read_queue(compute, rpc):
 def migrations(conn, host):
     """{instance id: "migration <id> (<type>, <status>)"} of every migration in progress
     from or to ``host`` (one call)."""
-    from autoremedy.cloud import guarded
+    from autoremedy.clients.cloud import guarded
     with guarded(f"listing the migrations of {host}"):
         rows = list(conn.compute.migrations(host=host))
     out = {}
@@ -165,7 +165,7 @@ def last_action(conn, server_id):
     """The instance's newest action: its latest time (the action's start or any of its
     events' start or finish) and the name of an event still running (no finish
     time), or None. Two calls; None when Nova recorded no action."""
-    from autoremedy.cloud import guarded
+    from autoremedy.clients.cloud import guarded
     with guarded(f"listing the actions of {server_id}"):
         actions = list(conn.compute.server_actions(server_id))
         if not actions:

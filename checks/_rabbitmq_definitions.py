@@ -7,7 +7,7 @@ import os
 import time
 
 from autoremedy.checks._rabbitmq_local import run_cli, safe_name as _safe
-from autoremedy.result import CheckError
+from autoremedy.contract.result import CheckError
 
 # --- definitions ------------------------------------------------------------------------
 
@@ -58,7 +58,7 @@ def _more(items):
 def definitions_via_cli(settings, runner=None):
     """(vhosts, users, queues) from one ``rabbitmqctl export_definitions -``: works
     when the API user vanished with the data, and costs one CLI start (~0.6 s)."""
-    from autoremedy import execute
+    from autoremedy.contract import execute
     try:
         done = run_cli(settings, "rabbitmqctl", "export_definitions", "-", runner=runner, timeout=60)
     except execute.CommandError as exc:
@@ -86,7 +86,7 @@ def probe_queues(api, settings, findings, args):
     totals (measured), and counting from it made a healthy peer of a dead node
     look as if its definitions had vanished. Returns the number of durable
     queues, and keeps the ledger of the queues this node holds (below)."""
-    from autoremedy.rabbitmq import ApiError
+    from autoremedy.clients.rabbitmq import ApiError
     try:
         rows = api.queues(columns=QUEUE_COLUMNS, totals_only=True)
     except ApiError as exc:
@@ -195,7 +195,7 @@ def probe_definitions(api, settings, findings, args, queues, auth_error=None, ru
 def listed_users(api, findings):
     """User names, or None when this API user may not list them (only
     administrators list users; the monitoring tag lists vhosts and queues)."""
-    from autoremedy.rabbitmq import ApiAuthError
+    from autoremedy.clients.rabbitmq import ApiAuthError
     try:
         return [u["name"] for u in api.get("users", columns="name")]
     except ApiAuthError as exc:
@@ -207,7 +207,7 @@ def listed_users(api, findings):
 def export(api, path, findings, note):
     """Save /api/definitions as the baseline; without the right to export, say
     so: without a baseline, lost definitions go unseen."""
-    from autoremedy.rabbitmq import ApiAuthError
+    from autoremedy.clients.rabbitmq import ApiAuthError
     try:
         save_baseline(path, api.definitions())
     except ApiAuthError as exc:

@@ -60,7 +60,7 @@ def _pid_from_file(path):
 
 
 def run_cli(settings, tool, *args, runner=None, timeout=20.0):
-    from autoremedy.rabbitmq import run_ctl
+    from autoremedy.clients.rabbitmq import run_ctl
     return run_ctl(settings, tool, *args, runner=runner, timeout=timeout)
 
 

@@ -41,7 +41,7 @@ per ``checks.process.watch`` entry, and the spool check where that class exists.
 import re
 import time
 
-from autoremedy.result import CheckError, Metric, Result, Status
+from autoremedy.contract.result import CheckError, Metric, Result, Status
 
 MANIFEST = {
     "name": "batch",
@@ -116,7 +116,7 @@ def entries(config, section):
         if name in seen:
             raise CheckError(f"{where}.name: {name!r} is used twice")
         if not is_check_class(cls):
-            from autoremedy.registry import available
+            from autoremedy.contract.registry import available
             known = sorted(set(available("checks")) - {NAME})
             raise CheckError(f"{where}.class: {cls!r} is not a check class here (known: {', '.join(known)})")
         if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
@@ -155,8 +155,8 @@ def selected(all_entries, only):
 
 def run_all(todo, budget, config, clock=time.monotonic):
     """[(name, class, Result)]; each check gets what is left of the budget and
-    probes under the batch's configuration (autoremedy/checkrun.py)."""
-    from autoremedy.checkrun import run
+    probes under the batch's configuration (autoremedy/contract/checkrun.py)."""
+    from autoremedy.contract.checkrun import run
     deadline = clock() + budget
     results, shared = [], {}
     for name, cls, argv in todo:
@@ -216,7 +216,7 @@ def summarise(results):
 
 
 def probe(config, args, post=None):
-    """The seam (autoremedy/checkrun.py)."""
+    """The seam (autoremedy/contract/checkrun.py)."""
     config, section = settings(config)
     todo = selected(entries(config, section), args.only)
     results = run_all(todo, args.timeout - (1.0 if args.sensu else 0.2), config)
@@ -252,7 +252,7 @@ def _posted(summary, results, url, failures):
 
 def status_line(result):
     """A result's Nagios status line without perfdata (the batch's long output)."""
-    from autoremedy.render import nagios
+    from autoremedy.contract.render import nagios
     return nagios(result)[0].split("\n")[0].split(" | ")[0]
 
 
@@ -261,7 +261,7 @@ def status_line(result):
 def sensu_event(name, cls, result, handlers, ttl, target=None):
     """The body of ``POST /events`` on the agent API (Sensu Go agent reference, "Events API": https://docs.sensu.io/sensu-go/latest/observability-pipeline/observe-schedule/agent/#events-api): the
     agent adds its entity, so the event is the check part only."""
-    from autoremedy.render import nagios
+    from autoremedy.contract.render import nagios
     labels = {"autoremedy_class": cls}
     if target:
         labels["autoremedy_target"] = target
@@ -318,8 +318,8 @@ def target_options(cls):
     """The options that name a check's one target (the remediation's allowlist key):
     its MANIFEST's "target_options". The check's module is loaded already when
     the batch ran it; discovery loads it here."""
-    from autoremedy.registry import load
-    from autoremedy.runtime import UsageError
+    from autoremedy.contract.registry import load
+    from autoremedy.contract.runtime import UsageError
     try:
         manifest = getattr(load("checks", cls), "MANIFEST", None) or {}
     except UsageError:

@@ -15,7 +15,7 @@ host that still answers is a WARNING (restart nova-compute there; do not
 evacuate). More computes down than ``openstack.compute.max_down_share`` is
 reported as a probable partition: the evacuation refuses it.
 """
-from autoremedy.result import CheckError, Metric, Result, Status
+from autoremedy.contract.result import CheckError, Metric, Result, Status
 
 MANIFEST = {
     "name": "compute-node",
@@ -78,7 +78,7 @@ def add_arguments(parser):
 
 def ping(address, timeout, runner):
     """True on an ICMP reply, False on none, None when ping itself failed."""
-    from autoremedy import execute
+    from autoremedy.contract import execute
     wait = str(max(1, int(round(timeout))))
     try:
         done = runner(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", wait, address],
@@ -132,7 +132,7 @@ def ipmi_argv(ipmi, *command):
 
 def power_state(ipmi, runner):
     """'on', 'off' or None (BMC unreachable / not configured)."""
-    from autoremedy import execute
+    from autoremedy.contract import execute
     if not ipmi.get("configured"):
         return None
     try:
@@ -233,7 +233,7 @@ class HostState:
 
 def assess(host_state, osconf, runner, connect=None):
     """Probe one down host and set its verdict (thread-safe: no shared state)."""
-    from autoremedy.cloud import host_settings
+    from autoremedy.clients.cloud import host_settings
     if not host_state.down:
         return host_state.judge()
     hs = host_settings(osconf, host_state.host)
@@ -250,7 +250,7 @@ def assess(host_state, osconf, runner, connect=None):
 
 def compute_services(conn, hosts=None):
     """nova-compute services (one API call); every host name once."""
-    from autoremedy.cloud import guarded
+    from autoremedy.clients.cloud import guarded
     with guarded("listing nova-compute services"):
         services = list(conn.compute.services(binary="nova-compute"))
     if hosts:
@@ -264,7 +264,7 @@ def instances_on(conn, host):
     ``compute_host`` (``host=`` lists nothing: reference trap 1) and refuses a
     result holding another host's server (an unknown filter is silently dropped
     and would list the whole cloud: trap 2)."""
-    from autoremedy.cloud import CloudError, guarded
+    from autoremedy.clients.cloud import CloudError, guarded
     with guarded(f"listing the instances of {host}"):
         servers = list(conn.compute.servers(details=True, all_projects=True, compute_host=host))
     strangers = [s.id for s in servers if s.compute_host != host]
@@ -277,7 +277,7 @@ def instances_on(conn, host):
 def survey(conn, osconf, hosts=None, runner=None, probe=True, connect=None):
     """Assess every nova-compute service; return (states, total computes)."""
     from concurrent.futures import ThreadPoolExecutor
-    from autoremedy import execute
+    from autoremedy.contract import execute
     runner = runner or execute.run
     services = compute_services(conn, hosts)
     states = [HostState(s.host, s) for s in services]
@@ -297,9 +297,9 @@ def survey(conn, osconf, hosts=None, runner=None, probe=True, connect=None):
 # --- the check ------------------------------------------------------------------------
 
 def probe(config, args, runner=None, conn=None):
-    """The check on the seam (autoremedy/checkrun.py): ``config`` is the caller's
+    """The check on the seam (autoremedy/contract/checkrun.py): ``config`` is the caller's
     (a Config, or a Deferred one read here on first use)."""
-    from autoremedy.cloud import CloudError, connect, settings
+    from autoremedy.clients.cloud import CloudError, connect, settings
     from autoremedy.config import ConfigError
     from autoremedy.lazyconfig import loaded
     try:
@@ -384,7 +384,7 @@ def _why(st):
 
 def discover(config, args):
     """Zabbix LLD: one row per nova-compute service."""
-    from autoremedy.cloud import connect
+    from autoremedy.clients.cloud import connect
     from autoremedy.lazyconfig import loaded
     conn = connect(loaded(config))
     return [{"{#OS.COMPUTE}": s.host, "{#OS.ZONE}": s.availability_zone or ""}

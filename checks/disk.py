@@ -14,9 +14,9 @@ Time-to-full comes from a small state file of earlier readings
 import os
 import time
 
-from autoremedy.result import CheckError, Metric, Result, Status
-from autoremedy.ranges import Range
-from autoremedy import units
+from autoremedy.contract.result import CheckError, Metric, Result, Status
+from autoremedy.contract.ranges import Range
+from autoremedy.contract import units
 
 MANIFEST = {
     "name": "disk",
@@ -182,7 +182,7 @@ def time_to_full(state_path, mount, used, free, window, now):
 
 
 def probe(config, args, partitions=None, usage_of=usage, clock=time.time):
-    """The seam (autoremedy/checkrun.py): the configuration gives the state
+    """The seam (autoremedy/contract/checkrun.py): the configuration gives the state
     directory of --ttf-* (read only then, and not at all when the environment names it)."""
     chosen, notes = mounts(args, partitions)
     if not chosen:

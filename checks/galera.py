@@ -30,7 +30,7 @@ import os
 import time
 
 from autoremedy.checks._mysql_server import server_from
-from autoremedy.result import Metric, Result, Status
+from autoremedy.contract.result import Metric, Result, Status
 
 MANIFEST = {
     "name": "galera",
@@ -81,7 +81,7 @@ _STATE = {"ok": Status.OK, "warning": Status.WARNING, "critical": Status.CRITICA
 
 
 def add_arguments(parser):
-    from autoremedy import mysql
+    from autoremedy.clients import mysql
     mysql.add_arguments(parser)
     parser.add_argument("--expected-size", type=int, metavar="N",
                         help="nodes the cluster should have: WARNING below N, CRITICAL below a majority "
@@ -162,7 +162,7 @@ def flow_control_fraction(status, key, state_dir=None, now=None):
 
 def size_thresholds(args):
     """-w/-c as given, else derived from --expected-size (N: and majority:)."""
-    from autoremedy.ranges import Range
+    from autoremedy.contract.ranges import Range
     warn, crit = args.warning, args.critical
     if args.expected_size and warn is None and crit is None:
         quorum = args.expected_size // 2 + 1
@@ -224,10 +224,10 @@ def judge(status, args, fc, fc_note=None):
 
 
 def probe(config, args):
-    """The seam (autoremedy/checkrun.py)."""
+    """The seam (autoremedy/contract/checkrun.py)."""
     if getattr(args, "cluster", None):
         return cluster_check(config, args)
-    from autoremedy import mysql
+    from autoremedy.clients import mysql
     server = server_from(config, args)
     node_cnf = getattr(args, "node_cnf", None)
     try:
@@ -240,7 +240,7 @@ def probe(config, args):
     with session:
         result = evaluate(args, session, config=config)
     if node_cnf:
-        from autoremedy import galera
+        from autoremedy.clients import galera
         result.data["node"] = galera.probe(node_cnf, answering=True)
     return result
 
@@ -250,8 +250,8 @@ def cluster_check(config, args):
     step and for an operator: every configured node, one SQL connection each."""
     from autoremedy.config import ConfigError
     from autoremedy.lazyconfig import loaded
-    from autoremedy.guard import Refused
-    from autoremedy.result import CheckError
+    from autoremedy.contract.guard import Refused
+    from autoremedy.contract.result import CheckError
     from autoremedy.remediations import galera as remediation
     try:
         cluster = remediation.REMEDIATION(loaded(config))
@@ -263,8 +263,8 @@ def cluster_check(config, args):
 
 def node_result(server, error, node_cnf, recover=False):
     """The verdict for a server that does not answer, from its host's own facts."""
-    from autoremedy import galera
-    from autoremedy.result import CheckError
+    from autoremedy.clients import galera
+    from autoremedy.contract.result import CheckError
     try:
         facts = galera.probe(node_cnf, recover=recover)
     except CheckError as exc:
@@ -290,7 +290,7 @@ def node_result(server, error, node_cnf, recover=False):
 def _view_line(view):
     if not view:
         return "none saved (gvwstate.dat absent: never Primary, or shut down cleanly)"
-    from autoremedy.galera import short_uuid
+    from autoremedy.clients.galera import short_uuid
     return f"{view['view']} members {', '.join(short_uuid(m) for m in view['members'])}"
 
 

@@ -26,7 +26,7 @@ finds older ones. Either way they are named with their GTIDs.
 import re
 
 from autoremedy.checks._mysql_server import server_from
-from autoremedy.result import CheckError, Metric, Result, Status
+from autoremedy.contract.result import CheckError, Metric, Result, Status
 
 MANIFEST = {
     "name": "mysql-replication",
@@ -89,7 +89,8 @@ _STATE = {"ok": Status.OK, "warning": Status.WARNING, "critical": Status.CRITICA
 
 
 def add_arguments(parser):
-    from autoremedy import mysql, units
+    from autoremedy.clients import mysql
+    from autoremedy.contract import units
     mysql.add_arguments(parser)
     parser.add_argument("--connection", action="append", default=[], metavar="NAME",
                         help="only this replication connection / channel (repeatable; '' is the default "
@@ -134,7 +135,7 @@ def status_statements(session, spelling="auto"):
 def read_status(session, spelling="auto"):
     """(statement used, [Channel]). Falls back to the other spelling only on a
     syntax error (1064): an old server that does not know the new words."""
-    from autoremedy.mysql import SQLError
+    from autoremedy.clients.mysql import SQLError
     statements = status_statements(session, spelling)
     for i, statement in enumerate(statements):
         try:
@@ -219,7 +220,7 @@ def _clean(text):
 
 def server_state(session):
     """GTID positions and read_only of the server (one SELECT of variables)."""
-    from autoremedy.mysql import SQLError
+    from autoremedy.clients.mysql import SQLError
     if session.flavour == "mariadb":
         sql = ("SELECT @@global.gtid_binlog_pos AS gtid_binlog_pos, @@global.gtid_slave_pos AS gtid_slave_pos, "
                "@@global.gtid_current_pos AS gtid_current_pos, @@global.gtid_binlog_state AS gtid_binlog_state, "
@@ -380,7 +381,7 @@ def judge(channels, args, state=None, wanted=None, errant=None):
                        args.relay_log_space_warning, args.relay_log_space_critical, min=0)
         metrics.append(space)
         if space.violated() is not None:
-            from autoremedy import units
+            from autoremedy.contract import units
             findings.append(Finding(space.status, RELAY_SPACE, f"relay logs hold "
                                     f"{units.human_size(channel.relay_log_space)}", channel))
         behind = gtid_behind(channel)
@@ -460,8 +461,8 @@ def read(args, session):
 
 
 def probe(config, args):
-    """The seam (autoremedy/checkrun.py)."""
-    from autoremedy import mysql
+    """The seam (autoremedy/contract/checkrun.py)."""
+    from autoremedy.clients import mysql
     server = server_from(config, args)
     with mysql.connect(server, timeout=args.timeout) as session:
         source = None
@@ -534,7 +535,7 @@ def evaluate(args, session, source=None):
 
 def discover(config, args):
     """Zabbix LLD: one row per replication connection / channel."""
-    from autoremedy import mysql
+    from autoremedy.clients import mysql
     server = server_from(config, args)
     with mysql.connect(server, timeout=args.timeout) as session:
         _, channels = read_status(session, args.spelling)

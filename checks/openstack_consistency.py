@@ -53,7 +53,7 @@ Configuration (``openstack.consistency``)::
 import re
 import time
 
-from autoremedy.result import CheckError, Metric, Result, Status
+from autoremedy.contract.result import CheckError, Metric, Result, Status
 
 MANIFEST = {
     "name": "openstack-consistency",
@@ -166,7 +166,7 @@ class Finding:
 def domains(virsh, runner):
     """{uuid: {"name", "state"}} of every domain, from two read-only list calls (virsh
     accepts only one of --table/--name/--uuid) and ``domuuid`` for names not paired."""
-    from autoremedy import execute
+    from autoremedy.contract import execute
     try:
         table = runner(virsh + ["list", "--all"], timeout=20)
         uuids = runner(virsh + ["list", "--all", "--uuid"], timeout=20)
@@ -192,7 +192,7 @@ def parse_table(text):
 
 
 def domain_uuid(virsh, name, runner):
-    from autoremedy import execute
+    from autoremedy.contract import execute
     try:
         done = runner(virsh + ["domuuid", name], timeout=10)
     except execute.CommandError as exc:
@@ -242,7 +242,7 @@ def survey(conn, conf, runner, network=True, volumes=True, now=None):
     """A Survey of ``conf['host']``."""
     from autoremedy.checks import _openstack_inflight as inflight
     from autoremedy.checks.compute_node import instances_on
-    from autoremedy.cloud import guarded
+    from autoremedy.clients.cloud import guarded
     now = time.time() if now is None else now
     host = conf["host"]
     compute = inflight.compute_service(conn, host)
@@ -426,7 +426,7 @@ def _task(server, dom, conf, now, proof, evidence, inflight):
 
 def _stranger(conn, uuid, dom, host):
     from openstack import exceptions as sdkexc
-    from autoremedy.cloud import guarded
+    from autoremedy.clients.cloud import guarded
     with guarded(f"looking up domain {uuid}"):
         try:
             server = conn.compute.get_server(uuid)
@@ -469,11 +469,11 @@ def _network(conn, host, servers):
 # --- the check -------------------------------------------------------------------------------
 
 def probe(config, args, runner=None, conn=None):
-    """The check on the seam (autoremedy/checkrun.py): ``config`` is the caller's
+    """The check on the seam (autoremedy/contract/checkrun.py): ``config`` is the caller's
     (a Config, or a Deferred one read here on first use)."""
-    from autoremedy import execute
-    from autoremedy import units
-    from autoremedy.cloud import CloudError, connect
+    from autoremedy.contract import execute
+    from autoremedy.contract import units
+    from autoremedy.clients.cloud import CloudError, connect
     from autoremedy.config import ConfigError
     from autoremedy.lazyconfig import loaded
     try:

@@ -20,7 +20,7 @@ CRITICAL below one process (``-c 1:``). docs/process.md has the details.
 import os
 import re
 
-from autoremedy.result import CheckError, Metric, Result
+from autoremedy.contract.result import CheckError, Metric, Result
 
 MANIFEST = {
     "name": "process",
@@ -380,7 +380,7 @@ def _program(proc):
 def from_unit(unit, runner=None):
     """The processes of a systemd unit's cgroup, and the unit's properties."""
     import psutil
-    from autoremedy import execute
+    from autoremedy.contract import execute
     runner = runner or execute.run
     props = "LoadState,ActiveState,SubState,MainPID,NRestarts,ControlGroup"
     try:
@@ -423,7 +423,7 @@ def watched(config, name):
 # --- evaluate and present ----------------------------------------------------------
 
 def probe(config, args, runner=None, table=None):
-    """The seam (autoremedy/checkrun.py): the configuration is read only for
+    """The seam (autoremedy/contract/checkrun.py): the configuration is read only for
     --watch. ``table``: a ProcTable shared with other checks (check batch)."""
     selector = _selector(config, args)
     kind, value = selector

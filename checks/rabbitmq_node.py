@@ -39,7 +39,7 @@ import json
 import os
 import time
 
-from autoremedy.result import CheckError, Metric, Result, Status
+from autoremedy.contract.result import CheckError, Metric, Result, Status
 
 # The node's own process, tools and log; the definitions baseline and the queue
 # ledger. Re-exported: the remediation and the tests name them from this module.
@@ -196,7 +196,7 @@ def usage(findings, name, node, args, own):
 
 def probe_down(settings, findings, args, fatal, runner=None, clock=None):
     """The API does not answer: tell dead, booting, stuck and running-without-API apart."""
-    from autoremedy import execute
+    from autoremedy.contract import execute
     clock = clock or time.time
     proc = find_beam(settings)
     if proc is None:
@@ -241,7 +241,7 @@ def probe_down(settings, findings, args, fatal, runner=None, clock=None):
 def booting(settings, runner=None):
     """True when the node says it is still booting, False when it says it is not
     (stopped with stop_app); otherwise the reason it could not say (a string)."""
-    from autoremedy import execute
+    from autoremedy.contract import execute
     try:
         done = run_cli(settings, "rabbitmq-diagnostics", "is_booting", "--formatter", "json",
                        runner=runner)
@@ -286,9 +286,9 @@ def check(args, settings=None, runner=None):
 
 
 def probe(config, args, settings=None, runner=None):
-    """The seam (autoremedy/checkrun.py). ``settings``: the rabbitmq section
+    """The seam (autoremedy/contract/checkrun.py). ``settings``: the rabbitmq section
     validated already (the remediation's), else read from ``config``."""
-    from autoremedy import rabbitmq
+    from autoremedy.clients import rabbitmq
     from autoremedy.lazyconfig import loaded
     settings = settings or rabbitmq.settings(loaded(config))
     if args.node:

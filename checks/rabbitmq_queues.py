@@ -10,7 +10,7 @@ needed; ``--include``/``--exclude`` are applied here, except an ``--include`` of
 exact names, which the API filters in one page: measured 0.12 s against 0.9 s
 for 10,000 queues).
 
-oslo.messaging's queues are told apart by shape (autoremedy.oslo_queues): an
+oslo.messaging's queues are told apart by shape (autoremedy.clients.oslo_queues): an
 RPC server queue (``<topic>.<host>``) or topic queue with no consumer is its own
 finding ("RPC server gone 3m (nova-compute on node1?)": WARNING, then
 ``--rpc-server-gone`` after ``--rpc-grace``), an orphaned fanout or reply queue
@@ -34,9 +34,9 @@ import os
 import re
 import time
 
-from autoremedy import units
-from autoremedy.ranges import Range
-from autoremedy.result import CheckError, Metric, Result, Status
+from autoremedy.contract import units
+from autoremedy.contract.ranges import Range
+from autoremedy.contract.result import CheckError, Metric, Result, Status
 
 MANIFEST = {
     "name": "rabbitmq-queues",
@@ -179,10 +179,10 @@ def from_api(api, args, selection):
     vhost = next(iter(selection.vhosts)) if len(selection.vhosts) == 1 else None
     # Only an include of exact names is filtered by the API: it reads the same
     # in both regex dialects and cannot match more than one page.
-    from autoremedy import queue_patterns
+    from autoremedy.clients import queue_patterns
     exact = queue_patterns.exact_names(args.include[0]) if len(args.include) == 1 else None
     name_regex = args.include[0] if exact is not None and len(exact) <= EXACT_PAGE else None
-    from autoremedy.rabbitmq import NotFound
+    from autoremedy.clients.rabbitmq import NotFound
     try:
         rows = api.queues(vhost, columns, totals_only=not consumers, name_regex=name_regex)
     except NotFound:
@@ -230,7 +230,7 @@ def from_amqp(settings, args, reason):
     if not wanted:
         raise CheckError(f"{reason}; no rabbitmq.fallback_queues (or --fallback-queue) "
                          "for the AMQP fallback")
-    from autoremedy.rabbitmq import amqp_connection, amqp_error
+    from autoremedy.clients.rabbitmq import amqp_connection, amqp_error
     import pika
     rows = []
     for vh in sorted({v for v, _ in wanted}):
@@ -419,9 +419,9 @@ def queue_id(row):
 # --- the check -----------------------------------------------------------------------
 
 def probe(config, args, settings=None, clock=time.time):
-    """The seam (autoremedy/checkrun.py); ``settings``: the rabbitmq section
+    """The seam (autoremedy/contract/checkrun.py); ``settings``: the rabbitmq section
     validated already, else read from ``config``."""
-    from autoremedy import rabbitmq
+    from autoremedy.clients import rabbitmq
     from autoremedy.lazyconfig import loaded
     settings = settings or rabbitmq.settings(loaded(config))
     selection = Selection(args)
@@ -457,7 +457,7 @@ def probe(config, args, settings=None, clock=time.time):
 def oslo_view(rows, rules, settings, now):
     """{(vhost, name): {kind, label, lost_for, expires_in}} for oslo.messaging
     queues, and a note when the consumer history could not be kept."""
-    from autoremedy import oslo_queues
+    from autoremedy.clients import oslo_queues
     kinds, topics = oslo_queues.classify_rows(rows)
     seen, note = {}, None
     if any(k is not None and k != "notification" for k in kinds.values()):
@@ -556,7 +556,7 @@ def _data_row(judged):
 
 def discover(config, args):
     """Zabbix LLD: one row per selected queue (same selection options as the check)."""
-    from autoremedy import rabbitmq
+    from autoremedy.clients import rabbitmq
     from autoremedy.lazyconfig import loaded
     settings = rabbitmq.settings(loaded(config))
     selection = Selection(args)

@@ -15,8 +15,8 @@ oldest event's age (default ``spool.warning_age`` / ``spool.critical_age``: 15m 
 1h), ``--deadletter-warning N`` (default 0: any dead letter is a WARNING). The
 state directory is ``$AUTOREMEDY_STATE_DIR`` or the configuration's ``state_dir``.
 """
-from autoremedy import units
-from autoremedy.result import CheckError, Metric, Result
+from autoremedy.contract import units
+from autoremedy.contract.result import CheckError, Metric, Result
 
 MANIFEST = {
     "name": "spool",
@@ -54,10 +54,10 @@ def add_arguments(parser):
 
 
 def probe(config, args):
-    """The seam (autoremedy/checkrun.py). No file: defaults and environment, no YAML import."""
+    """The seam (autoremedy/contract/checkrun.py). No file: defaults and environment, no YAML import."""
     from autoremedy.config import ConfigError
     from autoremedy.lazyconfig import loaded
-    from autoremedy.spool import Spool
+    from autoremedy.pipeline.spool import Spool
     try:
         config = loaded(config)
     except ConfigError as exc:
@@ -85,7 +85,7 @@ def probe(config, args):
                  if stats["deadletter"] else "no dead letters")
     details = []
     try:
-        from autoremedy.breaker import Breaker
+        from autoremedy.pipeline.breaker import Breaker
         details.append(f"breaker: {Breaker.for_config(config).describe()}")
     except OSError:
         pass

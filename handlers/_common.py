@@ -6,8 +6,8 @@ Private (leading underscore): not a handler of its own, not an entry point.
 import os
 import sys
 
-from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED
-from autoremedy.runtime import describe, fail
+from autoremedy.contract.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED
+from autoremedy.contract.runtime import describe, fail
 
 READ_CAP = 64 << 20        # never hold more than this in memory, whatever the settings
 
@@ -53,7 +53,7 @@ class Setup:
         """Bytes of stdin worth holding: enough to parse the largest event allowed
         and to keep the head of a larger one as a dead letter (the rest is
         drained and counted, never kept)."""
-        from autoremedy.deadletter import Limits
+        from autoremedy.pipeline.deadletter import Limits
         keep = Limits.from_config(self.config).max_file
         return min(READ_CAP, max(self.max_event_size, keep) + 1)
 
@@ -65,10 +65,10 @@ def _audit(config):
 
 def reject(setup, raw, reason, source, total=None, argv=None):
     """Malformed input or a bad command line: keep the raw bytes as a dead letter
-    (capped: autoremedy.deadletter), audit, one line, exit 2."""
-    from autoremedy.deadletter import Limits
+    (capped: autoremedy.pipeline.deadletter), audit, one line, exit 2."""
+    from autoremedy.pipeline.deadletter import Limits
     from autoremedy.audit import safe_audit
-    from autoremedy.spool import Spool
+    from autoremedy.pipeline.spool import Spool
     size = len(raw) if total is None else total
     note = ""
 
@@ -90,7 +90,7 @@ def reject(setup, raw, reason, source, total=None, argv=None):
 def parse_or_reject(setup, raw, source, parse, total=None):
     """``parse()`` -> Event, or the exit code of ``reject``: a malformed input,
     and any error at all while parsing, keeps the raw input with the reason."""
-    from autoremedy.event import MalformedEvent
+    from autoremedy.pipeline.event import MalformedEvent
     try:
         return parse(), None
     except MalformedEvent as exc:
@@ -105,7 +105,7 @@ def parse_or_reject(setup, raw, source, parse, total=None):
 def config_failure(setup, event):
     """The configuration is broken: keep the event in the fallback state directory
     (replay delivers it once the configuration is fixed) and say so loudly."""
-    from autoremedy.spool import Spool
+    from autoremedy.pipeline.spool import Spool
     try:
         entry = Spool(setup.config.state_dir).put(event, claim=False)
         where = f"event spooled as {entry.path}"
@@ -117,7 +117,7 @@ def config_failure(setup, event):
 def run_dispatch(setup, event, path, raw, source, dry_run=False, cls=None, target=None):
     """dispatch() behind the last line of defence: a bug of ours must not lose
     the event, so an unexpected exception keeps the raw input as a dead letter."""
-    from autoremedy.route import dispatch
+    from autoremedy.pipeline.route import dispatch
     try:
         decision = dispatch(setup.config, event, path, dry_run=dry_run, cls=cls, target=target,
                             audit=setup.audit)
@@ -134,7 +134,7 @@ def run_dispatch(setup, event, path, raw, source, dry_run=False, cls=None, targe
 def split_options(argv, flags, valued):
     """Leading options only, then everything else verbatim: a Zabbix subject may
     start with '-' and must not be taken for an option. Returns (options, rest)."""
-    from autoremedy.runtime import UsageError
+    from autoremedy.contract.runtime import UsageError
     options, i = {}, 0
     while i < len(argv):
         arg = argv[i]

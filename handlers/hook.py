@@ -34,7 +34,7 @@ Exit: 0 OK, delivered or handled locally; 1 escalation; 2 bad command line;
 import hashlib
 import os
 
-from autoremedy.runtime import ArgumentParser, UsageError, fail
+from autoremedy.contract.runtime import ArgumentParser, UsageError, fail
 
 from autoremedy.handlers._common import EXIT_BAD_INPUT, EXIT_CONFIG, Setup, run_dispatch
 
@@ -67,12 +67,12 @@ def main(argv):
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE + "\n\n" + (__doc__ or "").split("\n\n", 2)[2])
         return 0 if argv else EXIT_BAD_INPUT
-    from autoremedy.checkrun import run
+    from autoremedy.contract.checkrun import run
     from autoremedy.lazyconfig import Deferred
-    from autoremedy.event import MalformedEvent, from_check
-    from autoremedy.render import render
-    from autoremedy.result import Status
-    from autoremedy.route import NODE
+    from autoremedy.pipeline.event import MalformedEvent, from_check
+    from autoremedy.contract.render import render
+    from autoremedy.contract.result import Status
+    from autoremedy.pipeline.route import NODE
     cls, rest = argv[0], argv[1:]
     try:
         own, check_argv = parser().parse_known_args(rest)
@@ -133,15 +133,15 @@ def _not_allowlisted(config, cls, target):
     far as a probe."""
     if target is None:
         return None
-    from autoremedy.registry import available, load
-    from autoremedy.runtime import UsageError
+    from autoremedy.contract.registry import available, load
+    from autoremedy.contract.runtime import UsageError
     if cls not in available("remediations"):
         try:
             load("remediations", cls)           # a plugin's class (entry point)
         except UsageError:
             return f"no remediation class {cls!r}"
     from autoremedy.config import ConfigError
-    from autoremedy.remediation import Remediation
+    from autoremedy.contract.remediation import Remediation
     try:
         remediation = load("remediations", cls).REMEDIATION(config)
         if remediation.listed(target):
@@ -163,11 +163,11 @@ def _path(state_dir):
 
 
 def track(state_dir, key, status, now=None):
-    """Record this run; return (incident, was_open) (autoremedy.incidents)."""
-    from autoremedy import incidents
+    """Record this run; return (incident, was_open) (autoremedy.pipeline.incidents)."""
+    from autoremedy.pipeline import incidents
     return incidents.track(_path(state_dir), key, status, now, INCIDENT_TTL)
 
 
 def close(state_dir, key):
-    from autoremedy import incidents
+    from autoremedy.pipeline import incidents
     incidents.close(_path(state_dir), key)

@@ -35,12 +35,12 @@ or not configured with events left, 2 bad command line, 3 configuration error.
 import random
 import time
 
-from autoremedy.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_LEFT, EXIT_OK
-from autoremedy.runtime import ArgumentParser, UsageError, fail
+from autoremedy.contract.exitcodes import EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_LEFT, EXIT_OK
+from autoremedy.contract.runtime import ArgumentParser, UsageError, fail
 
 
 def parser():
-    from autoremedy import units
+    from autoremedy.contract import units
     p = ArgumentParser(prog="autoremedy replay", description="Deliver the spool to StackStorm")
     p.add_argument("--config", metavar="FILE", help="configuration file")
     p.add_argument("--max-time", type=units.duration, default=60.0, metavar="DURATION",
@@ -101,7 +101,7 @@ class Replayer:
 
     def _entries(self, seen):
         """(name, Entry) still to deliver, in spool order; corrupt ones quarantined."""
-        from autoremedy.spool import CorruptEntry
+        from autoremedy.pipeline.spool import CorruptEntry
         for name in [n for n in self.spool.names() if n not in seen]:
             seen.add(name)
             try:
@@ -166,7 +166,7 @@ class Replayer:
     def _run(self, remover):
         if len(self.clients) > 1:
             return self._run_parallel(remover)
-        from autoremedy.spool import CorruptEntry
+        from autoremedy.pipeline.spool import CorruptEntry
         self._remove = remover.put
         seen = set()
         while self.stopped is None:
@@ -198,8 +198,8 @@ class Replayer:
 
     def deliver(self, entry, client=None):
         """True when delivered; False when the run must stop (sets ``stopped``)."""
-        from autoremedy.stackstorm import document
-        from autoremedy.stackstorm import CONFIG
+        from autoremedy.pipeline.stackstorm import document
+        from autoremedy.pipeline.stackstorm import CONFIG
         client = client or self.client
         event = dict(entry.data["event"])
         raw = event.pop("raw", None)
@@ -318,11 +318,11 @@ def _marks(doc):
 def main(argv):
     import json
     from autoremedy import statefile
-    from autoremedy.breaker import Breaker
+    from autoremedy.pipeline.breaker import Breaker
     from autoremedy.audit import audit_for
     from autoremedy.config import Config, ConfigError
-    from autoremedy.spool import Spool
-    from autoremedy.stackstorm import Client, SettingsError
+    from autoremedy.pipeline.spool import Spool
+    from autoremedy.pipeline.stackstorm import Client, SettingsError
     try:
         args = parser().parse_args(argv)
     except UsageError as exc:
@@ -389,8 +389,8 @@ def follow(spool, clients, config, args, say):
     breaker it opens is what handlers read to decide on the local fallback."""
     import signal
     import threading
-    from autoremedy import forwarder
-    from autoremedy.breaker import Breaker
+    from autoremedy.pipeline import forwarder
+    from autoremedy.pipeline.breaker import Breaker
     from autoremedy.audit import audit_for
     breaker, audit = Breaker.for_config(config), audit_for(config)
     stop = threading.Event()

@@ -5,7 +5,7 @@
 
 The event JSON arrives on stdin (Sensu Go events reference; Sensu Core 1.8
 events reference); the flavour is told apart by its shape (``entity`` = Go,
-``client`` = Classic; autoremedy.sources.sensu). Sensu handlers run on the
+``client`` = Classic; autoremedy.pipeline.sources.sensu). Sensu handlers run on the
 backend, so local fallback here is limited to API-scoped classes (and
 node-scoped ones only when the event is about this very host); node-scoped
 remediation happens through ``autoremedy handle hook`` on the node.
@@ -13,7 +13,7 @@ remediation happens through ``autoremedy handle hook`` on the node.
 A Sensu Go event without ``id`` gets an id derived from its incident start;
 when the event cannot tell that start (no ``last_ok`` and a history of nothing
 but failures), the first failing time seen is kept in
-``<state_dir>/sensu/incidents.json`` (autoremedy.incidents) until the check is
+``<state_dir>/sensu/incidents.json`` (autoremedy.pipeline.incidents) until the check is
 OK again.
 
 sensu-plugin 0.8.0 is deliberately not on this path: importing it costs the
@@ -29,7 +29,7 @@ error. The event is in the spool whenever it was not delivered.
 import hashlib
 import os
 
-from autoremedy.runtime import ArgumentParser, UsageError
+from autoremedy.contract.runtime import ArgumentParser, UsageError
 
 from autoremedy.handlers._common import (Setup, config_failure, parse_or_reject, read_input,
                                          reject, run_dispatch)
@@ -47,9 +47,9 @@ def parser():
 
 
 def main(argv, stdin=None):
-    from autoremedy.event import MalformedEvent, decode_json
-    from autoremedy.route import BACKEND
-    from autoremedy.sources.sensu import from_sensu
+    from autoremedy.pipeline.event import MalformedEvent, decode_json
+    from autoremedy.pipeline.route import BACKEND
+    from autoremedy.pipeline.sources.sensu import from_sensu
     try:
         args = parser().parse_args(argv)
     except UsageError as exc:
@@ -84,8 +84,8 @@ def _incident_start(state_dir, event):
     one, or its own time when the incident is new here. An OK event closes the
     record. The state is advisory: if it cannot be written, the event goes on
     with what it has."""
-    from autoremedy import incidents
-    from autoremedy.result import Status
+    from autoremedy.pipeline import incidents
+    from autoremedy.contract.result import Status
     key = hashlib.sha256("\0".join((event.namespace or "", event.host, event.check))
                          .encode("utf-8", "surrogatepass")).hexdigest()[:24]
     path = os.path.join(state_dir, "sensu", "incidents.json")

@@ -11,7 +11,7 @@ messages (``"event_value": "0"`` / ``RESOLVED``) are forwarded.
 
 Webhook style: ``autoremedy handle zabbix --webhook`` reads a webhook media
 type's parameter object as JSON on stdin; the parameter names of Zabbix's own
-media types are understood (autoremedy.sources.zabbix).
+media types are understood (autoremedy.pipeline.sources.zabbix).
 
 Options come first (a subject may start with '-'); ``--`` ends them, and the
 packaged alert script passes it, so a SENDTO such as ``--dry-run`` is an
@@ -37,7 +37,7 @@ A retry of the same event is the same spool entry: the local remediation is not
 run again, and the retry gives the first run's answer (same status, same line).
 
 Zabbix runs alert scripts as ``zabbix``: the local remediation runs as root
-through the packaged sudo gate (``fallback.gate``, autoremedy.route.through_gate;
+through the packaged sudo gate (``fallback.gate``, autoremedy.pipeline.route.through_gate;
 docs/security.md), and sudo refusing is an escalation with sudo's reason. A run
 whose event StackStorm accepted also delivers a few spooled events (the drain:
 ``spool.drain_max_events`` / ``drain_max_time``), so a node without the replay
@@ -45,7 +45,7 @@ timer is not left with its backlog.
 """
 import os
 
-from autoremedy.runtime import UsageError
+from autoremedy.contract.runtime import UsageError
 
 from autoremedy.handlers._common import (EXIT_BAD_INPUT, EXIT_CONFIG, EXIT_ESCALATED, Setup, config_failure, parse_or_reject,
                                          read_input, reject, run_dispatch, split_options)
@@ -62,9 +62,9 @@ def _argv_bytes(argv):
 
 
 def main(argv, stdin=None):
-    from autoremedy.event import MalformedEvent, decode_json
-    from autoremedy.route import BACKEND
-    from autoremedy.sources.zabbix import from_zabbix, from_zabbix_params
+    from autoremedy.pipeline.event import MalformedEvent, decode_json
+    from autoremedy.pipeline.route import BACKEND
+    from autoremedy.pipeline.sources.zabbix import from_zabbix, from_zabbix_params
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)              # nothing was passed: nothing to keep
         return 0 if argv else EXIT_BAD_INPUT

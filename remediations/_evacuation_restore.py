@@ -6,8 +6,8 @@ trait). Part of ``EvacuateHost`` (remediations/compute_node.py), split out for t
 reader: no behaviour of its own."""
 import time
 
-from autoremedy.guard import Refused
-from autoremedy.remediation import RemediationError, Step
+from autoremedy.contract.guard import Refused
+from autoremedy.contract.remediation import RemediationError, Step
 
 
 class WayBack:
@@ -15,7 +15,7 @@ class WayBack:
 
     def _plan_restore(self, host):
         from autoremedy.checks import compute_node as cn
-        from autoremedy.cloud import host_settings
+        from autoremedy.clients.cloud import host_settings
         from autoremedy.remediations.compute_node import live_claim
         services = cn.compute_services(self.conn())
         mine = [s for s in services if s.host == host]
@@ -58,7 +58,7 @@ class WayBack:
         return time.monotonic() + float(self.opt("restore_timeout", 300.0))
 
     def _wait_reporting(self, host, baseline):
-        from autoremedy.cloud import guarded
+        from autoremedy.clients.cloud import guarded
         deadline = self._restore_deadline()
         while True:
             service = self._service_now(host)

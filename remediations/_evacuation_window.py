@@ -9,7 +9,7 @@ import threading
 import time
 
 from autoremedy import statefile
-from autoremedy.remediation import RemediationError
+from autoremedy.contract.remediation import RemediationError
 
 EVACUABLE = ("active", "stopped", "error")
 REBUILDING = ("rebuilding", "rebuild_block_device_mapping", "rebuild_spawning")
@@ -24,7 +24,7 @@ class EvacuationWindow:
 
     def _evacuate_all(self, host, servers, reserved):
         from concurrent.futures import ThreadPoolExecutor
-        from autoremedy.cloud import CloudError, guarded
+        from autoremedy.clients.cloud import CloudError, guarded
         # What each instance must be given back, written before anything is reset.
         remembered = self.incident(host)
         self._remember(host, {s.id: {"state": self._intents.get(s.id, s.vm_state),
@@ -100,14 +100,14 @@ class EvacuationWindow:
         except EvacuationFailed as exc:
             report["detail"] = f"{call}: {exc}"
         except Exception as exc:  # one instance's failure must not stop the others
-            from autoremedy.cloud import describe
+            from autoremedy.clients.cloud import describe
             report["detail"] = f"{call}: {describe(exc)}"
         finally:
             if locked_here:
                 try:
                     compute.unlock_server(server)
                 except Exception as exc:
-                    from autoremedy.cloud import describe
+                    from autoremedy.clients.cloud import describe
                     report["detail"] = (report["detail"] + "; " if report["detail"] else "") + \
                         f"unlock: {describe(exc)}"
         return report
@@ -278,7 +278,7 @@ class HostWatch:
 
     def _loop(self):
         from autoremedy.checks import compute_node as cn
-        from autoremedy.cloud import host_settings
+        from autoremedy.clients.cloud import host_settings
         interval = float(self.remediation.opt("watch_interval", 5.0))
         hs = host_settings(self.remediation.osconf(), self.host)
         fenced = self.remediation._host_state is not None and self.remediation._host_state.power == "off"

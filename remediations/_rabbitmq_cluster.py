@@ -17,7 +17,7 @@ import os
 import re
 import time
 
-from autoremedy.guard import Refused
+from autoremedy.contract.guard import Refused
 
 QUEUE_COLUMNS = ("vhost", "name", "type", "node", "members", "online", "leader", "messages",
                  "durable", "state")
@@ -123,7 +123,7 @@ def api_of(membership, settings, exclude, make_api):
     HTTP listeners the members report (``cluster_status`` lists them). The
     configured ``api_url`` is tried first when it is one of them. Returns
     (Api, node) or (None, why)."""
-    from autoremedy.rabbitmq import ApiError
+    from autoremedy.clients.rabbitmq import ApiError
     tried = []
     configured = make_api(settings.api_url)
     try:

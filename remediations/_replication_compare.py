@@ -27,7 +27,7 @@ verified). Cost: one pass over the compared rows on each side (bench/).
 """
 import time
 
-from autoremedy import mysql
+from autoremedy.clients import mysql
 
 from autoremedy.checks import mysql_replication as check
 

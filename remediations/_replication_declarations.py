@@ -6,8 +6,8 @@ connections the plan acts on (each must end running) and the tables it names
 tables equal to the source at one GTID position (the run's own comparison),
 no errant transactions, every event's status kept on the replica.
 """
-from autoremedy import mysql
-from autoremedy.noharm import Invariant, Reach
+from autoremedy.clients import mysql
+from autoremedy.contract.noharm import Invariant, Reach
 
 from autoremedy.checks import mysql_replication as check
 from autoremedy.remediations import _replication_compare as compare

@@ -8,8 +8,10 @@ audited row by row; the comparison step verifies afterwards.
 """
 import os
 
-from autoremedy import execute, mysql, statefile
-from autoremedy.remediation import RemediationError, Step
+from autoremedy.contract import execute
+from autoremedy.clients import mysql
+from autoremedy import statefile
+from autoremedy.contract.remediation import RemediationError, Step
 
 from autoremedy.remediations import _replication_rows as rows
 from autoremedy.remediations import _replication_source as origin

@@ -36,8 +36,8 @@ import re
 import shutil
 import stat
 
-from autoremedy import mysql
-from autoremedy.remediation import RemediationError
+from autoremedy.clients import mysql
+from autoremedy.contract.remediation import RemediationError
 
 from autoremedy.checks import mysql_replication as check
 

@@ -15,7 +15,7 @@ import os
 import re
 from decimal import Decimal, InvalidOperation
 
-from autoremedy import mysql
+from autoremedy.clients import mysql
 
 MAX_ROWS = 10000
 

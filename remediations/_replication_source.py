@@ -20,7 +20,7 @@
 import re
 import socket
 
-from autoremedy import mysql
+from autoremedy.clients import mysql
 
 from autoremedy.checks import mysql_replication as check
 

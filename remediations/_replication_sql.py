@@ -8,8 +8,9 @@ import os
 import re
 import time
 
-from autoremedy import execute, mysql
-from autoremedy.remediation import RemediationError
+from autoremedy.contract import execute
+from autoremedy.clients import mysql
+from autoremedy.contract.remediation import RemediationError
 
 from autoremedy.checks import mysql_replication as check
 

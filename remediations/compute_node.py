@@ -68,10 +68,10 @@ import uuid
 
 from autoremedy import config as configmod
 from autoremedy import statefile
-from autoremedy.guard import Refused
-from autoremedy.noharm import Invariant, Reach
-from autoremedy.remediation import Noop, Remediation, RemediationError, Step
-from autoremedy.result import Result, Status
+from autoremedy.contract.guard import Refused
+from autoremedy.contract.noharm import Invariant, Reach
+from autoremedy.contract.remediation import Noop, Remediation, RemediationError, Step
+from autoremedy.contract.result import Result, Status
 
 # The evacuation window and the way back are parts of EvacuateHost in modules of their
 # own; their names are re-exported here (EVACUABLE, REBUILDING, Placer, HostWatch, ...).
@@ -123,7 +123,7 @@ class EvacuateHost(EvacuationWindow, WayBack, Remediation):
     }
 
     def __init__(self, config, runner=None, audit=None, conn=None, connect=None, restore=False):
-        from autoremedy import execute
+        from autoremedy.contract import execute
         super().__init__(config, runner or execute.run, audit)
         self._conn = conn
         self._connect = connect
@@ -147,12 +147,12 @@ class EvacuateHost(EvacuationWindow, WayBack, Remediation):
         return max(1, int(self.opt("concurrency", 3)))
 
     def osconf(self):
-        from autoremedy.cloud import settings
+        from autoremedy.clients.cloud import settings
         return settings(self.config)
 
     def conn(self):
         if self._conn is None:
-            from autoremedy.cloud import connect
+            from autoremedy.clients.cloud import connect
             self._conn = (self._connect or connect)(self.config, concurrency=self.concurrency)
         return self._conn
 
@@ -176,7 +176,7 @@ class EvacuateHost(EvacuationWindow, WayBack, Remediation):
         that cannot name the host (a cloud-wide Sensu proxy check). Each run takes one
         host through every guard; the next event takes the next."""
         from autoremedy.checks import compute_node as cn
-        from autoremedy.cloud import CloudError
+        from autoremedy.clients.cloud import CloudError
         try:
             states, _ = cn.survey(self.conn(), self.osconf(), runner=self.runner)
         except CloudError as exc:
@@ -349,7 +349,7 @@ class EvacuateHost(EvacuationWindow, WayBack, Remediation):
 
     def _fence_step(self, host, osconf):
         from autoremedy.checks import compute_node as cn
-        from autoremedy.cloud import host_settings
+        from autoremedy.clients.cloud import host_settings
         ipmi = host_settings(osconf, host)["ipmi"]
         argv = cn.ipmi_argv(ipmi, "chassis", "power", "off")
 
@@ -381,7 +381,7 @@ class EvacuateHost(EvacuationWindow, WayBack, Remediation):
         cap = self.opt("capacity", {})
         if not cap.get("check", True):
             return
-        from autoremedy.cloud import guarded
+        from autoremedy.clients.cloud import guarded
         up = {s.host for s in services if s.state == "up" and s.status == "enabled" and s.host != host}
         wanted = {s.host for s in reserved} if reserved else up
         with guarded("reading hypervisor capacity"):
@@ -407,14 +407,14 @@ class EvacuateHost(EvacuationWindow, WayBack, Remediation):
 
     # -- the steps -----------------------------------------------------------------------
     def _force_down(self, service, forced=True):
-        from autoremedy.cloud import guarded
+        from autoremedy.clients.cloud import guarded
         with guarded(f"{'forcing' if forced else 'un-forcing'} {service.host} "
                      f"{'down' if forced else '(forced_down=false)'}"):
             self.conn().compute.update_service_forced_down(service, service.host, "nova-compute", forced)
         return "forced down" if forced else "no longer forced down"
 
     def _disable(self, service, reason):
-        from autoremedy.cloud import guarded
+        from autoremedy.clients.cloud import guarded
         # By id, not the Service object: the SDK sends only the attributes that
         # differ from the object's, and Nova answers 400 to a disabled_reason
         # sent without status=disabled (a renewed claim would be refused).
@@ -464,7 +464,7 @@ class EvacuateHost(EvacuationWindow, WayBack, Remediation):
         return None
 
     def _enable(self, service):
-        from autoremedy.cloud import guarded
+        from autoremedy.clients.cloud import guarded
         with guarded(f"enabling {service.host}"):
             self.conn().compute.enable_service(service, service.host, "nova-compute")
         return "enabled"
@@ -548,7 +548,7 @@ class _View:
 
     def instances(self, fresh=True):
         if fresh or self._servers is None:
-            from autoremedy.cloud import guarded
+            from autoremedy.clients.cloud import guarded
             with guarded("listing every instance"):
                 rows = list(self.remediation.conn().compute.servers(details=True, all_projects=True))
             self._servers = {s.id: {"host": s.compute_host, "status": s.status, "vm_state": s.vm_state,

@@ -35,9 +35,9 @@ import stat
 import time
 
 from autoremedy import config as configmod
-from autoremedy import units
-from autoremedy.noharm import Invariant, Reach
-from autoremedy.remediation import Remediation, RemediationError, Step
+from autoremedy.contract import units
+from autoremedy.contract.noharm import Invariant, Reach
+from autoremedy.contract.remediation import Remediation, RemediationError, Step
 from autoremedy.remediations import _disk_files as files
 from autoremedy.remediations import _mounts
 
@@ -120,7 +120,7 @@ class FreeDisk(Remediation):
 
     def probe(self, target):
         """The disk check on this mount with its thresholds, under this configuration."""
-        from autoremedy import checkrun
+        from autoremedy.contract import checkrun
         entry = self.allowlist()[target]
         argv = ["-p", target, "-w", str(entry.get("warning", 85)), "-c", str(entry.get("critical", 95))]
         result, _ = checkrun.run("disk", argv, self.config)

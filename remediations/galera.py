@@ -65,11 +65,12 @@ import json
 import time
 
 from autoremedy import config as configmod
-from autoremedy import execute, galera, mysql
-from autoremedy.guard import Refused
-from autoremedy.noharm import Invariant, Reach
-from autoremedy.remediation import Noop, Remediation, RemediationError, Step
-from autoremedy.result import CheckError, Metric, Result, Status
+from autoremedy.contract import execute
+from autoremedy.clients import galera, mysql
+from autoremedy.contract.guard import Refused
+from autoremedy.contract.noharm import Invariant, Reach
+from autoremedy.contract.remediation import Noop, Remediation, RemediationError, Step
+from autoremedy.contract.result import CheckError, Metric, Result, Status
 
 from autoremedy.checks import galera as check
 
@@ -592,9 +593,9 @@ def cluster_verdict(nodes):
     """The whole cluster as the check would judge it: every node answers, is
     Primary, Synced and ready, and they form one component of the configured
     size. ``data["primary"]`` lists the nodes that are Primary."""
-    from autoremedy import checkrun
+    from autoremedy.contract import checkrun
     expected = len(nodes)
-    # The check's own options table and defaults (autoremedy/checkrun.py), for the size wanted.
+    # The check's own options table and defaults (autoremedy/contract/checkrun.py), for the size wanted.
     args = checkrun.thresholds(checkrun.options(check.NAME, [f"--expected-size={expected}"], check))
     # Flow control since the last FLUSH STATUS says nothing of a repair: not judged here.
     args.fc_warning = args.fc_critical = None

@@ -57,10 +57,11 @@ target names, two state directories or two hosts cannot repair it at once.
 import time
 
 from autoremedy import config as configmod
-from autoremedy import execute, mysql
-from autoremedy.guard import Refused
-from autoremedy.remediation import Noop, Remediation, RemediationError, Step
-from autoremedy.result import Result, Status
+from autoremedy.contract import execute
+from autoremedy.clients import mysql
+from autoremedy.contract.guard import Refused
+from autoremedy.contract.remediation import Noop, Remediation, RemediationError, Step
+from autoremedy.contract.result import Result, Status
 
 from autoremedy.checks import mysql_replication as check
 from autoremedy.remediations import _replication_compare as compare
@@ -269,7 +270,7 @@ class ReplicationRepair(NoHarmDeclarations, DuplicateKeyRepairs, Remediation):
             return steps + [self._compare_step(session, target, channel, scope)], []
 
     def _lag_problem(self, channel, entry):
-        from autoremedy.ranges import Range
+        from autoremedy.contract.ranges import Range
         warn = Range.parse(str(entry["warning"]))
         if channel.lag is not None and warn is not None and warn.alerts(channel.lag):
             return (f"[{channel.label}] lag {channel.lag}s with both threads running "
@@ -541,9 +542,9 @@ class ReplicationRepair(NoHarmDeclarations, DuplicateKeyRepairs, Remediation):
     def check(self, target):
         """The replication check on this target's replica and connections; errant
         transactions are judged against the configured source."""
-        from autoremedy import checkrun
+        from autoremedy.contract import checkrun
         entry = self.entry(target)
-        # The check's own options table and defaults (autoremedy/checkrun.py), with
+        # The check's own options table and defaults (autoremedy/contract/checkrun.py), with
         # this target's thresholds and connections.
         argv = [f"--warning={entry['warning']}", f"--critical={entry['critical']}"]
         argv += [f"--connection={name}" for name in entry.get("connections") or []]

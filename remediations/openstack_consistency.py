@@ -53,10 +53,10 @@ import time
 
 from autoremedy import config as configmod
 from autoremedy import statefile
-from autoremedy.guard import Refused, Skip
-from autoremedy.noharm import Invariant, Reach
-from autoremedy.remediation import Remediation, RemediationError, Step
-from autoremedy.result import Status
+from autoremedy.contract.guard import Refused, Skip
+from autoremedy.contract.noharm import Invariant, Reach
+from autoremedy.contract.remediation import Remediation, RemediationError, Step
+from autoremedy.contract.result import Status
 
 ACTIONS = ("stop", "reset-active", "restart-agent", "restart-compute")
 RETIRED = {"reset-error": "a reset to ERROR is never a repair (it hides the fault): remove it"}
@@ -76,7 +76,7 @@ class Reconcile(Remediation):
     }
 
     def __init__(self, config, runner=None, audit=None, conn=None):
-        from autoremedy import execute
+        from autoremedy.contract import execute
         super().__init__(config, runner or execute.run, audit)
         self._conn = conn
         self._planned = {}        # server id -> the repair the plan makes to it
@@ -98,7 +98,7 @@ class Reconcile(Remediation):
 
     def conn(self):
         if self._conn is None:
-            from autoremedy.cloud import connect
+            from autoremedy.clients.cloud import connect
             self._conn = connect(self.config)
         return self._conn
 
@@ -223,7 +223,7 @@ class Reconcile(Remediation):
 
     def _server_call(self, method, server_id, *args):
         def call():
-            from autoremedy.cloud import CloudError, guarded
+            from autoremedy.clients.cloud import CloudError, guarded
             try:
                 with guarded(f"{method} {server_id}"):
                     getattr(self.conn().compute, method)(server_id, *args)
@@ -271,7 +271,7 @@ class Reconcile(Remediation):
                           rule="none added (ERROR is never a repair)")]
 
     def _instances(self):
-        from autoremedy.cloud import guarded
+        from autoremedy.clients.cloud import guarded
         with guarded("listing every instance"):
             rows = list(self.conn().compute.servers(details=True, all_projects=True))
         self._world = {s.id: {"host": s.compute_host, "status": s.status, "vm_state": s.vm_state,
@@ -287,9 +287,9 @@ class Reconcile(Remediation):
         """The check again, until it passes and every repaired instance is in its planned
         state, or ``verify_timeout`` (Nova's record of a stop lands asynchronously).
         Every repair landed but other findings remain: partial."""
-        from autoremedy import checkrun
+        from autoremedy.contract import checkrun
         from autoremedy.checks.openstack_consistency import judge
-        # The check's own options (autoremedy/checkrun.py), every finding counted:
+        # The check's own options (autoremedy/contract/checkrun.py), every finding counted:
         # verified means nothing left at all, not "under the operator's thresholds".
         args = checkrun.thresholds(checkrun.options("openstack-consistency", ["-w", "0", "-c", "0"]))
         deadline = time.monotonic() + float(self.settings.get("verify_timeout") or 30.0)

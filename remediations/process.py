@@ -32,12 +32,12 @@ import os
 import time
 
 from autoremedy import config as configmod
-from autoremedy import execute
-from autoremedy.guard import Refused
-from autoremedy.noharm import Invariant, Reach
-from autoremedy.remediation import Remediation, RemediationError, Step
+from autoremedy.contract import execute
+from autoremedy.contract.guard import Refused
+from autoremedy.contract.noharm import Invariant, Reach
+from autoremedy.contract.remediation import Remediation, RemediationError, Step
 from autoremedy.remediations import _procs
-from autoremedy.result import Result, Status
+from autoremedy.contract.result import Result, Status
 from autoremedy.checks.process import is_interpreter
 
 SELECTORS = ("unit", "process", "cmdline", "pidfile")
@@ -126,7 +126,7 @@ class RestartProcess(Remediation):
 
     def probe(self, target):
         """The process check on this target's selector, under this configuration."""
-        from autoremedy import checkrun
+        from autoremedy.contract import checkrun
         result, _ = checkrun.run("process", self.selector(target) + ["--timeout", "10"], self.config)
         return result
 

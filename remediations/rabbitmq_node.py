@@ -45,12 +45,12 @@ import os
 import time
 
 from autoremedy import config as configmod
-from autoremedy import rabbitmq
-from autoremedy.guard import Refused
-from autoremedy.noharm import Invariant, Reach
-from autoremedy.remediation import Remediation, RemediationError, Step
+from autoremedy.clients import rabbitmq
+from autoremedy.contract.guard import Refused
+from autoremedy.contract.noharm import Invariant, Reach
+from autoremedy.contract.remediation import Remediation, RemediationError, Step
 from autoremedy.remediations import _rabbitmq_cluster as cluster
-from autoremedy.result import Status
+from autoremedy.contract.result import Status
 
 NAME = "rabbitmq-node"
 RESET_STATES = ("boot_failed", "stuck_booting")
@@ -111,7 +111,7 @@ class ResetNode(Remediation):
 
     # -- the check, in process, with this configuration --------------------------------
     def probe(self, extra=()):
-        from autoremedy import checkrun
+        from autoremedy.contract import checkrun
         from autoremedy.checks import rabbitmq_node as check
         options = checkrun.options(NAME, ["--node", self.rmq.node_name, *extra], check)
         settings = rabbitmq.settings(self.config)
@@ -518,7 +518,7 @@ class ResetNode(Remediation):
         return f"moved to {dest}"
 
     def start(self):
-        from autoremedy import execute
+        from autoremedy.contract import execute
         argv = list(self.rmq.start_command)
         # The node's own name in the environment: without it rabbitmq-server
         # would start the machine's default node, not the target.

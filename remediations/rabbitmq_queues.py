@@ -30,7 +30,7 @@ plans**: the policy RabbitMQ gets names the planned queues and nothing else::
 cap
     Applies RabbitMQ policy ``autoremedy-<target>`` whose pattern is the
     anchored, escaped list of the governed queues (``^(?:a|b)$``:
-    autoremedy.queue_patterns), never the operator's pattern, so the regex
+    autoremedy.clients.queue_patterns), never the operator's pattern, so the regex
     dialect does not matter and a new queue that happens to match is not
     capped. Each run re-plans: queues newly over the threshold join, queues
     already governed stay (while they exist and still match), queues that no
@@ -49,14 +49,14 @@ move
 purge
     ``DELETE /api/queues/<vhost>/<name>/contents``, only when ``disposable: true``.
 
-**RPC queues are protected** (autoremedy.oslo_queues): oslo.messaging's reply
+**RPC queues are protected** (autoremedy.clients.oslo_queues): oslo.messaging's reply
 and fanout queues, and topic / server queues that have a consumer or had one
 within ``rabbitmq.rpc_window`` (the consumer history the check and this class
 keep), are never capped or moved unless the policy says ``rpc_queues: allow``,
 and never purged. They are left out of the plan with the reason; a plan of
 nothing but protected queues is refused naming them.
 
-**No harm** (autoremedy.noharm): the reach is the planned queues, read as
+**No harm** (autoremedy.contract.noharm): the reach is the planned queues, read as
 every queue of the vhost with its ``policy``, ``operator_policy`` and
 ``effective_policy_definition`` (one listing before, one after); the
 invariants are the message counts of every consumer-less queue outside the
@@ -73,11 +73,11 @@ policy columns of every queue as of after the change.
 """
 import time
 
-from autoremedy import oslo_queues, queue_patterns, rabbitmq
-from autoremedy.guard import Refused
-from autoremedy.noharm import Invariant, Reach
-from autoremedy.remediation import Noop, Remediation, RemediationError, Step
-from autoremedy.result import Result, Status
+from autoremedy.clients import oslo_queues, queue_patterns, rabbitmq
+from autoremedy.contract.guard import Refused
+from autoremedy.contract.noharm import Invariant, Reach
+from autoremedy.contract.remediation import Noop, Remediation, RemediationError, Step
+from autoremedy.contract.result import Result, Status
 
 NAME = "rabbitmq-queues"
 OPERATOR_KEYS = {"max-length", "max-length-bytes", "message-ttl"}   # 3.10 operator-policy keys
@@ -685,7 +685,7 @@ def _can_vanish(row):
 
 
 def _ago(seconds):
-    from autoremedy import units
+    from autoremedy.contract import units
     return units.human_duration(max(0.0, seconds))
 
 

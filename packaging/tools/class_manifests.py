@@ -1,6 +1,6 @@
 """The failure classes' manifests, as the packaging generators read them: from the
 source tree's checks/<class>.py (``MANIFEST``, parsed with ``ast.literal_eval`` by
-autoremedy/registry.py), never from an installed package and never by importing
+autoremedy/contract/registry.py), never from an installed package and never by importing
 a check. Loaded by file path, so a generator runs with a bare ``python3`` and
 needs nothing of autoremedy installed:
 
@@ -23,7 +23,7 @@ LAST = 1000
 
 
 def _registry():
-    path = os.path.join(PROJECT, "autoremedy", "registry.py")
+    path = os.path.join(PROJECT, "autoremedy", "contract", "registry.py")
     spec = importlib.util.spec_from_file_location("autoremedy_registry_of_the_source_tree", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -4,7 +4,7 @@
 # directories: tests/fleet/services.py). mariadbd comes with 30-mysql.sh; redis-server
 # and redis-cli are on the machine already (need_pkgs only checks them); this part
 # adds the etcd server binary (Debian's etcd-server: /usr/bin/etcd).
-# No test needs etcdctl (autoremedy/coordination_etcd.py talks to etcd's JSON
+# No test needs etcdctl (autoremedy/clients/coordination_etcd.py talks to etcd's JSON
 # gateway itself), so etcd-client is not installed. The Python side (tooz, redis,
 # for the Redis backend) is in setup.py's "test" extra.
 #

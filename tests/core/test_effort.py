@@ -1,7 +1,7 @@
 """The effort estimate: what a human must read, not how busy the logs were."""
 import pytest
 
-from autoremedy import effort
+from autoremedy.collection import effort
 
 
 @pytest.mark.parametrize("inputs,size", [

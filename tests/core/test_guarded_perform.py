@@ -8,9 +8,9 @@ import pytest
 
 from autoremedy.audit import Audit
 from autoremedy.config import Config
-from autoremedy.noharm import Reach
-from autoremedy.remediation import Remediation, Step, Trigger, perform
-from autoremedy.result import Result
+from autoremedy.contract.noharm import Reach
+from autoremedy.contract.remediation import Remediation, Step, Trigger, perform
+from autoremedy.contract.result import Result
 
 
 class Recorder(Remediation):

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from autoremedy import logtemplates
+from autoremedy.collection import logtemplates
 
 LOGHUB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures", "loghub")
 

@@ -12,9 +12,9 @@ import pytest
 
 from autoremedy.audit import Audit
 from autoremedy.config import Config
-from autoremedy.noharm import Invariant, Reach
-from autoremedy.remediation import Noop, Remediation, Step, Trigger, perform
-from autoremedy.result import Result
+from autoremedy.contract.noharm import Invariant, Reach
+from autoremedy.contract.remediation import Noop, Remediation, Step, Trigger, perform
+from autoremedy.contract.result import Result
 
 
 class Sweeper(Remediation):

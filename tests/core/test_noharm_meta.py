@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from autoremedy.remediation import Remediation
+from autoremedy.contract.remediation import Remediation
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

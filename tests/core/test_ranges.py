@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from autoremedy.ranges import Range, RangeError
+from autoremedy.contract.ranges import Range, RangeError
 
 # spec, values that alert, values that do not (monitoring-plugins guidelines table)
 CASES = [

@@ -1,8 +1,8 @@
-"""autoremedy.registry: the MANIFEST literal read without running the module, in
+"""autoremedy.contract.registry: the MANIFEST literal read without running the module, in
 either layout, and refused with the path when it is not a literal."""
 import pytest
 
-from autoremedy.registry import ManifestError, manifests, read_manifest
+from autoremedy.contract.registry import ManifestError, manifests, read_manifest
 
 
 def test_a_manifest_is_parsed_not_executed_in_either_layout(tmp_path):

@@ -1,7 +1,7 @@
 import json
 
-from autoremedy.render import nagios, perfdata, render, zabbix
-from autoremedy.result import Metric, Result, Status
+from autoremedy.contract.render import nagios, perfdata, render, zabbix
+from autoremedy.contract.result import Metric, Result, Status
 
 
 def sample(**kw):

@@ -1,7 +1,7 @@
 import time
 
-from autoremedy.result import CheckError, Result, Status
-from autoremedy.runtime import ArgumentParser, UsageError, guarded_result
+from autoremedy.contract.result import CheckError, Result, Status
+from autoremedy.contract.runtime import ArgumentParser, UsageError, guarded_result
 
 import pytest
 

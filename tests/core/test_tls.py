@@ -1,4 +1,4 @@
-"""autoremedy.tls.client_context: the one TLS client context (stackstorm, the
+"""autoremedy.clients.tls.client_context: the one TLS client context (stackstorm, the
 RabbitMQ AMQP fallback, MySQL), each ``verify`` form against a real handshake
 with a local server whose certificate openssl made."""
 import os
@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from autoremedy.tls import client_context
+from autoremedy.clients.tls import client_context
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,8 @@ def sensu_event(n, incident=None):
 
 
 def spool_events(state_dir, count):
-    from autoremedy.event import from_sensu
-    from autoremedy.spool import Spool
+    from autoremedy.pipeline.event import from_sensu
+    from autoremedy.pipeline.spool import Spool
     spool = Spool(str(state_dir))
     for n in range(count):
         spool.put(from_sensu(json.loads(sensu_event(n))), claim=False)

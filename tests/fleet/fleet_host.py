@@ -42,7 +42,7 @@ def job(spec):
     if mode == "reserve":
         return _reserve(config, event_id, target)
     import fleetkit
-    from autoremedy.remediation import Trigger, perform
+    from autoremedy.contract.remediation import Trigger, perform
     remediation = fleetkit.FleetTest(config)
     outcome = perform(remediation, target, Trigger(source="sensu", event_id=event_id, status=2,
                                                    occurrences=3, history=[2, 2, 2],
@@ -52,7 +52,7 @@ def job(spec):
 
 
 def _reserve(config, event_id, target):
-    from autoremedy.guard import Guard, Refused, fleet_for
+    from autoremedy.contract.guard import Guard, Refused, fleet_for
     guard = Guard(config.state_dir, "fleettest", config.guards("fleettest"),
                   hostname=config.hostname, scope="api", fleet=fleet_for(config))
     result = {"event": event_id, "target": target, "host": config.hostname, "pid": os.getpid(),
@@ -66,9 +66,10 @@ def _reserve(config, event_id, target):
 
 
 def _dispatch(config, event_id, target):
-    from autoremedy import registry, route
-    from autoremedy.result import Result, Status
-    from autoremedy.sources.hook import from_check
+    from autoremedy.contract import registry
+    from autoremedy.pipeline import route
+    from autoremedy.contract.result import Result, Status
+    from autoremedy.pipeline.sources.hook import from_check
     global _real_load
     if _real_load is None:
         _real_load, registry.load = registry.load, _load
@@ -82,7 +83,7 @@ def _dispatch(config, event_id, target):
     # A node hook is a process of its own: its coordinator (and the backend's
     # sessions) ends with it, not held by this worker across the next nodes'
     # jobs (200 nodes' MariaDB sessions would pass the server's max_connections).
-    from autoremedy import coordination
+    from autoremedy.clients import coordination
     coordination.close_all()
     return {"event": event.id, "target": target, "host": config.hostname, "pid": os.getpid(),
             "status": outcome.status if outcome else None,
@@ -112,7 +113,8 @@ def main(spec_path, out_path):
     if spec.get("barrier"):
         # What every worker needs, imported once here: the forked workers inherit it.
         import fleetkit  # noqa: F401
-        from autoremedy import coordination, remediation  # noqa: F401
+        from autoremedy.clients import coordination  # noqa: F401
+        from autoremedy.contract import remediation  # noqa: F401
         _wait_for_the_others(spec["barrier"], os.path.basename(out_path))
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(spec["workers"]) as pool:

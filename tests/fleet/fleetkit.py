@@ -8,7 +8,7 @@ when the object is healthy, so a second host that gets the lock after the first
 finds nothing to do. Every remediation path through the real guard, lock and
 ledger ends in ``perform()``; the test only swaps the action.
 
-Like every class, it declares what its run could harm (autoremedy/noharm.py,
+Like every class, it declares what its run could harm (autoremedy/contract/noharm.py,
 docs/noharm.md): its reach is the target's own object and the shared action log,
 and the log is append-only. The other targets' objects are not watched: other
 hosts repair them at the same moment (that is the point of the tests), the way a
@@ -23,9 +23,9 @@ import time
 import yaml
 
 from autoremedy import config as configmod
-from autoremedy.noharm import Invariant, Reach
-from autoremedy.remediation import Remediation, Step
-from autoremedy.result import Result, Status
+from autoremedy.contract.noharm import Invariant, Reach
+from autoremedy.contract.remediation import Remediation, Step
+from autoremedy.contract.result import Result, Status
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOST_SCRIPT = os.path.join(HERE, "fleet_host.py")

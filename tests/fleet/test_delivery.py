@@ -32,7 +32,7 @@ def _replay_rate(tmp_path, name, nodelay, events):
 
 
 def test_a_server_that_leaves_nagle_on_does_not_slow_replay(tmp_path):
-    """Before the client-side fix (autoremedy/stackstorm.py, TCP_QUICKACK), a
+    """Before the client-side fix (autoremedy/pipeline/stackstorm.py, TCP_QUICKACK), a
     server without TCP_NODELAY cost each event a delayed ACK: ~40 ms, 22 events/s
     on one connection against several hundred from a server that sets it, a
     ratio of ~0.05. Side by side, in the same run: the same 200 events replayed
@@ -64,8 +64,8 @@ def test_a_server_that_leaves_nagle_on_does_not_slow_replay(tmp_path):
 def test_concurrent_replay_keeps_each_incidents_order(tmp_path):
     """100 incidents, each WARNING -> CRITICAL -> OK, spooled interleaved:
     with 4 connections every incident still arrives in its own order."""
-    from autoremedy.event import from_sensu
-    from autoremedy.spool import Spool
+    from autoremedy.pipeline.event import from_sensu
+    from autoremedy.pipeline.spool import Spool
     spool = Spool(str(tmp_path))
     for status in (1, 2, 0):
         for n in range(100):

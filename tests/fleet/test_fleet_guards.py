@@ -1,4 +1,4 @@
-"""Guards across hosts (autoremedy.coordination) against real backends of the
+"""Guards across hosts (autoremedy.clients.coordination) against real backends of the
 tests' own: three "hosts" (processes with their own state directories and host
 names, each with a pool of handler processes) acting on shared objects."""
 import collections
@@ -169,7 +169,7 @@ def test_cap_never_exceeded_by_300_reservations_at_once(backend, tmp_path, names
     lock: the objects differ): exactly 25 get a run under a cap of 25, the
     other 275 are refused by the cap (none for a busy or unreachable backend),
     and the shared ledger holds 25 runs."""
-    from autoremedy import coordination
+    from autoremedy.clients import coordination
     from autoremedy.config import Config
     targets = [f"r{i:03d}" for i in range(300)]
     guards = {"global_cap": {"max": 25, "per": 3600.0}}
@@ -204,10 +204,10 @@ def _closed_port():
 def test_no_tooz_on_the_checks_and_handlers_import_path(tmp_path):
     """Coordination costs nothing where it is not configured: importing the
     handlers, the guard and the dispatch loads neither tooz nor a backend client."""
-    code = ("import sys, autoremedy.route, autoremedy.guard, autoremedy.remediation, "
+    code = ("import sys, autoremedy.pipeline.route, autoremedy.contract.guard, autoremedy.contract.remediation, "
             "autoremedy.handlers.sensu, autoremedy.handlers.hook, autoremedy.handlers.replay;"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tooz', 'redis', 'etcd3gw', 'futurist') or m.startswith('autoremedy.coordination')))")
+            "('tooz', 'redis', 'etcd3gw', 'futurist') or m.startswith('autoremedy.clients.coordination')))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           cwd=str(tmp_path))          # the installed bundle, not the source tree
     assert done.stdout.strip() == "[]"
@@ -261,7 +261,7 @@ def test_unreachable_backend_policies(tmp_path, namespace):
     node-scoped one refuses by default and acts under this host's guards only
     with ``unreachable: local``."""
     from autoremedy.config import Config
-    from autoremedy.remediation import Trigger, perform
+    from autoremedy.contract.remediation import Trigger, perform
     url = f"redis://127.0.0.1:{_closed_port()}/0"
     outcomes = {}
     for name, scope, policy in (("api", "api", "local"), ("node-refuse", "node", "refuse"),

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from autoremedy.breaker import Breaker
+from autoremedy.pipeline.breaker import Breaker
 
 
 class Clock:
@@ -67,7 +67,7 @@ def test_not_configured_is_described_as_such(tmp_path):
 
 PROBE = """\
 import sys
-from autoremedy.breaker import Breaker
+from autoremedy.pipeline.breaker import Breaker
 print(Breaker(sys.argv[1], cooldown=0.0, probe_lease=60).allow())
 """
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import time
 
-from autoremedy.spool import CorruptEntry, Spool
+from autoremedy.pipeline.spool import CorruptEntry, Spool
 
 from handlerkit import AUTOREMEDY, audit_records, fixture_text, service_config, spool_entries, st2_env
 

@@ -79,7 +79,7 @@ def test_zabbix_setup_without_any_definitions_says_where_it_looked(run_cli, tmp_
     # Nothing named: the installed copy, then a checkout's (this machine may have
     # the installed one, so the lookup is run here with it moved out of the way).
     from autoremedy import zabbix_setup
-    from autoremedy.runtime import UsageError
+    from autoremedy.contract.runtime import UsageError
     monkeypatch.setattr(zabbix_setup, "DEFAULT_SOURCE", str(tmp_path / "not-installed"))
     monkeypatch.delenv("AUTOREMEDY_ZABBIX_DIR", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -7,8 +7,8 @@ import json
 import subprocess
 import time
 
-from autoremedy.event import from_sensu
-from autoremedy.spool import Spool
+from autoremedy.pipeline.event import from_sensu
+from autoremedy.pipeline.spool import Spool
 
 from handlerkit import AUTOREMEDY, fixture_text, spool_entries, st2_double, st2_env, API_KEY
 

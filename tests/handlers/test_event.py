@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from autoremedy.event import (Event, MalformedEvent, decode_json, from_check, from_sensu,
+from autoremedy.pipeline.event import (Event, MalformedEvent, decode_json, from_check, from_sensu,
                               from_zabbix, from_zabbix_params, safe_id, stable_id)
-from autoremedy.result import Result, Status
+from autoremedy.contract.result import Result, Status
 
 from handlerkit import fixture_text
 

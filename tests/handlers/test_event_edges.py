@@ -6,12 +6,12 @@ import os
 
 import pytest
 
-from autoremedy.event import MalformedEvent, decode_json
-from autoremedy.guard import Guard, Skip, Refused, same_host
-from autoremedy.remediation import Trigger
-from autoremedy.result import Status
-from autoremedy.sources.sensu import from_sensu
-from autoremedy.sources.zabbix import from_zabbix, from_zabbix_params
+from autoremedy.pipeline.event import MalformedEvent, decode_json
+from autoremedy.contract.guard import Guard, Skip, Refused, same_host
+from autoremedy.contract.remediation import Trigger
+from autoremedy.contract.result import Status
+from autoremedy.pipeline.sources.sensu import from_sensu
+from autoremedy.pipeline.sources.zabbix import from_zabbix, from_zabbix_params
 
 from handlerkit import audit_records, fixture_text, run_bytes, spool_entries
 

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from autoremedy.config import Config
-from autoremedy.route import gate_for, through_gate
+from autoremedy.pipeline.route import gate_for, through_gate
 
 
 def config(**fallback):

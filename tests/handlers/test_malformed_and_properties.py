@@ -15,10 +15,10 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from autoremedy.event import MAX_NAME, Event, MalformedEvent, decode_json
-from autoremedy.ranges import Range, RangeError
-from autoremedy.sources.sensu import from_sensu
-from autoremedy.sources.zabbix import FIELDS, from_zabbix, from_zabbix_params
+from autoremedy.pipeline.event import MAX_NAME, Event, MalformedEvent, decode_json
+from autoremedy.contract.ranges import Range, RangeError
+from autoremedy.pipeline.sources.sensu import from_sensu
+from autoremedy.pipeline.sources.zabbix import FIELDS, from_zabbix, from_zabbix_params
 
 from handlerkit import FIXTURES, fixture_text
 

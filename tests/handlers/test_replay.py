@@ -10,8 +10,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from autoremedy import statefile
-from autoremedy.event import from_sensu
-from autoremedy.spool import Spool
+from autoremedy.pipeline.event import from_sensu
+from autoremedy.pipeline.spool import Spool
 
 from handlerkit import API_KEY, AUTOREMEDY, fixture_text, spool_entries, st2_env
 
@@ -103,7 +103,7 @@ def test_events_from_handler_processes_while_down_are_all_delivered(st2, state_d
 
 def test_replay_keeps_spool_order_in_process(st2, state_dir):
     from autoremedy.handlers.replay import Replayer
-    from autoremedy.stackstorm import Client
+    from autoremedy.pipeline.stackstorm import Client
     spool_directly(state_dir, 30)
     replayer = Replayer(Spool(str(state_dir)), Client(st2.url, api_key=API_KEY)).run()
     assert replayer.delivered == 30 and replayer.stopped is None

@@ -8,8 +8,8 @@ import types
 import pytest
 
 from autoremedy.config import Config
-from autoremedy.event import from_sensu
-from autoremedy.route import BACKEND, NODE, Route, RouteError, dispatch, match, routes, same_host
+from autoremedy.pipeline.event import from_sensu
+from autoremedy.pipeline.route import BACKEND, NODE, Route, RouteError, dispatch, match, routes, same_host
 
 from handlerkit import API_KEY, audit_records, service_config, spool_entries, st2_env
 
@@ -250,10 +250,10 @@ def test_unwritable_state_and_no_stackstorm_is_an_escalation(make_config, sensu_
 def test_escalation_hook_point_attaches_the_incident_bundle(make_config, sensu_go, st2, state_dir,
                                                             monkeypatch):
     calls = []
-    fake = types.ModuleType("autoremedy.collect")
+    fake = types.ModuleType("autoremedy.collection.collect")
     fake.for_event = lambda config, host, check, when, ids=(): calls.append((host, check)) or \
         {"path": "/var/lib/autoremedy/bundles/x.tar.gz", "summary": "3 services, 12 lines"}
-    monkeypatch.setitem(sys.modules, "autoremedy.collect", fake)
+    monkeypatch.setitem(sys.modules, "autoremedy.collection.collect", fake)
     st2.set_mode("down")
     config = load(make_config, {"stackstorm": {"attach_bundle": True}}, st2)
     decision = dispatch(config, event_for(sensu_go), BACKEND)
@@ -266,9 +266,9 @@ def test_escalation_hook_point_attaches_the_incident_bundle(make_config, sensu_g
 
 def test_escalation_hook_is_opt_in_and_its_failure_does_not_stop_escalation(make_config, sensu_go,
                                                                              st2, monkeypatch):
-    fake = types.ModuleType("autoremedy.collect")
+    fake = types.ModuleType("autoremedy.collection.collect")
     fake.for_event = lambda *a, **kw: 1 / 0
-    monkeypatch.setitem(sys.modules, "autoremedy.collect", fake)
+    monkeypatch.setitem(sys.modules, "autoremedy.collection.collect", fake)
     st2.set_mode("down")
     quiet = dispatch(load(make_config, {}, st2), event_for(sensu_go, ident="e1"), BACKEND)
     assert quiet.exit_code == 1 and quiet.entry.data["escalation"]["bundle"] is None

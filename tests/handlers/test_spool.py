@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from autoremedy.event import from_sensu
-from autoremedy.remediation import Outcome
-from autoremedy.spool import CorruptEntry, Spool
+from autoremedy.pipeline.event import from_sensu
+from autoremedy.contract.remediation import Outcome
+from autoremedy.pipeline.spool import CorruptEntry, Spool
 
 
 def go_event(sensu_go, n, status=2):
@@ -137,8 +137,8 @@ def test_temp_files_of_killed_writers_are_swept_when_old(tmp_path):
 
 WRITER = """\
 import json, sys
-from autoremedy.event import from_sensu
-from autoremedy.spool import Spool
+from autoremedy.pipeline.event import from_sensu
+from autoremedy.pipeline.spool import Spool
 base = json.load(open(sys.argv[2]))
 spool = Spool(sys.argv[1])
 for n in range(int(sys.argv[3]), 10**6):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from autoremedy.stackstorm import CONFIG, DELIVERED, UNREACHABLE, Client, SettingsError, endpoint
+from autoremedy.pipeline.stackstorm import CONFIG, DELIVERED, UNREACHABLE, Client, SettingsError, endpoint
 
 from handlerkit import API_KEY, st2_double
 

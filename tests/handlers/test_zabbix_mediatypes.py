@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from autoremedy.event import MalformedEvent
-from autoremedy.result import Status
-from autoremedy.sources.zabbix import canon, fields_of, from_zabbix_params
+from autoremedy.pipeline.event import MalformedEvent
+from autoremedy.contract.result import Status
+from autoremedy.pipeline.sources.zabbix import canon, fields_of, from_zabbix_params
 
 from handlerkit import FIXTURES, fixture_text, st2_env
 

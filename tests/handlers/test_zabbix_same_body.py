@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from autoremedy import __version__
-from autoremedy.sources.zabbix import from_zabbix, from_zabbix_params
+from autoremedy.pipeline.sources.zabbix import from_zabbix, from_zabbix_params
 
 from handlerkit import API_KEY, TESTS, st2_env
 from test_zabbix_mediatypes import TAGS, definitions, filled, fill, macros

@@ -13,7 +13,7 @@ import time
 
 from autoremedy.audit import Audit
 from autoremedy.config import Config
-from autoremedy.remediation import Trigger, perform
+from autoremedy.contract.remediation import Trigger, perform
 from autoremedy.remediations import mysql_replication as rem
 
 import mysql_instances as mi

@@ -5,12 +5,12 @@ import os
 
 import pytest
 
-from autoremedy import galera
+from autoremedy.clients import galera
 from autoremedy.checks import galera as check
 from autoremedy.config import Config, ConfigError
-from autoremedy.ranges import Range
+from autoremedy.contract.ranges import Range
 from autoremedy.remediations import galera as rem
-from autoremedy.result import Status
+from autoremedy.contract.result import Status
 
 # SHOW GLOBAL STATUS values measured on this machine (tests/mysql runs, galera-4 on MariaDB 10.11).
 HEALTHY = {"wsrep_provider_name": "Galera", "wsrep_cluster_status": "Primary", "wsrep_cluster_size": "2",

@@ -13,8 +13,8 @@ import pytest
 
 from autoremedy.audit import Audit
 from autoremedy.config import Config
-from autoremedy.guard import Guard
-from autoremedy.remediation import Trigger, perform
+from autoremedy.contract.guard import Guard
+from autoremedy.contract.remediation import Trigger, perform
 from autoremedy.remediations import galera as rem
 
 import galera_cluster as gc

@@ -13,7 +13,7 @@ import pytest
 
 from autoremedy.audit import Audit
 from autoremedy.config import Config
-from autoremedy.remediation import Trigger, perform
+from autoremedy.contract.remediation import Trigger, perform
 from autoremedy.remediations import galera as rem
 
 import galera_cluster as gc

@@ -1,4 +1,4 @@
-"""autoremedy.mysql: option files, the mysql: section, address/credential precedence, TLS, timeouts, errors."""
+"""autoremedy.clients.mysql: option files, the mysql: section, address/credential precedence, TLS, timeouts, errors."""
 import os
 import socket
 import subprocess
@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from autoremedy import mysql, optionfile
+from autoremedy.clients import mysql, optionfile
 from autoremedy.config import Config, ConfigError
-from autoremedy.result import CheckError
+from autoremedy.contract.result import CheckError
 
 import mysql_instances as mi
 

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from autoremedy.checks import mysql_replication as check
-from autoremedy.ranges import Range
-from autoremedy.result import Status
+from autoremedy.contract.ranges import Range
+from autoremedy.contract.result import Status
 
 import mysql_instances as mi
 import replication_topology as rt

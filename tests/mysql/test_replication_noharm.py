@@ -14,8 +14,8 @@ replica's thread states and errant GTIDs. Nothing may differ after the run.
 """
 import pytest
 
-from autoremedy import mysql
-from autoremedy.remediation import Step
+from autoremedy.clients import mysql
+from autoremedy.contract.remediation import Step
 from autoremedy.remediations import _replication_sql as sql
 from autoremedy.remediations import mysql_replication as rem
 from autoremedy.remediations._replication_plan import keyed

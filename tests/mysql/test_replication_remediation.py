@@ -448,7 +448,8 @@ def test_skip_row_images_match_what_the_source_binlogged(topo, topo_config, root
                     "INSERT INTO types.t VALUES (4294967295, 'it''s\\n', 0x00ff41, '2024-01-02 03:04:05', "
                     "'2024-05-06 07:08:09', -12.345, 1.5, 'y', NULL)")
     topo.caught_up("sibling")
-    from autoremedy import execute, mysql
+    from autoremedy.contract import execute
+    from autoremedy.clients import mysql
     from autoremedy.config import Config
     from autoremedy.remediations import _replication_source as origin
     config = Config.load(topo_config(server="sibling"))

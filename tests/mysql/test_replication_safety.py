@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from autoremedy import execute
+from autoremedy.contract import execute
 
 import mysql_instances as mi
 import replication_helpers as h

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from autoremedy.checks import disk
-from autoremedy.ranges import Range
-from autoremedy.result import Status
+from autoremedy.contract.ranges import Range
+from autoremedy.contract.result import Status
 
 from nodekit import fill
 

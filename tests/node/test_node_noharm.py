@@ -69,7 +69,7 @@ class DiskCase(Case):
                 return self.run_cli(*args, env=future_env())
             return remediate_json(ahead, self.cls_name, "--config", self.config, self.mount)
         from autoremedy.config import Config
-        from autoremedy.remediation import perform
+        from autoremedy.contract.remediation import perform
         from autoremedy.remediations import disk
 
         widen = self.widen

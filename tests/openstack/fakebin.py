@@ -1,6 +1,6 @@
 """Fake ``ping``, ``ipmitool`` and ``virsh`` executables for the subprocess boundary.
 
-autoremedy.execute runs programs with a clean environment whose PATH comes from
+autoremedy.contract.execute runs programs with a clean environment whose PATH comes from
 ``AUTOREMEDY_EXEC_PATH``; the tests put this directory first on it. Each fake
 reads its state from a JSON file next to it (the clean environment carries no
 variables), so a test changes the world by rewriting that file, and every call

@@ -9,10 +9,10 @@ import pytest
 
 import oslogs
 
-from autoremedy import collect, logwindow
-from autoremedy import effort as collect_effort
+from autoremedy.collection import collect, logwindow
+from autoremedy.collection import effort as collect_effort
 from autoremedy.config import Config
-from autoremedy.loggraph import extract
+from autoremedy.collection.loggraph import extract
 
 T0 = 1795000000.0      # 2026-11-18, a fixed incident time
 

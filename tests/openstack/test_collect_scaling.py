@@ -7,7 +7,7 @@ import os
 
 import oslogs
 
-from autoremedy import collect
+from autoremedy.collection import collect
 from autoremedy.config import Config
 
 T0 = 1795000000.0

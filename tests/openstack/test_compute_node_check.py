@@ -8,7 +8,7 @@ from fakecloud import keepalive_event
 
 from autoremedy.cli import run_check
 from autoremedy.checks import compute_node as cn
-from autoremedy.result import Status
+from autoremedy.contract.result import Status
 
 
 def check(path, *argv):

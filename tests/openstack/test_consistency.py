@@ -10,9 +10,9 @@ from noharm_harness import Case, expect_harm, expect_no_harm
 
 from autoremedy.cli import run_check
 from autoremedy.config import Config
-from autoremedy.remediation import Trigger, perform
+from autoremedy.contract.remediation import Trigger, perform
 from autoremedy.remediations.openstack_consistency import Reconcile
-from autoremedy.result import Status
+from autoremedy.contract.result import Status
 
 RECENT = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 LONG_AGO = "2020-01-01T00:00:00Z"

@@ -6,7 +6,7 @@ import pytest
 from osworld import address, deep_merge
 
 from autoremedy.config import Config
-from autoremedy.remediation import Trigger, perform
+from autoremedy.contract.remediation import Trigger, perform
 from autoremedy.remediations.compute_node import EvacuateHost
 
 

@@ -4,7 +4,7 @@ masakari/engine/drivers/taskflow/host_failure.py), through the real SDK."""
 import pytest
 from openstack import exceptions as sdkexc
 
-# This file drives the SDK directly (not through autoremedy.cloud, which silences
+# This file drives the SDK directly (not through autoremedy.clients.cloud, which silences
 # the SDK's own deprecation chatter), so its warnings are not ours to fail on.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::PendingDeprecationWarning")
 

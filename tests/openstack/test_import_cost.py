@@ -30,7 +30,7 @@ def test_node_checks_import_nothing_heavy():
 def test_importing_every_openstack_module_imports_no_sdk():
     body = ("import autoremedy.checks.compute_node, autoremedy.checks.openstack_consistency, "
             "autoremedy.remediations.compute_node, autoremedy.remediations.openstack_consistency, "
-            "autoremedy.cloud, autoremedy.collect, autoremedy.loggraph, autoremedy.logwindow")
+            "autoremedy.clients.cloud, autoremedy.collection.collect, autoremedy.collection.loggraph, autoremedy.collection.logwindow")
     assert loaded(body) == []
 
 

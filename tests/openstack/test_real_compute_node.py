@@ -17,7 +17,7 @@ import pytest
 from noharm_harness import Case, expect_harm, expect_no_harm
 
 from autoremedy.config import Config
-from autoremedy.remediation import Trigger, perform
+from autoremedy.contract.remediation import Trigger, perform
 from autoremedy.remediations.compute_node import EvacuateHost
 
 pytestmark = pytest.mark.integration

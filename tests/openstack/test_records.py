@@ -6,8 +6,8 @@ network.get_port, block_storage.get_volume); real Nova answers the same calls in
 test_records_real_nova.py."""
 from types import SimpleNamespace as NS
 
-from autoremedy import records
-from autoremedy.collect import Row
+from autoremedy.collection import records
+from autoremedy.collection.collect import Row
 
 INSTANCE = "6f9a3c2e-1b4d-4e8f-9a7b-2c3d4e5f6a7b"
 PORT = "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"

@@ -154,7 +154,7 @@ def test_a_new_class_is_known_to_the_registry_the_help_and_runs_end_to_end(tmp_p
     assert fixed.returncode == 0 and "verify: OK" in fixed.stdout, fixed
     assert not flag.exists()
 
-    spec = importlib.util.spec_from_file_location("registry_under_test", lib / "autoremedy" / "registry.py")
+    spec = importlib.util.spec_from_file_location("registry_under_test", lib / "autoremedy" / "contract" / "registry.py")
     registry = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(registry)
     found = registry.manifests(str(lib / "autoremedy" / "checks"))
@@ -166,14 +166,14 @@ def test_manifests_are_read_without_importing_the_checks(tmp_path):
     """The registry parses the literal: listing the classes imports no check (so
     `--help` and the generators cost no check's start-up), and every class with
     a remediation names a module that exists."""
-    code = ("import sys; from autoremedy.registry import manifests; found = manifests(); "
+    code = ("import sys; from autoremedy.contract.registry import manifests; found = manifests(); "
             "print(sorted(found)); print(sorted(m for m in sys.modules if m.startswith('autoremedy.checks.')))")
     ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=tmp_path)
     names, imported = ran.stdout.splitlines()
     assert imported == "[]"
     assert "'process'" in names and "'batch'" in names
-    from autoremedy.registry import available, manifests
+    from autoremedy.contract.registry import available, manifests
     for name, manifest in manifests().items():
         if manifest.get("remediation"):
             assert manifest["remediation"] == f"autoremedy.remediations.{name.replace('-', '_')}"

@@ -158,7 +158,7 @@ def test_sensu_mode_with_an_agent_that_never_answers_waits_one_timeout_not_n(run
 def test_a_hung_check_uses_up_only_its_share_of_the_budget(run_cli, make_config, tmp_path):
     # A check whose probe hangs: `--unit` asks `systemctl show`, and this systemctl
     # never answers (a wedged systemd/D-Bus). The commands a check runs are looked up
-    # on AUTOREMEDY_EXEC_PATH (autoremedy/execute.py). (A FIFO as --pidfile no longer
+    # on AUTOREMEDY_EXEC_PATH (autoremedy/contract/execute.py). (A FIFO as --pidfile no longer
     # hangs: the process check refuses anything but a regular file without opening it.)
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()

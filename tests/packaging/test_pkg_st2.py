@@ -85,7 +85,7 @@ def test_every_failure_class_with_a_remediation_has_a_rule():
                if r.get("criteria", {}).get(key, {}).get("type") == "equals"}
     # The rules are generated from the classes' manifests (packaging/tools/pack_rules.py):
     # every class that declares a remediation has one, and no other class.
-    from autoremedy.registry import manifests
+    from autoremedy.contract.registry import manifests
     assert classes == {name for name, m in manifests().items() if m.get("remediation")}
     assert {"process", "disk", "compute-node"} <= classes
     unhandled = rules()["unhandled.yaml"]["criteria"][key]
@@ -207,8 +207,8 @@ def test_an_update_of_a_problem_matches_only_the_update_rule():
     on either media type; update.yaml tells the channel."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "handlers"))
     from test_zabbix_same_body import values
-    from autoremedy.stackstorm import document
-    from autoremedy.sources.zabbix import from_zabbix
+    from autoremedy.pipeline.stackstorm import document
+    from autoremedy.pipeline.sources.zabbix import from_zabbix
     bodies = {}
     for kind in ("problem", "update", "recovery"):
         v = values(kind)

@@ -73,7 +73,7 @@ def opened_names(tmp_path_factory, scratch, bundle, users):
     files = sorted(rel for rel, st in tree.items() if stat.S_ISREG(st.st_mode)
                    and ".tmp-" not in rel)
     # What a handler reads only while `replay --follow` runs: named by the code.
-    from autoremedy import forwarder
+    from autoremedy.pipeline import forwarder
     files.append(os.path.join("spool", forwarder.HEARTBEAT))
     # Names that differ run to run (time-stamped entries) are planted by shape:
     # the spool entry and dead letter names are what a replay reads.

@@ -134,8 +134,8 @@ def test_an_api_key_no_header_can_carry_is_a_configuration_error(node, st2):
 
 @pytest.mark.parametrize("fmt", ["nagios", "zabbix", "json"])
 def test_a_check_never_shows_credentials_of_a_url(fmt):
-    from autoremedy.render import render
-    from autoremedy.result import Result
+    from autoremedy.contract.render import render
+    from autoremedy.contract.result import Result
     result = Result.unknown("rabbitmq-node", "cannot reach http://guest:PW-77c1@127.0.0.1:1/api")
     text, _ = render(result, fmt)
     assert "PW-77c1" not in text and "http://***@127.0.0.1:1/api" in text

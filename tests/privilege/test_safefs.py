@@ -73,7 +73,7 @@ def test_a_fifo_never_blocks_and_a_device_is_never_opened(node, shared):
 
 
 def test_pruning_removes_links_never_what_they_point_to(node, shared):
-    from autoremedy.collect import _prune
+    from autoremedy.collection.collect import _prune
     victim = os.path.join(node.outside, "victim")
     os.makedirs(os.path.join(victim, "keep-me"))
     incidents = os.path.join(shared, "incidents")

@@ -2,7 +2,7 @@
 exact depths, throwaway nodes and a loopback double of the management API.
 
 Setup and assertions go through this module's own small client (urllib3) and
-pika, not through autoremedy.rabbitmq, so a bug in the code under test cannot
+pika, not through autoremedy.clients.rabbitmq, so a bug in the code under test cannot
 hide itself in the test's own view of the broker.
 """
 import json

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from autoremedy import rabbitmq
+from autoremedy.clients import rabbitmq
 
 import rmq_helpers as rh
 

@@ -205,7 +205,7 @@ class ClusterReset(Case):
         if not self.widen:
             return remediate_json(self.run_cli, self.cls_name, "--config", self.config, self.d.name)
         from autoremedy.config import Config
-        from autoremedy.remediation import perform
+        from autoremedy.contract.remediation import perform
         from autoremedy.remediations import rabbitmq_node
 
         class Widened(rabbitmq_node.REMEDIATION):

@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from autoremedy import rabbitmq
+from autoremedy.clients import rabbitmq
 from autoremedy.checks import rabbitmq_node as rn
 from autoremedy.cli import check_parser
 from autoremedy.config import Config
-from autoremedy.execute import Completed
-from autoremedy.ranges import Range
-from autoremedy.result import Status
+from autoremedy.contract.execute import Completed
+from autoremedy.contract.ranges import Range
+from autoremedy.contract.result import Status
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -185,7 +185,7 @@ def test_own_usage_is_perfdata_with_thresholds(make_config, double):
     double.set("/api/nodes", [node_row("a", fd_used=850)])
     result = run_node(node_settings(make_config, double.url, node="a"), "--no-baseline", "--cluster")
     assert result.status is Status.WARNING
-    from autoremedy.render import nagios
+    from autoremedy.contract.render import nagios
     assert nagios(result)[0].split(" | ")[1] == "'fd'=85%;80;90;0;100 'sockets'=1.11%;80;90;0;100 'procs'=0.04%;80;90;0;100"
 
 

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from autoremedy.config import Config
-from autoremedy.execute import Completed
-from autoremedy.guard import Refused
+from autoremedy.contract.execute import Completed
+from autoremedy.contract.guard import Refused
 from autoremedy.remediations import _rabbitmq_cluster as cluster
-from autoremedy.result import Result, Status
+from autoremedy.contract.result import Result, Status
 
 BASELINE = {"vhosts": [{"name": "/"}], "users": [{"name": "guest"}],
             "queues": [{"vhost": "/", "name": "cq-a", "durable": True, "arguments": {}}]}

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from autoremedy.checks import rabbitmq_queues as rq
-from autoremedy.ranges import Range
-from autoremedy.result import Status
+from autoremedy.contract.ranges import Range
+from autoremedy.contract.result import Status
 
 import rmq_helpers as rh
 

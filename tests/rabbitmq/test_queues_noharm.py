@@ -59,7 +59,7 @@ class WidenedCapCase(Case):
 
     def remediate(self):
         from autoremedy.config import Config
-        from autoremedy.remediation import perform
+        from autoremedy.contract.remediation import perform
         from autoremedy.remediations.rabbitmq_queues import QueuePolicies
 
         class Widened(QueuePolicies):

@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from autoremedy import oslo_queues, queue_patterns, rabbitmq
+from autoremedy.clients import oslo_queues, queue_patterns, rabbitmq
 from autoremedy.checks import rabbitmq_queues as rq
 from autoremedy.config import Config, ConfigError
-from autoremedy.ranges import Range
-from autoremedy.result import Status
+from autoremedy.contract.ranges import Range
+from autoremedy.contract.result import Status
 
 NAMES = ["notifications.info", "a b", "x|y", "q(1)", "né", "tab\\x", "^$", "reply_ab", "a\nb", "dot.*"]
 

@@ -2,7 +2,7 @@
 clear error naming the key for every bad policy."""
 import pytest
 
-from autoremedy import rabbitmq
+from autoremedy.clients import rabbitmq
 from autoremedy.config import Config, ConfigError
 
 

@@ -34,7 +34,7 @@ CHECK_CRIT = json.dumps({"status": "CRITICAL", "summary": "0 process(es)", "metr
 EVAC_PLAN = ("compute-node cmp-3: dry-run: would run the plan\n"
              "  would: force-down cmp-3\n  would: evacuate 4 instance(s)")
 EVAC_DONE = "compute-node cmp-3: remediated: verified OK"
-# The shape of `autoremedy collect --json` (autoremedy/collect.py write_bundle), trimmed.
+# The shape of `autoremedy collect --json` (autoremedy/collection/collect.py write_bundle), trimmed.
 BUNDLE = {"path": "/var/lib/autoremedy/incidents/20261204T120000Z-cmp-7-event",
           "summary": "/var/lib/autoremedy/incidents/20261204T120000Z-cmp-7-event: 1 new error signature(s): "
                      "nova-compute \"Instance failed to spawn: <*>\" x3; effort small (~14 min, 7-28: ...)",
