@@ -168,6 +168,13 @@ def judge_cluster(findings, by_name, settings, args):
     for name in sorted(by_name, key=lambda n: n != findings.node):   # this node first
         if by_name[name].get("running") or name in cut_off:
             continue
+        if partitions and name != findings.node:
+            # The map fills in over seconds and from either side (seen: b cuts d, and the
+            # first map names only c and b): a peer this side cannot see while a partition
+            # is on may be alive beyond it, so it is not called "not running".
+            findings.crit("partitioned", f"{name} unreachable from this side of the partition "
+                          "(down or cut off)")
+            continue
         state = "not_running" if name == findings.node else "cluster_degraded"
         findings.crit(state, f"{name} not running")
     configured = set(settings.cluster_nodes)

@@ -59,11 +59,11 @@ def remediate(run_cli, config, node, *args):
     return outcome
 
 
-def wait_state(run_cli, config, state, timeout=60):
+def wait_state(run_cli, config, state, timeout=60, until=lambda result: True):
     deadline = time.monotonic() + timeout
     while True:
         result = check(run_cli, config)
-        if result["data"].get("state") == state and result["state"] != "OK":
+        if result["data"].get("state") == state and result["state"] != "OK" and until(result):
             return result
         assert time.monotonic() < deadline, f"never {state}: {result}"
         time.sleep(1)
@@ -90,13 +90,21 @@ def test_a_partition_is_reported_with_its_map_and_refused(run_cli, make_config, 
     try:
         done = b.ctl("eval", f"erlang:disconnect_node('{d.name}').")
         assert done.returncode == 0, done.stderr
-        result = wait_state(run_cli, config_b, "partitioned", timeout=40)
-        detected = time.monotonic() - cut
         # The map fills in over a few seconds, from either side (d's, or b's and c's), and
-        # can spread (seen: b cut off from c and d, c from b).
-        assert result["summary"].startswith("partition: "), result
-        assert d.name in result["summary"] and d.name in str(result["data"]["partitions"])
-        assert f"{d.name} not running" not in result["summary"]        # not taken for a dead node
+        # can spread (seen: b cut off from c and d, c from b; and, first, only "c cut off
+        # from b" with d unseen from b): every check meanwhile says partition, none calls
+        # d dead; the map is complete once it names d.
+        seen = []
+
+        def names_d(result):
+            seen.append(result)
+            return d.name in str(result["data"].get("partitions"))
+        result = wait_state(run_cli, config_b, "partitioned", timeout=40, until=names_d)
+        detected = time.monotonic() - cut
+        for each in seen:
+            assert each["summary"].startswith("partition: "), each
+            assert f"{d.name} not running" not in each["summary"], each   # not taken for a dead node
+        assert d.name in result["summary"]
         outcome = remediate(run_cli, config_b, b)
         assert (outcome["_exit"], outcome["outcome"], outcome["guard"]) == (1, "refused", "partition"), outcome
         assert "partition map {" in outcome["reason"] and d.name in outcome["reason"]

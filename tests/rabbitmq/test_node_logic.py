@@ -160,6 +160,10 @@ def node_row(name, running=True, **extra):
     # ignore mode: each side sees the other as not running; that is a partition, not a dead node
     ([node_row("a", partitions=["b"]), node_row("b", running=False)], [], "partitioned",
      "partition: a cut off from b"),
+    # the map fills in from either side: a peer unseen meanwhile may be beyond the cut (CI saw
+    # "c cut off from b; d not running" for a cut between b and d)
+    ([node_row("a", partitions=["b"]), node_row("b"), node_row("c", running=False)], [], "partitioned",
+     "partition: a cut off from b; c unreachable from this side of the partition (down or cut off)"),
     ([node_row("a", mem_alarm=True), node_row("b")], ["a", "b"], "alarm", "a memory alarm (publishers blocked)"),
     ([node_row("a"), node_row("b", fd_used=950)], ["a", "b"], "exhausted", "b fd 95% used (950/1000)"),
     ([node_row("a"), node_row("b", sockets_used=750)], ["a", "b"], "running", "b sockets 83.33% used (750/900)"),
