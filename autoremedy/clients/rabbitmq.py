@@ -1,6 +1,6 @@
 """RabbitMQ access shared by the rabbitmq checks and remediations.
 
-- ``settings()``: the ``rabbitmq:`` section of the configuration, validated here
+- ``settings(config)``: the ``rabbitmq:`` section of the configuration, validated here
   (the core schema leaves it free-form), with the environment overrides Sensu and
   Zabbix use and the password from a file or the environment, never argv.
 - ``Api``: the management HTTP API over urllib3 (keep-alive pool, verified TLS,
@@ -207,28 +207,24 @@ def env_overrides(environ):
     return out
 
 
-def settings(config=None, environ=None):
-    """Validate and return the rabbitmq settings. ``config`` defaults to Config.load()."""
+def settings(config, environ=None):
+    """The validated ``rabbitmq:`` section of the loaded ``config`` as a Settings,
+    with the environment overrides of ``environ`` (default: the process's)."""
     environ = os.environ if environ is None else environ
-    if config is None:
-        config = configmod.Config.load(environ=environ)
-    raw = config.get("rabbitmq") or {}
-    where = f"{config.path or 'configuration'}: rabbitmq"
-    try:
-        checked = configmod.validate(raw, SCHEMA, "")
-        checked = configmod.merge(DEFAULTS, checked)
-        checked = configmod.merge(checked, env_overrides(environ))
-        for name, policy in checked["queue_policies"].items():
-            validate_policy(name, policy)
-    except configmod.ConfigError as exc:
-        raise configmod.ConfigError(f"{where}.{str(exc).lstrip('.')}") from None
-    return Settings(checked, environ, config.state_dir, where)
+    checked = configmod.section(config, "rabbitmq", SCHEMA, DEFAULTS, rules=_check_policies)
+    checked = configmod.merge(checked, env_overrides(environ))
+    return Settings(checked, environ, config.state_dir, f"{configmod.origin(config)}: rabbitmq")
 
 
-def validate_policy(name, policy):
-    """The cross-field rules the type schema cannot express."""
+def _check_policies(section):
+    for name, policy in section["queue_policies"].items():
+        validate_policy(policy, f"rabbitmq.queue_policies.{name}")
+
+
+def validate_policy(policy, where):
+    """The cross-field rules the type schema cannot express; errors name ``where``,
+    the policy's dotted key."""
     from autoremedy.clients import queue_patterns
-    where = f"queue_policies.{name}"
     if not policy.get("pattern"):
         raise configmod.ConfigError(f"{where}.pattern: required (a regex of queue names)")
     try:
