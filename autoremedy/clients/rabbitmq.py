@@ -299,18 +299,25 @@ class Api:
             kwargs = {"retries": False, "timeout": urllib3.Timeout(
                 connect=min(3.0, self.timeout), read=self.timeout), "maxsize": 4}
             if self.url.startswith("https"):
+                # urllib3 takes the context as it is: no system CAs added to a
+                # bundle, and its verify mode (CERT_NONE for verify: false) kept.
+                kwargs["ssl_context"] = self._tls_context()
                 if self.verify is False:
-                    kwargs["cert_reqs"] = "CERT_NONE"
                     urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-                else:
-                    kwargs["cert_reqs"] = "CERT_REQUIRED"
-                    if isinstance(self.verify, str):
-                        kwargs["ca_certs"] = self.verify
             self._pool = urllib3.PoolManager(**kwargs)
             self._headers = urllib3.make_headers(basic_auth=f"{self.user}:{self._password}",
                                                  accept_encoding="gzip", keep_alive=True)
             # No "accept: application/json": 3.10 answers 406 to DELETE .../contents with it.
         return self._pool
+
+    def _tls_context(self):
+        """The one TLS client context (autoremedy/clients/tls.py) for ``verify``. A
+        bundle that is not there is this configuration's error, said before any
+        connection (not a "node unreachable" the checks would fall back from)."""
+        from autoremedy.clients.tls import client_context
+        if isinstance(self.verify, str) and not os.path.isfile(self.verify):
+            raise ApiError(f"rabbitmq.verify: CA bundle {self.verify} does not exist")
+        return client_context(self.verify)
 
     def request(self, method, api_path, params=None, body=None, raw=False):
         """One call: parsed JSON (None for an empty body). ``api_path`` is under /api/."""
@@ -327,6 +334,8 @@ class Api:
         self.requests += 1
         try:
             resp = pool.request(method, url, body=data, headers=headers, redirect=False)
+        except urllib3.exceptions.SSLError as exc:
+            raise ApiUnavailable(f"management API {self.url} unreachable: {_tls_reason(exc)}") from None
         except urllib3.exceptions.HTTPError as exc:
             raise ApiUnavailable(f"management API {self.url} unreachable: {_reason(exc)}") from None
         status = resp.status
@@ -421,6 +430,17 @@ def _reason(exc):
         if word.lower() in text.lower():
             return word.lower()
     return " ".join(text.split())[:160]
+
+
+def _tls_reason(exc):
+    """A TLS failure in words an operator can act on: the certificate not verified
+    (which is rabbitmq.verify's business) or another handshake error."""
+    import ssl
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else exc
+    if isinstance(inner, ssl.SSLCertVerificationError):
+        return (f"TLS verification failed: {inner.verify_message}; set rabbitmq.verify to the "
+                "CA bundle that signed the management API's certificate")
+    return f"TLS error: {getattr(inner, 'reason', None) or _reason(exc)} (is the URL's scheme right?)"
 
 
 def _error_text(body):
