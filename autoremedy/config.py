@@ -201,6 +201,32 @@ def merge(base, override):
     return out
 
 
+def origin(config):
+    """What a configuration error names first: the file, or "configuration" for
+    built-in defaults and a Config made in memory."""
+    return config.path or "configuration"
+
+
+def section(config, key, schema, defaults=None, rules=None):
+    """The one way to read a section the core schema leaves to its module.
+
+    ``key`` is dotted (``"rabbitmq"``, ``"openstack.consistency"``); an absent or
+    empty section is ``{}``. Returns the section validated against ``schema``
+    (converters applied) and deep-merged over ``defaults``. ``rules(merged)`` is
+    the module's own cross-field check: it raises ConfigError naming the full
+    dotted key, and every error, the schema's and the rules', leaves here as
+    ``<file>: <dotted key>: <what is wrong>``, one line.
+    """
+    raw = config.get(key)
+    try:
+        merged = merge(defaults or {}, validate({} if raw is None else raw, schema, key))
+        if rules is not None:
+            rules(merged)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin(config)}: {exc}") from None
+    return merged
+
+
 # --- loading ------------------------------------------------------------------
 
 def _truthy(text):
@@ -345,12 +371,7 @@ class Config:
 
     def guards(self, cls_name):
         """Class guard limits: the global defaults overlaid by the class's own."""
-        own = self.remediation(cls_name).get("guards") or {}
-        try:
-            own = validate(own, GUARDS, f"remediations.{cls_name}.guards")
-        except ConfigError as exc:
-            raise ConfigError(f"{self.path or 'configuration'}: {exc}") from None
-        return merge(self.data["guards"], own)
+        return section(self, f"remediations.{cls_name}.guards", GUARDS, self.data["guards"])
 
     def st2_api_key(self):
         """API key from $AUTOREMEDY_ST2_API_KEY or the key file; never from argv."""

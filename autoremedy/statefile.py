@@ -4,6 +4,7 @@
 directory, fsync, rename, fsync of the directory): a reader sees the old file or
 the new one, never half of either, even after ``kill -9`` or a power cut.
 ``locked`` serialises read-modify-write cycles across processes with flock.
+``pid_alive`` says whether the process a state file names still runs.
 """
 import contextlib
 import fcntl
@@ -97,3 +98,36 @@ def updating(path, default_factory=dict, lock_timeout=None):
             value = default_factory()
         yield value
         save(path, value)
+
+
+# Here, beside the writes and the locks: a pid is worth something only as part of
+# state another process of ours left behind (the spool's claims, the forwarder's
+# heartbeat), and those files are this module's. The flock of ``locked`` needs no
+# such check (the kernel frees it with its holder); a pid written into a file does.
+
+def pid_alive(pid):
+    """Whether process ``pid`` (read from a state file) still runs.
+
+    ``kill(pid, 0)`` asks without signalling: no such process is dead; a process
+    of another user (EPERM) exists, so it is alive. A zombie (exited, not reaped
+    yet) passes kill -0 but holds no claim and sends no heartbeat: not alive.
+    Anything but a positive int is not a process (``kill(0, 0)`` would ask
+    about our own process group and succeed)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            # the state follows the command name, which may hold ')' itself
+            return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False            # no /proc to ask: kill -0 has the last word

@@ -153,7 +153,8 @@ ENV = None
 NODE_EVIDENCE = """
 from autoremedy.clients import rabbitmq
 from autoremedy.remediations import _rabbitmq_cluster as cluster
-s = rabbitmq.settings()
+from autoremedy.config import Config
+s = rabbitmq.settings(Config.load())
 membership, _ = cluster.learn(lambda *a, **k: rabbitmq.run_ctl(s, *a, **k), "none@nowhere", ["rabbit@localhost"])
 assert membership is not None
 cluster.list_queues(s.api())

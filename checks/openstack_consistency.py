@@ -110,6 +110,8 @@ def add_arguments(parser):
 
 
 def settings(config):
+    """The validated ``openstack.consistency:`` section over the defaults, with the
+    RPC password read and ``host`` this node's name unless configured."""
     from autoremedy import config as configmod
     schema = {"host": str, "stuck_after": configmod.Duration, "virsh": configmod.List(str),
               "thresholds": configmod.Map(configmod.Duration),
@@ -118,20 +120,12 @@ def settings(config):
                       "queue": str, "verify": (bool, str), "timeout": configmod.Duration},
               "agent_units": configmod.Map(str), "compute_unit": str,
               "restart_compute": configmod.List(str)}
-    section = (config.get("openstack") or {}).get("consistency") or {}
-    try:
-        own = configmod.validate(section, schema, "openstack.consistency")
-    except configmod.ConfigError as exc:
-        raise configmod.ConfigError(f"{config.path or 'configuration'}: {exc}") from None
-    out = {"stuck_after": 1800.0, "virsh": ["virsh", "-r", "-c", "qemu:///system"],
-           "thresholds": {}, "network": True, "volumes": True,
-           "agent_units": {}, "compute_unit": "nova-compute"}
-    out.update(own)
-    rpc = dict(RPC_DEFAULTS)
-    rpc.update(own.get("rpc") or {})
-    rpc["password"] = _password(rpc, config)
-    out["rpc"] = rpc
-    out["host_configured"] = "host" in own
+    defaults = {"stuck_after": 1800.0, "virsh": ["virsh", "-r", "-c", "qemu:///system"],
+                "thresholds": {}, "network": True, "volumes": True, "rpc": RPC_DEFAULTS,
+                "agent_units": {}, "compute_unit": "nova-compute"}   # no host: see below
+    out = configmod.section(config, "openstack.consistency", schema, defaults)
+    out["rpc"]["password"] = _password(out["rpc"], config)
+    out["host_configured"] = "host" in out
     out.setdefault("host", config.hostname)
     return out
 
@@ -144,7 +138,7 @@ def _password(rpc, config):
             with open(rpc["password_file"], encoding="utf-8") as handle:
                 return handle.read().strip()
         except OSError as exc:
-            raise configmod.ConfigError(f"{config.path or 'configuration'}: openstack.consistency."
+            raise configmod.ConfigError(f"{configmod.origin(config)}: openstack.consistency."
                                         f"rpc.password_file {rpc['password_file']}: "
                                         f"{exc.strerror}") from None
     return "guest" if rpc["user"] == "guest" else ""

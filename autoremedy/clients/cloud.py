@@ -85,12 +85,7 @@ class CloudError(Exception):
 
 def settings(config):
     """The validated ``openstack:`` section merged over the defaults."""
-    section = config.get("openstack") or {}
-    try:
-        checked = configmod.validate(section, SCHEMA, "openstack")
-    except configmod.ConfigError as exc:
-        raise configmod.ConfigError(f"{config.path or 'configuration'}: {exc}") from None
-    merged = configmod.merge(DEFAULTS, checked)
+    merged = configmod.section(config, "openstack", SCHEMA, DEFAULTS)
     merged["compute_microversion"] = str(merged["compute_microversion"])
     if not merged.get("cloud") and not merged.get("auth"):
         merged.setdefault("cloud", "envvars")   # OS_* variables, as `openstack` does

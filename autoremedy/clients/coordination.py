@@ -62,16 +62,16 @@ class Unreachable(Exception):
 
 
 def settings(config):
-    """The coordination section with defaults, or None when it is local."""
-    section = dict(config.get("coordination") or {})
+    """The coordination section with defaults, or None when it is local. The
+    core schema has the section's keys and defaults (config.py: Config.load
+    validated it already; ``check`` below is its rules across keys)."""
+    from autoremedy import config as configmod
+    section = configmod.section(config, "coordination", configmod.SCHEMA["coordination"],
+                                configmod.DEFAULTS["coordination"])
     url = (section.get("backend_url") or LOCAL).strip()
     if url == LOCAL:
         return None
     section["backend_url"] = url
-    section.setdefault("unreachable", REFUSE)
-    section.setdefault("timeout", 2.0)
-    section.setdefault("lock_ttl", 30.0)
-    section.setdefault("namespace", "autoremedy")
     return section
 
 

@@ -79,19 +79,16 @@ class SQLError(CheckError):
 # --- configuration -------------------------------------------------------------
 
 def settings(config):
-    """The validated ``mysql:`` section of a Config (``{}`` when absent)."""
-    raw = config.get("mysql") if config is not None else None
-    if raw is None:
-        return {}
-    where = config.path or "configuration"
-    try:
-        section = configmod.validate(raw, SCHEMA, "mysql")
-        for name, entry in (section.get("servers") or {}).items():
-            _check_tls(entry.get("tls"), f"mysql.servers.{name}.tls")
-        _check_tls(section.get("tls"), "mysql.tls")
-    except configmod.ConfigError as exc:
-        raise configmod.ConfigError(f"{where}: {exc}") from None
-    return section
+    """The validated ``mysql:`` section of a Config (``{}`` when absent: no defaults
+    here, ``resolve`` layers the option file, this section and the arguments)."""
+    return configmod.section(config, "mysql", SCHEMA, rules=_check_tls_modes)
+
+
+def _check_tls_modes(section):
+    """The rule the type schema cannot express: a TLS mode is one of TLS_MODES."""
+    for name, entry in (section.get("servers") or {}).items():
+        _check_tls(entry.get("tls"), f"mysql.servers.{name}.tls")
+    _check_tls(section.get("tls"), "mysql.tls")
 
 
 def _check_tls(tls, where):

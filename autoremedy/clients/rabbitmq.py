@@ -1,6 +1,6 @@
 """RabbitMQ access shared by the rabbitmq checks and remediations.
 
-- ``settings()``: the ``rabbitmq:`` section of the configuration, validated here
+- ``settings(config)``: the ``rabbitmq:`` section of the configuration, validated here
   (the core schema leaves it free-form), with the environment overrides Sensu and
   Zabbix use and the password from a file or the environment, never argv.
 - ``Api``: the management HTTP API over urllib3 (keep-alive pool, verified TLS,
@@ -207,28 +207,24 @@ def env_overrides(environ):
     return out
 
 
-def settings(config=None, environ=None):
-    """Validate and return the rabbitmq settings. ``config`` defaults to Config.load()."""
+def settings(config, environ=None):
+    """The validated ``rabbitmq:`` section of the loaded ``config`` as a Settings,
+    with the environment overrides of ``environ`` (default: the process's)."""
     environ = os.environ if environ is None else environ
-    if config is None:
-        config = configmod.Config.load(environ=environ)
-    raw = config.get("rabbitmq") or {}
-    where = f"{config.path or 'configuration'}: rabbitmq"
-    try:
-        checked = configmod.validate(raw, SCHEMA, "")
-        checked = configmod.merge(DEFAULTS, checked)
-        checked = configmod.merge(checked, env_overrides(environ))
-        for name, policy in checked["queue_policies"].items():
-            validate_policy(name, policy)
-    except configmod.ConfigError as exc:
-        raise configmod.ConfigError(f"{where}.{str(exc).lstrip('.')}") from None
-    return Settings(checked, environ, config.state_dir, where)
+    checked = configmod.section(config, "rabbitmq", SCHEMA, DEFAULTS, rules=_check_policies)
+    checked = configmod.merge(checked, env_overrides(environ))
+    return Settings(checked, environ, config.state_dir, f"{configmod.origin(config)}: rabbitmq")
 
 
-def validate_policy(name, policy):
-    """The cross-field rules the type schema cannot express."""
+def _check_policies(section):
+    for name, policy in section["queue_policies"].items():
+        validate_policy(policy, f"rabbitmq.queue_policies.{name}")
+
+
+def validate_policy(policy, where):
+    """The cross-field rules the type schema cannot express; errors name ``where``,
+    the policy's dotted key."""
     from autoremedy.clients import queue_patterns
-    where = f"queue_policies.{name}"
     if not policy.get("pattern"):
         raise configmod.ConfigError(f"{where}.pattern: required (a regex of queue names)")
     try:
@@ -303,18 +299,25 @@ class Api:
             kwargs = {"retries": False, "timeout": urllib3.Timeout(
                 connect=min(3.0, self.timeout), read=self.timeout), "maxsize": 4}
             if self.url.startswith("https"):
+                # urllib3 takes the context as it is: no system CAs added to a
+                # bundle, and its verify mode (CERT_NONE for verify: false) kept.
+                kwargs["ssl_context"] = self._tls_context()
                 if self.verify is False:
-                    kwargs["cert_reqs"] = "CERT_NONE"
                     urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-                else:
-                    kwargs["cert_reqs"] = "CERT_REQUIRED"
-                    if isinstance(self.verify, str):
-                        kwargs["ca_certs"] = self.verify
             self._pool = urllib3.PoolManager(**kwargs)
             self._headers = urllib3.make_headers(basic_auth=f"{self.user}:{self._password}",
                                                  accept_encoding="gzip", keep_alive=True)
             # No "accept: application/json": 3.10 answers 406 to DELETE .../contents with it.
         return self._pool
+
+    def _tls_context(self):
+        """The one TLS client context (autoremedy/clients/tls.py) for ``verify``. A
+        bundle that is not there is this configuration's error, said before any
+        connection (not a "node unreachable" the checks would fall back from)."""
+        from autoremedy.clients.tls import client_context
+        if isinstance(self.verify, str) and not os.path.isfile(self.verify):
+            raise ApiError(f"rabbitmq.verify: CA bundle {self.verify} does not exist")
+        return client_context(self.verify)
 
     def request(self, method, api_path, params=None, body=None, raw=False):
         """One call: parsed JSON (None for an empty body). ``api_path`` is under /api/."""
@@ -331,6 +334,8 @@ class Api:
         self.requests += 1
         try:
             resp = pool.request(method, url, body=data, headers=headers, redirect=False)
+        except urllib3.exceptions.SSLError as exc:
+            raise ApiUnavailable(f"management API {self.url} unreachable: {_tls_reason(exc)}") from None
         except urllib3.exceptions.HTTPError as exc:
             raise ApiUnavailable(f"management API {self.url} unreachable: {_reason(exc)}") from None
         status = resp.status
@@ -425,6 +430,17 @@ def _reason(exc):
         if word.lower() in text.lower():
             return word.lower()
     return " ".join(text.split())[:160]
+
+
+def _tls_reason(exc):
+    """A TLS failure in words an operator can act on: the certificate not verified
+    (which is rabbitmq.verify's business) or another handshake error."""
+    import ssl
+    inner = exc.args[0] if exc.args and isinstance(exc.args[0], Exception) else exc
+    if isinstance(inner, ssl.SSLCertVerificationError):
+        return (f"TLS verification failed: {inner.verify_message}; set rabbitmq.verify to the "
+                "CA bundle that signed the management API's certificate")
+    return f"TLS error: {getattr(inner, 'reason', None) or _reason(exc)} (is the URL's scheme right?)"
 
 
 def _error_text(body):

@@ -13,7 +13,7 @@ section that has it (``stackstorm.verify``, ``rabbitmq.verify``, MySQL's
   ``required`` mode passes one rather than no ``ssl`` argument at all).
 
 Callers keep what is theirs: whether a missing bundle is their configuration
-error (stackstorm), client certificates and ciphers (mysql).
+error (stackstorm, the RabbitMQ management API), client certificates and ciphers (mysql).
 """
 import ssl
 

@@ -55,44 +55,49 @@ DEFAULT_SOURCES = [
 ]
 
 
+_SOURCE = {"name": str, "path": str, "unit": str, "format": (str, dict), "utc": bool, "host": str}
+
+
 def settings(config):
+    """The validated ``collect:`` section over the defaults (sources: the usual ones)."""
     from autoremedy import config as configmod
-    source = {"name": str, "path": str, "unit": str, "format": (str, dict), "utc": bool, "host": str}
     schema = {"out_dir": str, "window": configmod.Duration, "max_lines": int, "keep": int,
-              "sources": configmod.List(source), "checks": configmod.Map(configmod.List(str)),
+              "sources": configmod.List(_SOURCE), "checks": configmod.Map(configmod.List(str)),
               "baseline": configmod.Duration, "hops": int, "warnings": bool,
               "records": (bool, str), "max_records": int}
-    try:
-        own = configmod.validate(config.get("collect") or {}, schema, "collect")
-    except configmod.ConfigError as exc:
-        raise configmod.ConfigError(f"{config.path or 'configuration'}: {exc}") from None
-    out = {"out_dir": os.path.join(config.state_dir, "incidents"), "window": 900.0,
-           "max_lines": 20000, "keep": 50, "sources": DEFAULT_SOURCES, "checks": {},
-           "baseline": 3600.0, "hops": 2, "warnings": False, "records": "auto", "max_records": 50}
-    out.update(own)
-    if out["records"] not in (True, False, "auto"):
-        raise configmod.ConfigError("collect.records: true, false or auto")
+    defaults = {"out_dir": os.path.join(config.state_dir, "incidents"), "window": 900.0,
+                "max_lines": 20000, "keep": 50, "sources": DEFAULT_SOURCES, "checks": {},
+                "baseline": 3600.0, "hops": 2, "warnings": False, "records": "auto",
+                "max_records": 50}
+    return configmod.section(config, "collect", schema, defaults, rules=_check)
+
+
+def _check(conf):
+    """The rules across keys: records' three values, unique source names, one of
+    path or unit, a known log format, checks naming configured sources."""
+    from autoremedy.config import ConfigError
+    if conf["records"] not in (True, False, "auto"):
+        raise ConfigError("collect.records: true, false or auto")
     names = set()
-    for i, src in enumerate(out["sources"]):
+    for i, src in enumerate(conf["sources"]):
         where = f"collect.sources[{i}]"
         if not src.get("name"):
-            raise configmod.ConfigError(f"{where}.name: required")
+            raise ConfigError(f"{where}.name: required")
         if src["name"] in names:
-            raise configmod.ConfigError(f"{where}.name: {src['name']!r} is used twice")
+            raise ConfigError(f"{where}.name: {src['name']!r} is used twice")
         names.add(src["name"])
         if bool(src.get("path")) == bool(src.get("unit")):
-            raise configmod.ConfigError(f"{where}: give exactly one of path (a file or glob) or unit (journald)")
+            raise ConfigError(f"{where}: give exactly one of path (a file or glob) or unit (journald)")
         if src.get("path"):
             from autoremedy.collection.logwindow import SourceError, Stamper
             try:
                 Stamper(src.get("format", "oslo"))
             except SourceError as exc:
-                raise configmod.ConfigError(f"{where}.format: {exc}") from None
-    for check, wanted in out["checks"].items():
+                raise ConfigError(f"{where}.format: {exc}") from None
+    for check, wanted in conf["checks"].items():
         unknown = [w for w in wanted if w not in names]
         if unknown:
-            raise configmod.ConfigError(f"collect.checks.{check}: unknown source(s) {', '.join(unknown)}")
-    return out
+            raise ConfigError(f"collect.checks.{check}: unknown source(s) {', '.join(unknown)}")
 
 
 # --- collecting -----------------------------------------------------------------------

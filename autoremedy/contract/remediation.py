@@ -135,12 +135,8 @@ class Remediation:
         self.config = config
         self.runner = runner
         self.audit = audit
-        section = config.remediation(self.name)
-        where = f"{config.path or 'configuration'}: remediations.{self.name}"
-        try:
-            self.settings = configmod.validate(section, {**COMMON_SCHEMA, **self.schema}, "")
-        except configmod.ConfigError as exc:
-            raise configmod.ConfigError(f"{where}.{str(exc).lstrip('.')}") from None
+        self.settings = configmod.section(config, f"remediations.{self.name}",
+                                          {**COMMON_SCHEMA, **self.schema})
 
     # -- what subclasses provide ------------------------------------------------
     @classmethod

@@ -39,13 +39,8 @@ def alive(spool, now=None):
     now = time.time() if now is None else now
     if now - at > STALE:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
+    from autoremedy.statefile import pid_alive
+    return pid_alive(pid)
 
 
 def gone(spool):

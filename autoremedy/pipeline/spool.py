@@ -230,15 +230,7 @@ class Spool:
         if claim.get("until", 0) < now:
             return False
         pid = claim.get("pid")
-        if not isinstance(pid, int) or pid == os.getpid():
-            return False
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return _not_zombie(pid)
+        return pid != os.getpid() and statefile.pid_alive(pid)
 
     # -- dead letters and housekeeping ------------------------------------------------
     def deadletter(self, raw, reason, source, **options):
@@ -319,13 +311,3 @@ class Spool:
 
 def _claim(now):
     return {"pid": os.getpid(), "until": round(now + CLAIM_TTL, 3)}
-
-
-def _not_zombie(pid):
-    """kill -0 succeeds on zombies; a zombie holds no claim."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return fields[0] != b"Z"
-    except (OSError, IndexError):
-        return True

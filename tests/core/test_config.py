@@ -1,6 +1,6 @@
 import pytest
 
-from autoremedy.config import Config, ConfigError, env_overrides, state_dir
+from autoremedy.config import Config, ConfigError, Duration, Map, env_overrides, section, state_dir
 
 
 def write(tmp_path, text):
@@ -80,3 +80,49 @@ def test_api_key_from_environment_or_file_never_argv(tmp_path):
     missing = Config.load(write(tmp_path, "stackstorm: {api_key_file: /nonexistent}\n"), environ={})
     with pytest.raises(ConfigError, match="api_key_file /nonexistent"):
         missing.st2_api_key()
+
+
+# --- configmod.section: the one way a module reads its section ------------------
+
+SCHEMA = {"timeout": Duration, "hosts": Map({"port": int}), "name": str}
+DEFAULTS = {"timeout": 5.0, "hosts": {"a": {"port": 1}}}
+
+
+def test_an_absent_section_is_its_defaults_and_they_stay_untouched(tmp_path):
+    config = Config.load(write(tmp_path, "state_dir: /tmp\n"), environ={})
+    got = section(config, "nested.part", SCHEMA, DEFAULTS)
+    assert got == DEFAULTS and got is not DEFAULTS
+    got["hosts"]["a"]["port"] = 2
+    assert DEFAULTS["hosts"]["a"]["port"] == 1
+    assert section(config, "nested.part", SCHEMA) == {}
+
+
+def test_a_dotted_section_is_validated_and_merged_over_the_defaults(tmp_path):
+    config = Config({"state_dir": "/tmp", "openstack": {"part": {"timeout": "1m",
+                                                                  "hosts": {"b": {"port": 2}}}}})
+    got = section(config, "openstack.part", SCHEMA, DEFAULTS)
+    assert got == {"timeout": 60.0, "hosts": {"a": {"port": 1}, "b": {"port": 2}}}
+
+
+def test_errors_name_the_file_and_the_dotted_key(tmp_path):
+    path = write(tmp_path, "state_dir: /tmp\nrabbitmq: {part: {hosts: {b: {port: x}}}}\n")
+    with pytest.raises(ConfigError) as err:
+        section(Config.load(path, environ={}), "rabbitmq.part", SCHEMA, DEFAULTS)
+    assert str(err.value) == f"{path}: rabbitmq.part.hosts.b.port: expected an integer, got 'x'"
+    with pytest.raises(ConfigError, match=r"^configuration: rabbitmq: expected a mapping, got list$"):
+        section(Config({"rabbitmq": [1]}), "rabbitmq", SCHEMA)
+
+
+def test_the_rules_across_keys_run_on_the_merged_section_and_their_errors_name_the_file(tmp_path):
+    seen = []
+
+    def rules(merged):
+        seen.append(merged)
+        if merged["timeout"] > 10:
+            raise ConfigError("mysql.timeout: more than the 10 s allowed")
+
+    path = write(tmp_path, "state_dir: /tmp\nmysql: {timeout: 1m}\n")
+    with pytest.raises(ConfigError) as err:
+        section(Config.load(path, environ={}), "mysql", SCHEMA, DEFAULTS, rules=rules)
+    assert str(err.value) == f"{path}: mysql.timeout: more than the 10 s allowed"
+    assert seen == [{"timeout": 60.0, "hosts": {"a": {"port": 1}}}]

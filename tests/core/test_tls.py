@@ -1,41 +1,23 @@
 """autoremedy.clients.tls.client_context: the one TLS client context (stackstorm, the
-RabbitMQ AMQP fallback, MySQL), each ``verify`` form against a real handshake
+RabbitMQ management API and AMQP fallback, MySQL), each ``verify`` form against a real handshake
 with a local server whose certificate openssl made."""
 import os
-import shutil
 import socket
 import ssl
-import subprocess
 import threading
 
 import pytest
 
 from autoremedy.clients.tls import client_context
 
+import tlscerts
+
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     """A CA, a server certificate it signed for 127.0.0.1 (CN 'db.internal'), and
-    a CA directory hashed the way openssl's -CApath wants it."""
-    openssl = shutil.which("openssl")
-    assert openssl, "openssl is required (scripts/setup.d/20-handlers.sh installs it)"
-    where = tmp_path_factory.mktemp("tls")
-
-    def run(*args):
-        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=where)
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test CA",
-        "-keyout", "ca.key", "-out", "ca.pem")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=db.internal",
-        "-keyout", "server.key", "-out", "server.csr")
-    (where / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem")
-    capath = where / "capath"
-    capath.mkdir()
-    shutil.copy(where / "ca.pem", capath / "ca.pem")
-    run("rehash", str(capath))
-    return {"ca": str(where / "ca.pem"), "capath": str(capath),
-            "cert": str(where / "server.pem"), "key": str(where / "server.key")}
+    a CA directory hashed the way openssl's -CApath wants it (tests/tlscerts.py)."""
+    return tlscerts.make(tmp_path_factory.mktemp("tls"))
 
 
 def serve(certs, tls=True):

@@ -314,7 +314,9 @@ class Double:
     """Serves canned answers by path (query string ignored unless the route has one).
     ``routes[path] = (status, body bytes or JSON-able, headers)``; counts requests."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
+        """``tls``: (certificate, key) files to serve HTTPS with, as a management
+        API behind its TLS listener (management.ssl) does."""
         self.routes = {}
         self.requests = []
         outer = self
@@ -338,9 +340,15 @@ class Double:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls:
+            import ssl
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
 
     def set(self, path, body, status=200, **headers):
         self.routes[path] = (status, body, headers)
