@@ -152,18 +152,32 @@ def age(nova, sid, minutes, task_state=None):
              f"e.finish_time = e.finish_time - INTERVAL {minutes} MINUTE WHERE a.instance_uuid = '{sid}'")
 
 
-def queued(nova, queue, timeout=15, empty=False):
-    """Wait until the management API counts a message in ``queue`` of the harness's vhost
-    (``empty``: counts none, its statistics lag the queue by up to 5 s)."""
+def _queue_until(nova, queue, ready, timeout):
+    """The management API's row of ``queue`` in the harness's vhost once ``ready(row)``;
+    its statistics (messages, consumers) lag the queue by up to 5 s."""
     import requests
     deadline = time.monotonic() + timeout
     while True:
         row = requests.get(f"http://127.0.0.1:15672/api/queues/{nova.tag}/{queue}",
                            auth=("guest", "guest"), timeout=10).json()
-        if bool(row.get("messages")) != empty:
+        if ready(row):
             return row
         assert time.monotonic() < deadline, row
         time.sleep(0.5)
+
+
+def queued(nova, queue, timeout=15, empty=False):
+    """Wait until the management API counts a message in ``queue`` (``empty``: none)."""
+    return _queue_until(nova, queue, lambda row: bool(row.get("messages")) != empty, timeout)
+
+
+def consuming(nova, host, timeout=30):
+    """Wait until ``compute.<host>`` has a consumer and nothing queued, as the management
+    API reports it: the precondition of every repair. An earlier test of the session may
+    have restarted that compute, and its consumer shows up to 5 s after it is back (CI saw
+    a repair refused as "nothing consumes compute.host-a" right after such a restart)."""
+    return _queue_until(nova, f"compute.{host}",
+                        lambda row: (row.get("consumers") or 0) > 0 and not row.get("messages"), timeout)
 
 
 def wait_task(nova, sid, pred, timeout=60):
@@ -186,6 +200,7 @@ class RepairCase(Case):
         nova.wait_servers([self.bystander], lambda s: s["status"] == "SHUTOFF")
         for host in ("host-a", "host-b"):
             hv.write(host)
+        consuming(nova, "host-a")
 
     def snapshot(self):
         return {f"instance {k}": v for k, v in snapshot(self.nova).items()}
@@ -265,7 +280,7 @@ def test_a_queued_reboot_is_never_reset_and_happens_once_its_compute_resumes(nov
     found = settled_events(nova, rebooting, "reboot")
     assert ("compute_reboot_instance", "Success") in found, found
     nova.wait_service("host-b", "up", timeout=40)
-    queued(nova, "compute.host-b", empty=True)
+    consuming(nova, "host-b")
     # back, consuming, nothing queued: the power repair is now proven safe, and lands
     outcome = reconcile(path, "host-b")
     assert outcome.status == "remediated", outcome.to_dict()
@@ -417,7 +432,7 @@ def test_restart_compute_refuses_while_in_flight_then_resumes_only_the_stuck_del
         age(nova, deleting, 40, task_state="deleting")
         # another instance with an operation in flight on the same host (young: no finding)
         nova.sql(f"UPDATE instances SET task_state = 'rebooting' WHERE uuid = '{busy}'")
-        queued(nova, "compute.host-c", empty=True)
+        consuming(nova, "host-c")
         before = snapshot(nova)
         pid = nova.compute_pid("host-c")
         outcome = reconcile(path, "host-c")
