@@ -472,7 +472,7 @@ class Dispatch:
             return
         from autoremedy import statefile
         from autoremedy.pipeline.breaker import Breaker
-        from autoremedy.handlers.replay import Replayer
+        from autoremedy.pipeline.replayer import Replayer
         from autoremedy.pipeline.stackstorm import Client, SettingsError
         from autoremedy.config import ConfigError
         try:

@@ -102,7 +102,7 @@ def test_events_from_handler_processes_while_down_are_all_delivered(st2, state_d
 
 
 def test_replay_keeps_spool_order_in_process(st2, state_dir):
-    from autoremedy.handlers.replay import Replayer
+    from autoremedy.pipeline.replayer import Replayer
     from autoremedy.pipeline.stackstorm import Client
     spool_directly(state_dir, 30)
     replayer = Replayer(Spool(str(state_dir)), Client(st2.url, api_key=API_KEY)).run()
