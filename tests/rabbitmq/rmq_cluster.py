@@ -11,6 +11,7 @@ the forgotten node and drops it from the quorum queues' members; after
 """
 import os
 import shutil
+import subprocess
 import time
 
 import rmq_helpers as rh
@@ -153,8 +154,17 @@ def heal_partition(trusted, nodes, rounds=3):
         # the next round restarts it too (the docs allow restarting every node).
         untrusted = [n for n in nodes if n.name in listed and (n is not trusted or round_ > 0)]
         for node in untrusted:
-            for args in (("stop_app",), ("start_app",)):
-                node.ctl(*args, timeout=120)
+            try:
+                for args in (("stop_app",), ("start_app",)):
+                    node.ctl(*args, timeout=90)
+            except subprocess.TimeoutExpired:
+                # Seen in a clean-clone run on a loaded machine: start_app still waiting
+                # after 120 s (the app waits for its peers' Mnesia tables), and every later
+                # test of the module failed on the cluster it left. The next step an
+                # operator takes: restart the node itself.
+                node.kill()
+                node.start(wait=False)
+                node.wait_running(120)
         try:
             wait_healed(trusted, names, timeout=45)
             return

@@ -234,7 +234,12 @@ class Node:
             self.wait_running(timeout)
 
     def running(self):
-        return self.ctl("check_running", tool="rabbitmq-diagnostics", timeout=30).returncode == 0
+        # A CLI call that hangs past its timeout (a node still booting on a loaded
+        # machine) is "not yet": the caller's own deadline decides, not this call's.
+        try:
+            return self.ctl("check_running", tool="rabbitmq-diagnostics", timeout=30).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
 
     def wait_running(self, timeout=60):
         deadline = time.monotonic() + timeout
