@@ -40,6 +40,18 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture
+def live_process():
+    """A real process with a unique command line (its argv[0]) for process checks to find:
+    a --cmdline pattern is anchored at the program (docs/process.md)."""
+    import time
+    token = f"autoremedy-live-{os.getpid()}-{time.monotonic_ns()}"
+    proc = subprocess.Popen([token, "-c", "import time; time.sleep(300)"], executable=sys.executable)
+    yield token
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
 def state_dir(tmp_path):
     path = tmp_path / "state"
     path.mkdir()

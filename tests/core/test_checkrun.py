@@ -1,10 +1,6 @@
 """The check seam (autoremedy/contract/checkrun.py): the configuration is read once by
 whoever runs the checks and passed in, never re-read by each check."""
 import json
-import os
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -24,22 +20,13 @@ def reads(monkeypatch):
     return seen
 
 
-@pytest.fixture
-def sleeper():
-    token = f"autoremedy-seam-{os.getpid()}-{time.monotonic_ns()}"
-    proc = subprocess.Popen([token, "-c", "import time; time.sleep(120)"], executable=sys.executable)
-    yield token
-    proc.kill()
-    proc.wait()
-
-
-def test_a_batch_of_five_checks_reads_the_configuration_once(make_config, tmp_path, sleeper, reads,
+def test_a_batch_of_five_checks_reads_the_configuration_once(make_config, tmp_path, live_process, reads,
                                                               capsys):
     path = make_config({"checks": {"batch": {"checks": [
         {"name": "tmp", "class": "disk", "args": ["-p", str(tmp_path), "-w", "99.9", "-c", "100"]},
         {"name": "root", "class": "disk", "args": ["-p", "/", "-w", "99.9", "-c", "100"]},
-        {"name": "alive", "class": "process", "args": ["--cmdline", sleeper]},
-        {"name": "gone", "class": "process", "args": ["--cmdline", sleeper + "-gone"]},
+        {"name": "alive", "class": "process", "args": ["--cmdline", live_process]},
+        {"name": "gone", "class": "process", "args": ["--cmdline", live_process + "-gone"]},
         {"name": "spool", "class": "spool", "args": []}]}}})
     code = cli.main(["check", "batch", "--config", path, "--format", "json"])
     out = json.loads(capsys.readouterr().out)

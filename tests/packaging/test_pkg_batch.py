@@ -1,25 +1,11 @@
 """`autoremedy check batch`: every configured node check in one process, each
 result reported on its own (Zabbix master item, Sensu agent events)."""
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 from loopback import SensuAgentAPI
-
-
-@pytest.fixture
-def live_process():
-    """A real process with a unique command line for process checks to find."""
-    token = f"autoremedy-batch-{os.getpid()}-{time.monotonic_ns()}"
-    # argv[0] is the token: a --cmdline pattern is anchored at the program (docs/process.md)
-    proc = subprocess.Popen([token, "-c", "import time; time.sleep(300)"], executable=sys.executable)
-    yield token
-    proc.kill()
-    proc.wait()
 
 
 @pytest.fixture
