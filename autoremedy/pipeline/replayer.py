@@ -120,35 +120,21 @@ class Replayer:
     def _run(self, remover):
         if len(self.clients) > 1:
             return self._run_parallel(remover)
-        from autoremedy.pipeline.spool import CorruptEntry
         self._remove = remover.put
         seen = set()
         while self.stopped is None:
-            names = [n for n in self.spool.names() if n not in seen]
-            if not names:
-                break
-            for name in names:
-                seen.add(name)
+            listed = len(seen)
+            for _, entry in self._entries(seen):
                 if self.limit and self.delivered >= self.limit:
                     self.stopped = "limit"
                     break
                 if self.clock() > self.deadline:
                     self.stopped = "time"
                     break
-                try:
-                    entry = self.spool.load(name)
-                except CorruptEntry as exc:
-                    self.spool.quarantine(name, str(exc))
-                    self.corrupt += 1
-                    self._audit("replay", "error", reason=f"corrupt entry moved to the dead letters: {exc}")
-                    continue
-                if entry is None:
-                    continue                      # delivered by someone else meanwhile
-                if self.spool.claimed(entry):
-                    self.claimed.add(name)
-                    continue
                 if not self.deliver(entry):
                     break
+            if len(seen) == listed:
+                break                             # no name the spool had not listed before
 
     def deliver(self, entry, client=None):
         """True when delivered; False when the run must stop (sets ``stopped``)."""
