@@ -16,6 +16,7 @@ start-up cheap are still dependencies).
 """
 import ast
 import pathlib
+import sys
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_the_rules_see_a_violation(tmp_path, monkeypatch):
     core.mkdir()
     (core / "bad.py").write_text("def f():\n    from autoremedy.handlers.replay import Replayer\n"
                                  "    from autoremedy import cli\n")
-    monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path)
     assert offenders("autoremedy", ["autoremedy.handlers"]) == \
         ["autoremedy/bad.py:2 imports autoremedy.handlers.replay",
          "autoremedy/bad.py:2 imports autoremedy.handlers.replay.Replayer"]
