@@ -300,7 +300,12 @@ def test_b_stackstorm_down_the_alert_remediates_through_the_gate_and_keeps_the_e
         assert fallback["via"] == "sudo-gate" and fallback["gate"] == e2e["gate"], fallback
         assert fallback["gate_ran"] is True and fallback["outcome"] == "remediated", fallback
         [remediation] = [r for r in audit(e2e, "remediation") if r["outcome"] == "remediated"]
-        [kept] = [e for e in (read_entry(e2e, name) for name in spool_entries(e2e)) if e["event"]["action"] == "problem"]
+        # The handler audits the fallback, then marks the spool entry with its outcome and
+        # saves it: read the entry once it carries the mark (a clean-clone run read it
+        # between the two and saw no local mark yet).
+        [kept] = wait_for(lambda: [e for e in (read_entry(e2e, name) for name in spool_entries(e2e))
+                                   if e["event"]["action"] == "problem" and e["local"]],
+                          30, 0.2, "the kept problem marked with its local outcome")
         assert kept["id"] == remediation["event_id"] and kept["event"]["labels"]["autoremedy_target"] == WATCH
         assert [(m["class"], m["target"], m["outcome"]) for m in kept["local"]] == [("process", WATCH, "remediated")]
         e2e["kept"] = kept["id"]
