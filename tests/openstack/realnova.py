@@ -4,7 +4,8 @@ What it runs (from the venv ``scripts/setup.d/35-openstack.sh`` builds, apart
 from the bundle's: ``$AUTOREMEDY_NOVA_VENV``, default ``/opt/autoremedy/nova-venv``):
 placement, nova-api, nova-conductor, nova-scheduler and three nova-compute
 services (``fake.FakeDriverWithoutFakeNodes``: restartable like a real driver)
-named ``host-a``, ``host-b``, ``host-c``; a stub for identity, image and network
+named ``host-a``, ``host-b``, ``host-c``, each reporting every second, the first
+time too (realnova_service.py); a stub for identity, image and network
 (tests/openstack/novastub.py); on demand a real Keystone 30 and a second
 nova-api behind keystonemiddleware (``keystone()``). Databases
 ``arnova_<pid>_{api,cell0,cell1,placement,keystone}`` on the shared MariaDB
@@ -22,7 +23,8 @@ for the whole session; ``real_nova.reset()`` gives each test the baseline)::
     conn = nova.conn()               # an admin openstacksdk Connection (microversion 2.53)
     ids = nova.boot("host-a", 30)    # N servers on that host, ACTIVE; returns their ids
     nova.kill_compute("host-a")      # SIGKILL its nova-compute
-    nova.wait_service("host-a", "down")
+    nova.wait_service("host-a", "down")   # after service_down_time (6 s here)
+    nova.dead("host-a")              # SIGKILL, and Nova sees it down at once (its last heartbeat aged)
     nova.start_compute("host-a")     # start it again (same state_path, same node identity)
     nova.api_log                     # nova-api's log (debug: "vm evacuation scheduled" per evacuate call)
     nova.evacuate_calls()            # {instance id: evacuate calls nova-api accepted}
@@ -309,6 +311,10 @@ class RealNova:
     def nova_conf(self):
         # Nova's own calls: a fixed token at a fixed endpoint. Placement's noauth2
         # reads "user:project" from the token (admin:admin is an admin).
+        # periodic_fuzzy_delay = 0: a service starts its periodic tasks after a
+        # random 0-60 s (Nova's default), and the scheduler's host discovery is one
+        # of them: the computes were not listed as hypervisors for up to a minute
+        # (the bring-up's old 20-74 s spread).
         admin_token = lambda ep, token=self.token: (f"auth_type = admin_token\nendpoint = {ep}\n"
                                                     f"token = {token}\nendpoint_override = {ep}\n")
         return f"""[DEFAULT]
@@ -321,6 +327,7 @@ my_ip = 127.0.0.1
 instance_usage_audit = False
 heal_instance_info_cache_interval = -1
 sync_power_state_interval = -1
+periodic_fuzzy_delay = 0
 use_stderr = False
 state_path = {self.dir}/state
 [api]
@@ -516,7 +523,8 @@ max_pool_size = 5
         return proc
 
     def _service_argv(self, binary, *extra_conf):
-        argv = [self.bin(binary), "--config-file", os.path.join(self.dir, "nova.conf")]
+        argv = [self.bin("python"), os.path.join(HERE, "realnova_service.py"), binary,
+                "--config-file", os.path.join(self.dir, "nova.conf")]
         for conf in extra_conf:
             argv += ["--config-file", conf]
         return argv + ["--log-file", self.log(binary if not extra_conf else
@@ -561,6 +569,21 @@ max_pool_size = 5
         if proc.poll() is None:
             os.killpg(proc.pid, sig)
             proc.wait(timeout=30)
+
+    def dead(self, host):
+        """The host's nova-compute SIGKILLed and seen down by Nova at once.
+
+        Waiting ``service_down_time`` after a kill is what every test but the
+        detection ones would do, ~7 s each. The process is gone, so nothing can
+        report for it again; its last heartbeat (``last_seen_up``, what Nova's DB
+        servicegroup driver measures ``service_down_time`` from) is moved back by
+        that long, which is exactly the state the wait would reach. The tests of
+        detection itself (test_real_compute_node's, the harness's) kill and wait."""
+        self.kill_compute(host)
+        self.sql(f"UPDATE services SET last_seen_up = last_seen_up - INTERVAL "
+                 f"{self.service_down_time + 2} SECOND WHERE host = '{host}' "
+                 "AND `binary` = 'nova-compute' AND deleted = 0")
+        return self.wait_service(host, "down", timeout=40)
 
     def _wait_queue(self, name, timeout=60):
         deadline = time.monotonic() + timeout

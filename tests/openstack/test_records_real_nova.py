@@ -75,9 +75,8 @@ def test_a_failed_boot_brings_its_fault_its_action_and_the_request_that_ties_the
 def test_an_evacuation_shows_where_the_instance_went_and_no_false_host_disagreement(
         run_cli, nova_config, nova, fakebin, tmp_path):
     [sid] = nova.boot("host-a", 1, prefix="evac")
-    nova.kill_compute("host-a")
+    nova.dead("host-a")
     fakebin.ping("host-a", False)
-    nova.wait_service("host-a", "down", timeout=40)
     service = nova.services()["host-a"]["id"]
     nova.put(f"/os-services/{service}", {"forced_down": True}, version="2.53")
     nova.action(sid, {"evacuate": {}}, version="2.68")
@@ -107,8 +106,7 @@ def test_an_evacuation_shows_where_the_instance_went_and_no_false_host_disagreem
 def test_a_task_stuck_on_a_dead_compute_is_in_the_record_the_logs_cannot_show(
         run_cli, nova_config, nova, tmp_path):
     [sid] = nova.boot("host-b", 1, prefix="stuck")
-    nova.kill_compute("host-b")
-    nova.wait_service("host-b", "down", timeout=40)
+    nova.dead("host-b")
     # nova-api still accepts the stop (the service is down, not disabled) and casts it
     # to a compute that is not there: the instance stays powering-off
     nova.action(sid, {"os-stop": None})
