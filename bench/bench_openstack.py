@@ -226,7 +226,13 @@ def real_nova(runs=1):
                 killed = time.monotonic()
                 _kill(nova, fakebin)
                 # detection: the check, every second, as a monitor would run it
-                while run_once([AUTOREMEDY, "check", "compute-node", "--config", path], env)[3] != 2:
+                while True:
+                    rc = run_once([AUTOREMEDY, "check", "compute-node", "--config", path], env)[3]
+                    if rc == 2:
+                        break
+                    if time.monotonic() - killed > 120:
+                        raise RuntimeError(f"check compute-node still exits {rc}, not 2 (CRITICAL), "
+                                           "120 s after the kill")
                     time.sleep(1)
                 detected = time.monotonic()
                 cpu0, idle0 = _nova_cpu(nova), _machine_idle()
