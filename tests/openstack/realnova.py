@@ -431,7 +431,8 @@ max_pool_size = 5
 
     def _env(self, **extra):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OS_", "AUTOREMEDY_"))}
-        env.update(PYTHONPATH=HERE, REALNOVA_TOKEN=self.token, PYTHONUNBUFFERED="1")
+        env.update(PYTHONPATH=HERE, REALNOVA_TOKEN=self.token, PYTHONUNBUFFERED="1",
+                   REALNOVA_REPORT_INTERVAL=str(self.report_interval))
         env.update(extra)
         return env
 

@@ -19,7 +19,7 @@ def main():
     binary = sys.argv[1]
     sys.argv = [os.path.join(os.path.dirname(sys.executable), binary)] + sys.argv[2:]
     from nova.servicegroup import api
-    api.INITIAL_REPORTING_DELAY = 1
+    api.INITIAL_REPORTING_DELAY = int(os.environ.get("REALNOVA_REPORT_INTERVAL", "1"))
     module = importlib.import_module("nova.cmd." + binary[len("nova-"):])
     sys.exit(module.main())
 
