@@ -579,11 +579,17 @@ max_pool_size = 5
         report for it again; its last heartbeat (``last_seen_up``, what Nova's DB
         servicegroup driver measures ``service_down_time`` from) is moved back by
         that long, which is exactly the state the wait would reach. The tests of
-        detection itself (test_real_compute_node's, the harness's) kill and wait."""
+        detection itself (test_real_compute_node's, the harness's) kill and wait.
+
+        A heartbeat the compute sent just before the kill goes through the
+        conductor and could land after this update; Nova moves ``last_seen_up``
+        only for a ``report_count`` above the stored one (``service_update`` in
+        nova/db/main/api.py), so the count is raised past any the dead process
+        could still send."""
         self.kill_compute(host)
         self.sql(f"UPDATE services SET last_seen_up = last_seen_up - INTERVAL "
-                 f"{self.service_down_time + 2} SECOND WHERE host = '{host}' "
-                 "AND `binary` = 'nova-compute' AND deleted = 0")
+                 f"{self.service_down_time + 2} SECOND, report_count = report_count + 1000 "
+                 f"WHERE host = '{host}' AND `binary` = 'nova-compute' AND deleted = 0")
         return self.wait_service(host, "down", timeout=40)
 
     def _wait_queue(self, name, timeout=60):
