@@ -233,12 +233,13 @@ class Traffic:
                 pass
         return got
 
-    def lost_casts(self, timeout=30, target=None):
-        """Cast ids sent (to ``target`` only, if given) and, after waiting up to
-        ``timeout`` for the servers to drain, never received: must be empty."""
+    def lost_casts(self, timeout=30, target=None, since=0):
+        """Cast ids sent (to ``target`` only, if given; from the ``since``-th cast
+        on) and, after waiting up to ``timeout`` for the servers to drain, never
+        received: must be empty."""
         deadline = time.monotonic() + timeout
         while True:
-            missing = [cid for to, cid in self.sent_casts()
+            missing = [cid for to, cid in self.sent_casts()[since:]
                        if (target is None or to == target) and cid not in self.received_casts()]
             if not missing or time.monotonic() > deadline:
                 return missing
