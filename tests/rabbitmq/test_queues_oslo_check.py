@@ -49,8 +49,7 @@ def test_a_killed_rpc_server_is_named_and_its_orphaned_fanout_raises_no_alarm(
         shared.wait_api(vhost, "compute.node1", lambda r: r.get("consumers") == 0)
         # A cast node1 had taken when it was killed is lost: oslo.messaging's RPC server
         # acknowledges a message before it dispatches it (oslo_messaging/rpc/server.py: at most
-        # once). Those sent from
-        # here on find no consumer and must wait in the queue.
+        # once). Those sent from here on find no consumer and must wait in the queue.
         dead_from = len(traffic.sent_casts())
         ran = check(run_cli, config, vhost, *NOT_NOTIFY)          # the first run after the lag
         assert ran.returncode == 1, ran
