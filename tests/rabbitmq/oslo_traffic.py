@@ -239,8 +239,9 @@ class Traffic:
         received: must be empty."""
         deadline = time.monotonic() + timeout
         while True:
+            got = self.received_casts()       # read once per pass, not once per cast sent
             missing = [cid for to, cid in self.sent_casts()[since:]
-                       if (target is None or to == target) and cid not in self.received_casts()]
+                       if (target is None or to == target) and cid not in got]
             if not missing or time.monotonic() > deadline:
                 return missing
             time.sleep(0.5)
