@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -43,7 +44,6 @@ def pytest_sessionfinish(session, exitstatus):
 def live_process():
     """A real process with a unique command line (its argv[0]) for process checks to find:
     a --cmdline pattern is anchored at the program (docs/process.md)."""
-    import time
     token = f"autoremedy-live-{os.getpid()}-{time.monotonic_ns()}"
     proc = subprocess.Popen([token, "-c", "import time; time.sleep(300)"], executable=sys.executable)
     yield token
