@@ -452,6 +452,16 @@ def _step_trusted(current, part, create):
     return Dir(fd, current.join(part), os.fstat(fd))
 
 
+def pinned_path(directory):
+    """A path naming the open, verified ``directory`` itself, for a tool that takes
+    paths (mariadb-dump's ``--result-file``, a child's working directory):
+    ``/proc/<our pid>/fd/<its fd>``. The kernel resolves it through our fd, so a
+    component above the directory renamed or swapped for a link after we verified
+    it cannot redirect what is written or read there. Valid while ``directory``
+    stays open, in our children too (the same user may resolve our fds)."""
+    return f"/proc/{os.getpid()}/fd/{directory.fd}"
+
+
 def makedirs(path, private=False):
     """Create ``path`` and its missing parents the safe way (see open_dir)."""
     open_dir(path, create=True, private=private).close()

@@ -6,6 +6,7 @@ unique key; ``skip`` skips a transaction only when every one of its row changes
 is already on the replica (_replication_rows). Both are capped per hour and
 audited row by row; the comparison step verifies afterwards.
 """
+import contextlib
 import os
 
 from autoremedy.contract import execute
@@ -75,8 +76,9 @@ class DuplicateKeyRepairs:
         if not transaction["rows_only"]:
             return f"{label}: GTID {transaction['gtid']} holds statements, not only row changes: cannot verify a skip"
         try:
-            changes = rows.read_transaction(self.runner, self.source_server(target, channel.name),
-                                            self._workdir("rows"), transaction)
+            with self._workdir("rows") as workdir:
+                changes = rows.read_transaction(self.runner, self.source_server(target, channel.name),
+                                                workdir, transaction)
         except (rows.RowsUnreadable, execute.CommandError, OSError) as exc:
             return f"{label}: cannot read the rows of GTID {transaction['gtid']} from the source: {exc}"
         missing = rows.missing_changes(session, changes)
@@ -91,11 +93,16 @@ class DuplicateKeyRepairs:
         step.scope = Scope(channel.name, channel.label, tables=set(transaction["tables"]))
         return keyed(step, "skip", channel.name, transaction["gtid"])
 
+    @contextlib.contextmanager
     def _workdir(self, what):
+        """<state_dir>/mysql/<what>: root's own, 0700, made without following anything
+        planted, held open while the block runs and named by its pinned path (mysql/
+        sits in the group's state directory: swapped for a link meanwhile, it
+        redirects nothing)."""
         from autoremedy import safefs
-        path = os.path.join(self.config.state_dir, "mysql", what)
-        safefs.makedirs(path, private=True)     # root's own, 0700, nothing planted followed
-        return path
+        with safefs.open_dir(os.path.join(self.config.state_dir, "mysql", what),
+                             create=True, private=True) as directory:
+            yield safefs.pinned_path(directory)
 
     def _ledger_path(self):
         return os.path.join(self.config.state_dir, "mysql", "row-repairs.json")

@@ -31,10 +31,9 @@ The procedure (every command listed in the plan and the dry-run):
 Files live in ``<state_dir>/mysql/resync/<target>/`` (0700) and are removed on
 every path; logins reach the tools in 0600 option files, never argv.
 """
+import contextlib
 import os
 import re
-import shutil
-import stat
 
 from autoremedy.clients import mysql
 from autoremedy.contract.remediation import RemediationError
@@ -112,32 +111,28 @@ def workdir(state_dir, target):
     return os.path.join(state_dir, "mysql", "resync", safe)
 
 
-def fresh_workdir(path):
-    """An empty 0700 directory of ours: a leftover of a crashed run is emptied; a
-    symlink or a directory someone else owns is refused (root must not follow a
-    path a less trusted user planted)."""
+def fresh_workdir(parent, name):
+    """The empty 0700 directory ``name`` of ours in the verified ``parent``
+    (safefs.Dir), returned open: a leftover of a crashed run is emptied; a
+    directory someone else owns is refused (root must not follow a path a less
+    trusted user planted). The run works in it through its pinned path, so no
+    component above it renamed or swapped for a link later redirects a tool."""
     from autoremedy import safefs
-    # Root's own, 0700, made without following anything planted on the way.
-    safefs.makedirs(os.path.dirname(path), private=True)
     try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        os.mkdir(path, 0o700)
-        return path
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
-        raise RemediationError(f"{path} is not a directory of ours: refusing to write a dump there")
-    for name in os.listdir(path):
-        full = os.path.join(path, name)
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full)
-        else:
-            os.unlink(full)
-    os.chmod(path, 0o700)
-    return path
-
-
-def clean(path):
-    shutil.rmtree(path, ignore_errors=True)
+        work = parent.subdir(name, create=True, private=True)
+    except safefs.Refused as exc:
+        raise RemediationError(f"{exc.path} is not a directory of ours ({exc.why}): "
+                               "refusing to write a dump there") from None
+    try:
+        for entry in work.listdir():
+            try:
+                work.unlink(entry)
+            except IsADirectoryError:
+                work.rmtree(entry)
+    except BaseException:
+        work.close()
+        raise
+    return work
 
 
 # --- the commands -----------------------------------------------------------------------------------------
@@ -233,36 +228,27 @@ class Resync:
         self.downstream = list(downstream)
         self.replica = rem.server(target)
         self.source = rem.source_server(target, channel.name)
-        self.dir = workdir(rem.config.state_dir, target)
+        self.dir = workdir(rem.config.state_dir, target)   # as the plan names it
+        self.work = None        # the same directory, pinned (safefs.pinned_path) while the run holds it
         self.timeout = rem.entry(target)["resync"]["timeout"]
         self.position = None
         self.stopped = []           # [(server, connection)] to start again
 
     def run(self):
-        fresh_workdir(self.dir)
-        try:
-            with mysql.connect(self.replica) as session:
-                before = event_states(session, self.databases)
-            # Nothing is stopped until the dump is complete: a source that dies now
-            # leaves the replica exactly as it was found.
-            self._dump(before)
+        from autoremedy import safefs
+        parent_path, name = os.path.split(self.dir)
+        # Root's own, 0700, made without following anything planted, and held open
+        # from here to the removal: every path the run and its tools use is the
+        # pinned one (mysql/ sits in the group's state directory).
+        with safefs.open_dir(parent_path, create=True, private=True) as parent:
+            work = fresh_workdir(parent, name)
             try:
-                self._stop()
-            except Exception:
-                self._start_again()
-                raise
-            try:
-                self._load_all()
-            except Exception as exc:
-                raise RemediationError(
-                    f"{exc}; the load was interrupted: databases {', '.join(self.databases)} on "
-                    f"{self.replica.describe()} may be partly loaded, so replication stays stopped "
-                    "(resync again)") from None
-            self._set_positions()
-            self._start_again()
-            size = os.path.getsize(os.path.join(self.dir, "dump.sql"))
-        finally:
-            clean(self.dir)
+                self.work = safefs.pinned_path(work)
+                size = self._resync()
+            finally:
+                work.close()
+                with contextlib.suppress(OSError):
+                    parent.rmtree(name)       # the dump and the logins, on every path
         if self.rem.audit is not None:
             self.rem.audit.record("mysql-replication", "ok", action="resync", cls=self.rem.name,
                                   target=self.target, connection=self.name, databases=self.databases,
@@ -272,17 +258,40 @@ class Resync:
         return (f"resynced {', '.join(self.databases)} ({size} bytes) from {self.source.describe()} at GTID "
                 f"{self.position} into {self.replica.describe()}{extra}; replication started again")
 
+    def _resync(self):
+        """Dump, stop, load, set the positions, start again; the dump's size."""
+        with mysql.connect(self.replica) as session:
+            before = event_states(session, self.databases)
+        # Nothing is stopped until the dump is complete: a source that dies now
+        # leaves the replica exactly as it was found.
+        self._dump(before)
+        try:
+            self._stop()
+        except Exception:
+            self._start_again()
+            raise
+        try:
+            self._load_all()
+        except Exception as exc:
+            raise RemediationError(
+                f"{exc}; the load was interrupted: databases {', '.join(self.databases)} on "
+                f"{self.replica.describe()} may be partly loaded, so replication stays stopped "
+                "(resync again)") from None
+        self._set_positions()
+        self._start_again()
+        return os.path.getsize(os.path.join(self.work, "dump.sql"))
+
     def _tool_run(self, argv, what):
-        done = self.rem.runner(argv, timeout=self.timeout, cwd=self.dir)
+        done = self.rem.runner(argv, timeout=self.timeout, cwd=self.work)
         if done.returncode != 0:
             raise RemediationError(f"{what}: exit {done.returncode}: {done.brief()}")
 
     def _dump(self, before):
         from autoremedy.remediations import _replication_sql as sql
-        cnf, address = _option_file(self.source, self.dir, "source.cnf")
+        cnf, address = _option_file(self.source, self.work, "source.cnf")
         tool = sql.tool("mariadb-dump", "mysqldump")
         self._tool_run(dump_argv(tool, cnf, address, self.databases), "dump from the source")
-        dump = os.path.join(self.dir, "dump.sql")
+        dump = os.path.join(self.work, "dump.sql")
         if not sql.dump_complete(dump):
             raise RemediationError(f"the dump from {self.source.describe()} is incomplete (no \"Dump completed\"): "
                                    "nothing was loaded")
@@ -295,7 +304,7 @@ class Resync:
         self.position = sql.gtid_text({d: g for d, g in check.parse_gtid_list(full).items()
                                        if check.in_domains(d, self.domains)})
         self._tool_run(events_argv(tool, cnf, address, self.databases), "dump the events from the source")
-        path = os.path.join(self.dir, "events.sql")
+        path = os.path.join(self.work, "events.sql")
         with open(path, "rb") as handle:
             data, count = rewrite_events(handle.read(), before)
         with mysql.connect(self.source) as source:
@@ -338,7 +347,7 @@ class Resync:
         from autoremedy.remediations import _replication_sql as sql
         client = sql.tool("mariadb", "mysql")
         for server in [self.replica] + [s for s, _ in self.downstream]:
-            cnf, address = _option_file(server, self.dir, _cnf_name(server, self.replica))
+            cnf, address = _option_file(server, self.work, _cnf_name(server, self.replica))
             for file in ("dump.sql", "events.sql"):
                 self._tool_run(load_argv(client, cnf, address, file), f"load {file} into {server.describe()}")
 

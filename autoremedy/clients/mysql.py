@@ -448,10 +448,11 @@ def _version_tuple(text):
 def client_option_file(server, directory):
     """Write a 0600 option file holding ``server``'s login for the mariadb /
     mariadb-dump command-line tools (credentials never go into their argv).
-    Returns (path, argv addressing the server); the caller deletes the file."""
+    ``directory``: a private directory of ours, held open and named by its
+    ``safefs.pinned_path`` (a login written by a path someone could swap would
+    go where they chose). Returns (path, argv addressing the server); the caller
+    deletes the file."""
     import tempfile
-    from autoremedy import safefs
-    safefs.makedirs(directory, private=True)
     lines = ["[client]", f"user={_quote_option(server.user)}"]
     if server.password:
         lines.append(f"password={_quote_option(server.password)}")

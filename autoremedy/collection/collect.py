@@ -241,7 +241,7 @@ def write_bundle(conf, when, host, check, window, lines, notes, analysis, runner
     from autoremedy.contract import execute
     from autoremedy import safefs, statefile
     from autoremedy.collection.logfocus import describe_unlinked
-    from autoremedy.collection.loggraph import render, to_dot
+    from autoremedy.collection.loggraph import to_dot
     from autoremedy.collection.logwindow import iso
     runner = runner or execute.run
     graph, focus = analysis["graph"], analysis["focus"]
@@ -270,9 +270,10 @@ def write_bundle(conf, when, host, check, window, lines, notes, analysis, runner
         dict(graph.to_dict(iso, only=shown), seeds=focus["seeds"],
              unlinked=focus["unlinked"]), indent=1, sort_keys=True).encode())
     dot_path = os.path.join(path, "graph.dot")
-    statefile.write_atomic(dot_path, to_dot(graph, title, only=shown, seeds=focus["seeds"],
-                                            unlinked=describe_unlinked(focus["unlinked"])).encode())
-    drawn, draw_note = render(dot_path, runner)
+    dot_text = to_dot(graph, title, only=shown, seeds=focus["seeds"],
+                      unlinked=describe_unlinked(focus["unlinked"])).encode()
+    statefile.write_atomic(dot_path, dot_text)
+    drawn, draw_note = _draw(dot_text, path, runner)
     if draw_note:
         notes.append(f"graph {draw_note}")
     notes.extend(analysis["notes"])
@@ -308,6 +309,34 @@ def write_bundle(conf, when, host, check, window, lines, notes, analysis, runner
             "unlinked": summary["unlinked"],
             "graph": {"json": os.path.join(path, "graph.json"), "dot": dot_path, "drawn": drawn},
             "notes": notes}
+
+
+def _draw(dot_text, path, runner):
+    """Graphviz's drawings of ``dot_text`` put in the bundle ``path``. dot reads and
+    writes by name, following links, and may run as root: it works in a private
+    folder of ours (mkdtemp, 0700), and what it drew is copied into the bundle
+    through safefs (a temp name, then a rename over the name). A link a group
+    member planted in the bundle (graph.svg -> a file of root's) is replaced,
+    never written through, and dot never reads a graph.dot swapped meanwhile."""
+    import shutil
+    import tempfile
+    from autoremedy import statefile
+    from autoremedy.collection.loggraph import render
+    private = tempfile.mkdtemp(prefix="autoremedy-dot-")
+    try:
+        source = os.path.join(private, "graph.dot")
+        with open(source, "wb") as handle:
+            handle.write(dot_text)
+        made, note = render(source, runner)
+        drawn = []
+        for out in made:
+            with open(out, "rb") as handle:
+                target = os.path.join(path, os.path.basename(out))
+                statefile.write_atomic(target, handle.read())
+            drawn.append(target)
+        return drawn, note
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 def _text(summary, title):

@@ -32,6 +32,30 @@ def repair(path, name="replica", dry_run=False, klass=None, runner=None):
     return perform(remediation, name, Trigger(source="test"), dry_run=dry_run), config
 
 
+def swapping_runner(state_dir, evil, tools):
+    """execute.run, except that just before the first command of ``tools`` runs, a
+    group member wins the race: <state_dir>/mysql is moved aside to mysql.away and
+    replaced by a link to ``evil``, a tree of the same layout (so a tool sent there
+    by name would work, and write there). ``.swapped`` says whether it happened."""
+    from autoremedy.contract import execute
+
+    def run(argv, **kwargs):
+        if not run.swapped and os.path.basename(argv[0]) in tools:
+            mine = os.path.join(state_dir, "mysql")
+            for dirpath, _dirs, _files in os.walk(mine):
+                os.makedirs(os.path.join(evil, os.path.relpath(dirpath, mine)), exist_ok=True)
+            os.rename(mine, mine + ".away")
+            os.symlink(evil, mine)
+            run.swapped = True
+        return execute.run(argv, **kwargs)
+    run.swapped = False
+    return run
+
+
+def files_under(path):
+    return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, names in os.walk(path) for f in names)
+
+
 def heal_time(case, outcome):
     """Record and print the time-to-heal of a case (the outcome's duration)."""
     duration = outcome["duration_s"] if isinstance(outcome, dict) else outcome.duration

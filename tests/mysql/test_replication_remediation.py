@@ -469,6 +469,33 @@ def test_skip_row_images_match_what_the_source_binlogged(topo, topo_config, root
 
 
 @pytest.mark.integration
+def test_a_skips_rows_are_read_where_verified_though_mysql_is_swapped_for_a_link(topo, topo_config, tmp_path):
+    """The login and the rows mariadb-binlog writes go through the pinned work
+    directory: <state_dir>/mysql swapped for a link just before the tool runs sends
+    neither the source's password nor the rows into a group member's tree."""
+    from autoremedy.clients import mysql
+    from autoremedy.config import Config
+    from autoremedy.remediations import _replication_source as origin
+    from autoremedy.remediations import mysql_replication as rem
+    topo.source.sql("CREATE DATABASE pin", "CREATE TABLE pin.t (id INT PRIMARY KEY, v VARCHAR(9))",
+                    "INSERT INTO pin.t VALUES (1, 'one')")
+    config = Config.load(topo_config(server="sibling"))
+    source = mysql.resolve(config, "source")
+    with mysql.connect(source) as session:
+        start = [e for e in session.rows("SHOW BINLOG EVENTS") if e["Event_type"] == "Gtid"][-1]
+        transaction = origin.transaction_at(session, start["Log_name"], start["Pos"])
+    evil = str(tmp_path / "evil")
+    runner = h.swapping_runner(config.state_dir, evil, ("mariadb-binlog", "mysqlbinlog"))
+    remediation = rem.REMEDIATION(config, runner=runner)
+    with remediation._workdir("rows") as workdir:
+        changes = rows.read_transaction(remediation.runner, source, workdir, transaction)
+    assert runner.swapped
+    assert [(c.kind, c.db, c.table) for c in changes] == [("insert", "pin", "t")]
+    assert h.files_under(evil) == []
+    assert h.files_under(os.path.join(config.state_dir, "mysql.away")) == []     # login and rows removed
+
+
+@pytest.mark.integration
 def test_a_replica_without_gtid_is_compared_at_the_sources_binlog_position(topo, topo_config):
     """File/position replication: the replica stops at the source snapshot's binlog
     coordinates (UNTIL MASTER_LOG_FILE/POS, MASTER_POS_WAIT) instead of a GTID."""

@@ -66,6 +66,28 @@ def test_a_resync_of_part_of_the_gtid_domain_is_refused_and_the_whole_domain_hea
     assert not os.listdir(os.path.join(config.state_dir, "mysql", "resync"))   # dump and logins removed
 
 
+@pytest.mark.integration
+def test_a_resync_works_where_it_verified_though_mysql_is_swapped_for_a_link(topo, topo_config, tmp_path):
+    """<state_dir>/mysql sits in the group's state directory: swapped for a link to a
+    tree of a group member's own between the verification of the work directory and
+    the dump, it steers nothing. The dump and the logins (passwords) stay in the
+    directory verified, the load reads them from there, and are removed from there."""
+    h.make_app(topo)
+    w = h.writer(topo)
+    h.purge_source_binlogs(topo, topo.sibling)
+    path = topo_config(server="sibling", resync={"allowed": True, "databases": ["*"]})
+    from autoremedy.config import Config
+    state_dir = Config.load(path).state_dir
+    evil = str(tmp_path / "evil")
+    runner = h.swapping_runner(state_dir, evil, ("mariadb-dump", "mysqldump"))
+    outcome, _ = h.repair(path, runner=runner)
+    assert runner.swapped
+    assert outcome.status == "remediated", outcome.to_dict()
+    assert h.files_under(evil) == []                                     # nothing written, nothing read there
+    assert h.files_under(os.path.join(state_dir, "mysql.away")) == []    # and removed where it was
+    assert h.differing(h.settle_and_compare(topo, w, ("sibling",))) == {}
+
+
 # --- 3. skip only whole truths -------------------------------------------------------------------
 
 @pytest.mark.integration

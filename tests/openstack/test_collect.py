@@ -164,6 +164,29 @@ def test_graphviz_draws_svg_and_png(incident):
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.integration
+def test_a_link_planted_at_a_drawing_is_replaced_never_written_through(incident, tmp_path):
+    """The bundle sits in the group's state directory and dot (root, maybe) writes by
+    name: a link a group member planted at graph.svg just before dot runs must not
+    send the drawing over the file it points to. dot draws in a private folder and
+    the drawing is put in the bundle by a rename over the name."""
+    from autoremedy.contract import execute
+    secret = tmp_path / "secret"
+    secret.write_text("ROOT-ONLY\n")
+
+    def runner(argv, **kwargs):
+        if argv[0] == "dot" and argv[1] == "-Tsvg":
+            [bundle] = os.listdir(tmp_path / "incidents")
+            os.symlink(secret, tmp_path / "incidents" / bundle / "graph.svg")
+        return execute.run(argv, **kwargs)
+    result = collect.collect(Config.load(incident), T0, runner=runner)
+    assert secret.read_text() == "ROOT-ONLY\n"
+    svg = os.path.join(result["path"], "graph.svg")
+    assert result["graph"]["drawn"][0] == svg and not os.path.islink(svg)
+    with open(svg) as handle:
+        assert "<svg" in handle.read()
+
+
 def test_without_graphviz_the_bundle_says_so(incident, monkeypatch, tmp_path):
     monkeypatch.setenv("AUTOREMEDY_EXEC_PATH", str(tmp_path / "empty"))
     result = collect.collect(Config.load(incident), T0)

@@ -139,3 +139,30 @@ def test_a_kept_directory_is_walked_once_and_a_later_plant_is_never_followed(nod
     first.close()
     with pytest.raises(OSError):
         os.fstat(fd)                                      # the last handle closed it
+
+
+def test_a_pinned_path_names_the_verified_directory_though_its_parent_is_swapped(node, shared):
+    """mysql/ sits in the group's directory: zabbix, a group member, swaps it for a
+    link to a tree of its own after root verified mysql/resync/t. Root's writes and
+    a child tool's (its working directory and a path argument) through the pinned
+    path still land in the directory root verified; zabbix's tree gets nothing."""
+    import subprocess
+    work_path = os.path.join(shared, "mysql", "resync", "t")
+    with safefs.open_dir(os.path.dirname(work_path), create=True, private=True) as parent, \
+            parent.subdir("t", create=True, private=True) as work:
+        pinned = safefs.pinned_path(work)
+        evil = os.path.join(shared, "evil")
+        swap = subprocess.run(["runuser", "-u", "zabbix", "--", "sh", "-c",
+                               f"mkdir -p {evil}/resync/t && mv {shared}/mysql {shared}/mysql.away && "
+                               f"ln -s {evil} {shared}/mysql"], capture_output=True, text=True)
+        assert swap.returncode == 0, swap.stderr
+        assert os.path.realpath(work_path) == os.path.join(evil, "resync", "t")    # the name now leads there
+        with open(os.path.join(pinned, "login.cnf"), "w") as handle:
+            handle.write("password=secret\n")
+        tool = subprocess.run(["sh", "-c", f"echo dump > dump.sql && cat {pinned}/login.cnf > copy.cnf && pwd"],
+                              cwd=pinned, capture_output=True, text=True)
+        assert tool.returncode == 0, tool.stderr
+        assert tool.stdout.strip() == os.path.join(shared, "mysql.away", "resync", "t")
+    verified = os.path.join(shared, "mysql.away", "resync", "t")
+    assert sorted(os.listdir(verified)) == ["copy.cnf", "dump.sql", "login.cnf"]
+    assert os.listdir(os.path.join(evil, "resync", "t")) == []
