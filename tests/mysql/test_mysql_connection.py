@@ -69,7 +69,7 @@ def test_later_groups_override_and_includes_are_followed(tmp_path):
 
 def test_written_option_file_round_trips_through_the_real_parser(tmp_path):
     server = mysql.Server("x", host="h", port=1, user="u", password="p'a\"ss#w\\rd")
-    path, argv = mysql.client_option_file(server, str(tmp_path / "d"))
+    path, argv = mysql.client_option_file(server, str(tmp_path))    # a directory of ours, as safefs.pinned_path names it
     try:
         assert oct(os.stat(path).st_mode & 0o777) == "0o600"
         real = subprocess.run(["my_print_defaults", f"--defaults-file={path}", "client"],
