@@ -117,9 +117,7 @@ def test_two_nodes_crash_the_survivor_is_bootstrapped_and_success_waits_for_the_
     no_harm_to_data(cluster)
 
     # Their services bring g2 and g3 back: they rejoin by IST, the whole cluster holds every row.
-    gc.service_start(cluster.g2)
-    gc.service_start(cluster.g3)
-    cluster.wait_whole()
+    cluster.rejoin(cluster.g2, cluster.g3)
     no_harm_to_data(cluster)
     assert remediate(run_cli, path, env)["outcome"] == "noop"
     ran = run_cli("check", "galera", "--cluster", "test", "--config", path)
@@ -287,7 +285,5 @@ def test_bootstrapped_by_another_host_meanwhile_is_noop_and_spends_no_slot(clust
     assert (again.status, again.guard) == ("refused", "precondition"), again.to_dict()
     assert "a Primary component exists on g1 (size 1 of 3)" in again.reason
     no_harm_to_data(cluster)
-    gc.service_start(cluster.g2)
-    gc.service_start(cluster.g3)
-    cluster.wait_whole()
+    cluster.rejoin(cluster.g2, cluster.g3)
     no_harm_to_data(cluster)
