@@ -78,9 +78,12 @@ def test_pidfile_states(run_cli, daemon_binary, spawn, tmp_path):
 
 def test_zombies_are_not_counted_as_running_and_can_warn(run_cli, daemon_binary, spawn):
     # The parent starts the daemon copy with a 0 s sleep and never reaps it: a zombie.
+    # It keeps the Popen object: an unreferenced one is collected at once, and its
+    # __del__ polls (waitpid WNOHANG), which reaps a child that has already exited,
+    # so on a busy machine there was sometimes no zombie at all (a clean-clone run).
     code = textwrap.dedent(f"""
         import subprocess, time
-        subprocess.Popen([{daemon_binary!r}, "0"])
+        child = subprocess.Popen([{daemon_binary!r}, "0"])
         time.sleep(300)
     """)
     spawn([sys.executable, "-c", code])
