@@ -164,8 +164,10 @@ def commands(replica, source, downstream, name, databases, directory, session):
     from autoremedy.remediations import _replication_sql as sql
     dump, client = sql.tool("mariadb-dump", "mysqldump"), sql.tool("mariadb", "mysql")
     src = address_argv(source)
-    lines = [" ".join(dump_argv(dump, f"{directory}/source.cnf", src, databases)) + f"   (in {directory})",
-             " ".join(events_argv(dump, f"{directory}/source.cnf", src, databases)),
+    # Every file by its name in the work directory, the tools' working directory: the
+    # run gives them exactly these argv (its directory pinned, safefs.pinned_path).
+    lines = [" ".join(dump_argv(dump, "source.cnf", src, databases)) + f"   (in {directory})",
+             " ".join(events_argv(dump, "source.cnf", src, databases)),
              "rewrite events.sql: each event's status as the replica had it; a new ENABLE event -> DISABLE ON SLAVE"]
     for server, conn in downstream:
         lines.append(f"{server.describe()}: {sql.thread_statement(session, 'STOP', conn)}")
@@ -173,8 +175,7 @@ def commands(replica, source, downstream, name, databases, directory, session):
                  "(and every other running connection)")
     for server in [replica] + [s for s, _ in downstream]:
         for file in ("dump.sql", "events.sql"):
-            lines.append(" ".join(load_argv(client, f"{directory}/{_cnf_name(server, replica)}",
-                                            address_argv(server), file)))
+            lines.append(" ".join(load_argv(client, _cnf_name(server, replica), address_argv(server), file)))
     lines.append(f"{replica.describe()}: SET GLOBAL gtid_slave_pos = '<the dump's position, other domains kept>'")
     if downstream:
         lines.append(f"{replica.describe()}: RESET MASTER; SET GLOBAL gtid_binlog_state = '<the dump's position, "
@@ -373,8 +374,8 @@ class Resync:
 
 
 def _option_file(server, directory, name):
-    """mysql.client_option_file under a fixed name (the dry-run shows the path)."""
+    """mysql.client_option_file under a fixed name in ``directory``, returned as that
+    name: the tools run there, and the dry-run shows the same argv."""
     path, address = mysql.client_option_file(server, directory)
-    final = os.path.join(directory, name)
-    os.replace(path, final)
-    return final, address
+    os.replace(path, os.path.join(directory, name))
+    return name, address

@@ -305,8 +305,9 @@ class Cluster:
                 time.sleep(0.5)
 
     def _restart_all(self):
-        """Nothing answers: start every node as its service would (pc.recovery);
-        if that does not bring a Primary back, bootstrap the most advanced."""
+        """Nothing answers, or the leader refuses to bootstrap: start every node as its
+        service would (pc.recovery); if that does not bring a Primary back, bootstrap
+        the most advanced."""
         for node in self.nodes.values():
             node.kill()
         for node in self.nodes.values():

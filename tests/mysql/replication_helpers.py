@@ -36,10 +36,12 @@ def swapping_runner(state_dir, evil, tools):
     """execute.run, except that just before the first command of ``tools`` runs, a
     group member wins the race: <state_dir>/mysql is moved aside to mysql.away and
     replaced by a link to ``evil``, a tree of the same layout (so a tool sent there
-    by name would work, and write there). ``.swapped`` says whether it happened."""
+    by name would work, and write there). ``.swapped`` says whether it happened;
+    ``.argvs`` holds every command as the remediation gave it."""
     from autoremedy.contract import execute
 
     def run(argv, **kwargs):
+        run.argvs.append(list(argv))
         if not run.swapped and os.path.basename(argv[0]) in tools:
             mine = os.path.join(state_dir, "mysql")
             for dirpath, _dirs, _files in os.walk(mine):
@@ -48,7 +50,7 @@ def swapping_runner(state_dir, evil, tools):
             os.symlink(evil, mine)
             run.swapped = True
         return execute.run(argv, **kwargs)
-    run.swapped = False
+    run.swapped, run.argvs = False, []
     return run
 
 

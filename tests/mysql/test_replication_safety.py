@@ -79,9 +79,15 @@ def test_a_resync_works_where_it_verified_though_mysql_is_swapped_for_a_link(top
     from autoremedy.config import Config
     state_dir = Config.load(path).state_dir
     evil = str(tmp_path / "evil")
+    dry, _ = h.repair(path, dry_run=True)
+    assert dry.status == "dry-run", dry.to_dict()
     runner = h.swapping_runner(state_dir, evil, ("mariadb-dump", "mysqldump"))
     outcome, _ = h.repair(path, runner=runner)
     assert runner.swapped
+    # the dry-run printed exactly the commands the run gave the tools (files by name in the work directory)
+    shown = [line.split("   (in ")[0] for step in dry.plan for line in step.details or []
+             if line.split(" ", 1)[0] in ("mariadb-dump", "mysqldump", "mariadb", "mysql")]
+    assert shown and shown == [" ".join(argv) for argv in runner.argvs], (shown, runner.argvs)
     assert outcome.status == "remediated", outcome.to_dict()
     assert h.files_under(evil) == []                                     # nothing written, nothing read there
     assert h.files_under(os.path.join(state_dir, "mysql.away")) == []    # and removed where it was
